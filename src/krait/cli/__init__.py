@@ -1,0 +1,47 @@
+"""krait's command line: one module per command, each thin (parse, call, print)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from rich.logging import RichHandler
+
+from krait import __version__
+from krait.cli import bench, build, inspect, kernel, run, settings
+from krait.cli._output import err_console
+from krait.errors import KraitError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="krait")
+@click.option("--debug", is_flag=True, help="Show every command krait runs.")
+def cli(debug: bool) -> None:
+    """krait: turn a Python app into a unikernel and boot it."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_time=False, show_path=False,
+                              markup=False)])
+
+
+for module in (build, run, inspect, kernel, bench, settings):
+    cli.add_command(module.command)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except KraitError as e:
+        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        if e.hint:
+            err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+        sys.exit(getattr(e, "exit_code", 1))
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)

@@ -1,0 +1,3 @@
+from krait.cli import main
+
+main()

@@ -1,0 +1,110 @@
+"""``krait run``: boot an image in the foreground; Ctrl-C stops it; exit code = the app's."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from krait.cli._output import err_console
+from krait.cli._settings_flags import overrides, setting_options
+from krait.config import parse_env
+from krait.errors import ConfigError, GuestFailed
+from krait.vmm.launch import RunOptions, prepare
+from krait.vmm.options import PortForward
+from krait.vmm.qemu import QemuBackend
+
+# Printed by the guest kernel as the VM ends; noise for the user.
+_QUIET_LINES = ("reboot: Restarting system", "reboot: machine restart")
+
+
+def parse_publish(values: tuple[str, ...]) -> tuple[PortForward, ...]:
+    """-p HOST:GUEST or -p PORT (the same on both sides), like docker's."""
+    out = []
+    for value in values:
+        host, _, guest = value.rpartition(":") if ":" in value else (value, "", value)
+        try:
+            out.append(PortForward(int(host), int(guest)))
+        except ValueError:
+            raise ConfigError(f"-p {value}: expected HOST_PORT:GUEST_PORT, e.g. -p 8080:8080",
+                              ) from None
+    return tuple(out)
+
+
+def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: str | None,
+                       settings: dict[str, Any]) -> RunOptions:
+    given = overrides(settings)
+    try:
+        boot_env = parse_env(list(env)) if env else {}
+    except ValueError as e:
+        raise ConfigError(f"--env: {e}", hint="use --env KEY=VALUE") from None
+    from krait.config.settings import parse_setting
+
+    parsed = {k: parse_setting(k, v, "command line") for k, v in given.items()}
+    return RunOptions(ports=parse_publish(publish), env=boot_env, accel=accel,
+                      memory=parsed.get("memory"), vcpus=parsed.get("vcpus"),
+                      cmdline=parsed.get("cmdline", ""))
+
+
+@click.command("run")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-p", "--publish", multiple=True, metavar="HOST:GUEST",
+              help="Forward a host port (on 127.0.0.1) to a guest port.")
+@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE",
+              help="Environment for this boot (passed on the kernel command line).")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,
+              help="Accelerator (default: KVM when it really works, else TCG).")
+@click.option("--dry-run", is_flag=True, help="Print the QEMU command line and exit.")
+@setting_options("boot")
+def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...], accel: str | None,
+            dry_run: bool, **settings: Any) -> None:
+    """Boot IMAGE and show its console; Ctrl-C stops it gracefully."""
+    options = options_from_flags(publish, env, accel, settings)
+    img, spec = prepare(image, options)
+    backend = QemuBackend()
+    if dry_run:
+        click.echo(shlex.join(backend.command(spec)))
+        return
+    declared = set(img.manifest["settings"].get("ports", []))
+    for forward in spec.ports:
+        if declared and forward.guest not in declared:
+            err_console.print(f"[yellow]warning:[/] the app listens on {sorted(declared)}, "
+                              f"not on {forward.guest}")
+    err_console.print(f"krait: booting {img.name} ({spec.memory} MiB, {spec.accel.reason})")
+
+    def show(line: str) -> None:
+        if line.strip() not in _QUIET_LINES:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    vm = backend.start(spec, on_console=show)
+    stops = 0
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stops
+        stops += 1
+        if stops == 1:
+            err_console.print("\nkrait: stopping (again to force)")
+            vm.request_stop()
+        else:
+            vm.kill()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = None
+        while result is None:
+            result = vm.wait(0.2)
+    finally:
+        vm.kill()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if result.exit_status is None:
+        raise GuestFailed(result.reason, hint="the console output above shows what happened; "
+                          "rerun with --cmdline loglevel=7 for the kernel's messages")
+    if result.crashed:
+        err_console.print(f"krait: {result.reason}")
+    sys.exit(result.exit_status)

@@ -1,0 +1,124 @@
+"""An app's resolved configuration, and reading it from its folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from krait.config.settings import BY_KEY, SETTINGS, parse_setting
+from krait.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything krait knows about one app. Frozen: derive a new one with ``replace``."""
+
+    root: Path
+    name: str
+    entry: str
+    kind: str = "main"
+    ports: tuple[int, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    include: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    python: str | None = None
+    sources: bool = False
+    memory: int = 64
+    vcpus: int = 1
+    cmdline: str = ""
+
+    @property
+    def module(self) -> str:
+        return self.entry.partition(":")[0]
+
+    @property
+    def callable(self) -> str:
+        return self.entry.partition(":")[2]
+
+    def build_settings(self) -> dict[str, Any]:
+        """What is baked into the image (the manifest's ``settings``)."""
+        return {s.field: _jsonable(getattr(self, s.field)) for s in SETTINGS
+                if s.stage == "build" and s.key != "python"}
+
+    def boot_defaults(self) -> dict[str, Any]:
+        return {s.field: getattr(self, s.field) for s in SETTINGS if s.stage == "boot"}
+
+    def to_json(self) -> str:
+        data = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        data["root"] = str(self.root)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> AppConfig:
+        data = json.loads(text)
+        data["root"] = Path(data["root"])
+        for key in ("ports", "include", "modules", "exclude"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def find_config_file(root: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The file declaring the app, its krait table and its [project] table."""
+    krait_toml = root / "krait.toml"
+    pyproject = root / "pyproject.toml"
+    if krait_toml.is_file():
+        return krait_toml, _read_toml(krait_toml), {}
+    if pyproject.is_file():
+        data = _read_toml(pyproject)
+        table = data.get("tool", {}).get("krait")
+        if table is not None:
+            return pyproject, table, data.get("project", {})
+    raise ConfigError(
+        f"no krait configuration in {root}",
+        hint="add a [tool.krait] table to pyproject.toml, or a krait.toml, with at least "
+        "entry = 'module:callable' (see `krait settings`)",
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
+    """Read an app's settings from its folder; ``overrides`` (from flags) win."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder", hint="pass the app's folder")
+    path, table, project = find_config_file(root)
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key not in BY_KEY:
+            close = difflib.get_close_matches(key, BY_KEY, n=1)
+            raise ConfigError(
+                f"{path}: unknown setting `{key}`",
+                hint=f"did you mean `{close[0]}`?" if close
+                else f"known settings: {', '.join(BY_KEY)}",
+            )
+        values[BY_KEY[key].field] = parse_setting(key, raw, str(path.name))
+    for key, raw in (overrides or {}).items():
+        key = key.replace("_", "-")
+        if key not in BY_KEY:
+            raise ConfigError(f"unknown setting `{key}`")
+        if raw is not None:
+            values[BY_KEY[key].field] = parse_setting(key, raw, "command line")
+    if "entry" not in values:
+        raise ConfigError(f"{path}: `entry` is missing",
+                          hint="set entry = 'module:callable', e.g. entry = 'app:app'")
+    values.setdefault("name", project.get("name") or root.name)
+    kind = values.get("kind", "main")
+    if values.get("ports") is None:
+        values["ports"] = (8080,) if kind in ("asgi", "wsgi") else ()
+    return AppConfig(root=root, **values)

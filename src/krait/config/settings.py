@@ -1,0 +1,158 @@
+"""The one table of an app's settings.
+
+Each row gives the TOML key, whether the value is baked into the image at build
+time or may change at each boot, how to parse it, its default and its help text.
+The table drives the ``[tool.krait]`` keys, the CLI flags of ``krait build`` and
+``krait run``, and ``krait settings`` (the docs).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from krait.errors import ConfigError
+
+Stage = Literal["build", "boot"]
+KINDS = ("main", "asgi", "wsgi")
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    stage: Stage
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    metavar: str = "VALUE"
+    repeatable: bool = False  # on the command line: --flag may be given several times
+
+    @property
+    def field(self) -> str:
+        return self.key.replace("-", "_")
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _entry(value: Any) -> str:
+    value = _str(value)
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+        raise ValueError("expected 'module:callable', e.g. 'app:app' or 'service.main:run'")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value not in KINDS:
+        raise ValueError(f"expected one of {', '.join(KINDS)}")
+    return str(value)
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("expected a whole number")
+        n = int(value)
+        if not lo <= n <= hi:
+            raise ValueError(f"expected a number from {lo} to {hi}")
+        return n
+
+    return parse
+
+
+def _ports(value: Any) -> tuple[int, ...]:
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    port = _int(1, 65535)
+    return tuple(port(p) for p in items if str(p).strip())
+
+
+def parse_memory(value: Any) -> int:
+    """'64M', '1G' or a number of MiB -> MiB."""
+    m = re.fullmatch(r"\s*(\d+)\s*([MmGg]i?[Bb]?)?\s*", str(value))
+    if not m:
+        raise ValueError("expected a size such as 64M or 1G")
+    mib = int(m.group(1)) * (1024 if (m.group(2) or "M")[0] in "Gg" else 1)
+    if not 16 <= mib <= 65536:
+        raise ValueError("expected between 16M and 64G")
+    return mib
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple) else [value]
+    return tuple(_str(v) for v in items)
+
+
+def parse_env(value: Any) -> dict[str, str]:
+    """A TOML table, or KEY=VALUE strings from the command line."""
+    if isinstance(value, dict):
+        pairs = value.items()
+    else:
+        pairs = []
+        for item in _strings(value):
+            key, sep, val = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r}: expected KEY=VALUE")
+            pairs.append((key, val))
+    env = {}
+    for key, val in pairs:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+        env[key] = str(val)
+    return env
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError("expected true or false")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("name", "build", _str, None, "Image name; NAME.krait is written. "
+            "Defaults to [project].name or the folder's name.", "NAME"),
+    Setting("entry", "build", _entry, None, "What to run: 'module:callable'.", "MODULE:CALLABLE"),
+    Setting("kind", "build", _kind, "main", "How to run the entry: 'main' calls it and its "
+            "return value is the exit status; 'asgi' and 'wsgi' serve it over HTTP.", "KIND"),
+    Setting("ports", "build", _ports, None, "TCP ports the app listens on (default 8080 for "
+            "asgi/wsgi apps, none for main).", "PORT[,PORT]"),
+    Setting("env", "build", parse_env, {}, "Environment baked into the image.", "KEY=VALUE",
+            repeatable=True),
+    Setting("include", "build", _strings, (), "Extra files or folders (relative to the app) "
+            "copied into the image, e.g. a static site.", "PATH", repeatable=True),
+    Setting("modules", "build", _strings, (), "Modules the app imports dynamically, which "
+            "tracing cannot see.", "MODULE", repeatable=True),
+    Setting("exclude", "build", _strings, (), "Modules the trace saw but the guest does not "
+            "need (e.g. ssl, which asyncio imports only if it can).", "MODULE", repeatable=True),
+    Setting("python", "build", _str, None, "The app's interpreter (default: the app's .venv, "
+            "else the Python running krait).", "PATH"),
+    Setting("sources", "build", _bool, False, "Ship .py sources next to the bytecode.", "BOOL"),
+    Setting("memory", "boot", parse_memory, 64, "Guest memory, e.g. 32M.", "SIZE"),
+    Setting("vcpus", "boot", _int(1, 8), 1, "Virtual CPUs.", "N"),
+    Setting("cmdline", "boot", _text, "", "Extra kernel command-line arguments.", "ARGS"),
+)
+
+BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def parse_setting(key: str, value: Any, where: str) -> Any:
+    setting = BY_KEY[key]
+    try:
+        return setting.parse(value)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: `{key}` = {value!r}: {e}",
+                          hint=f"{key}: {setting.help}") from None

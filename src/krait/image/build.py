@@ -1,0 +1,122 @@
+"""``krait build``: app folder -> NAME.krait."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from krait import __version__
+from krait.config import AppConfig
+from krait.guest import protocol
+from krait.image import layers as L
+from krait.image.archive import FORMAT, SUFFIX, write_image
+from krait.image.closure import LAYERS, GuestFile, kept_modules, plan_files
+from krait.image.compile import compile_all, stripped
+from krait.image.trace import find_interpreter, trace_app
+from krait.kernel import Kernel
+from krait.paths import cache_dir
+
+Step = Callable[[str], None]
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    digest: str
+    manifest: dict[str, Any]
+    cached_layers: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
+                step: Step = lambda _: None) -> BuildResult:
+    """Trace the app, assemble its layers and write the image."""
+    started = time.perf_counter()
+    python = find_interpreter(app)
+    step(f"tracing {app.entry} with {python}")
+    trace = trace_app(app, python)
+    files = plan_files(trace, app.root, app.include, app.sources, app.exclude)
+    by_layer: dict[str, list[GuestFile]] = {name: [] for name in LAYERS}
+    for f in files:
+        by_layer[f.layer].append(f)
+
+    compiled: dict[str, bytes] = {}
+
+    def content(f: GuestFile) -> bytes:
+        if f.how == "pyc":
+            return compiled[f.guest]
+        if f.how == "elf":
+            return stripped(f.host)
+        return f.host.read_bytes()
+
+    config = {"name": app.name, "entry": app.entry, "kind": app.kind, "ports": list(app.ports),
+              "env": app.env}
+    config_bytes = json.dumps(config, indent=2, sort_keys=True).encode()
+    extras: dict[str, list[L.Entry]] = {
+        "base": L.system_entries(str(trace.executable), str(trace.dynload)),
+        "packages": [],
+        "app": [L.Entry.file(protocol.CONFIG_PATH, config_bytes)],
+    }
+    built: list[L.Layer] = []
+    cached: list[str] = []
+    for name in LAYERS:
+        members = by_layer[name]
+        if not members and name == "packages":
+            continue
+        extra = b"".join(e.path.encode() + e.data for e in extras[name])
+        key = L.layer_key(name, members, extra + trace.magic.encode())
+        was_built = False
+
+        def make(name: str = name, members: list[GuestFile] = members) -> L.Layer:
+            nonlocal was_built
+            was_built = True
+            step(f"building the {name} layer ({len(members)} files)")
+            compiled.update(compile_all(members, python, trace.magic))
+            return L.make_layer(name, L.entries_for(members, content) + extras[name])
+
+        built.append(L.cached_layer(key, make))
+        if not was_built:
+            cached.append(name)
+    kernel_blob = _kernel_blob(kernel)
+    parts = {"kernel.zst": kernel_blob}
+    layer_meta = []
+    for layer in built:
+        member = f"layers/{layer.name}.cpio.zst"
+        parts[member] = layer.blob
+        layer_meta.append({"name": layer.name, "member": member, "sha256": layer.digest,
+                           "size": len(layer.blob), "cpio_sha256": layer.cpio_digest,
+                           "cpio_size": layer.cpio_size, "files": layer.files})
+    manifest = {
+        "format": FORMAT,
+        "name": app.name,
+        "krait": __version__,
+        "settings": app.build_settings(),
+        "boot": app.boot_defaults(),
+        "interpreter": {"path": str(trace.executable),
+                        "version": ".".join(map(str, trace.version))},
+        "kernel": {**kernel.identity(), "member": "kernel.zst",
+                   "sha256": hashlib.sha256(kernel_blob).hexdigest(), "size": len(kernel_blob),
+                   "unpacked_size": kernel.image.stat().st_size},
+        "layers": layer_meta,
+        "modules": sorted(kept_modules(trace, app.exclude)),
+    }
+    out = output or app.root / f"{app.name}{SUFFIX}"
+    step(f"writing {out}")
+    digest = write_image(out, manifest, parts)
+    return BuildResult(out, digest, manifest, cached, time.perf_counter() - started)
+
+
+def _kernel_blob(kernel: Kernel) -> bytes:
+    """The compressed kernel, compressed once per kernel (it takes seconds)."""
+    cached = cache_dir() / "objects" / "kernel" / f"{kernel.key}.zst"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        tmp.write_bytes(L.compress(kernel.image.read_bytes()))
+        tmp.rename(cached)
+    return cached.read_bytes()

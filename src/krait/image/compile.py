@@ -1,0 +1,89 @@
+"""Turning host files into the bytes the guest gets: bytecode, stripped ELF, copies.
+
+Bytecode uses unchecked-hash invalidation: no timestamps, so it is reproducible, and
+the guest never stats a source file that is not there. When krait's interpreter has
+the app interpreter's magic number we compile in-process; otherwise the app's
+interpreter compiles. Results are cached by content, so a rebuild after a one-line
+change recompiles one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import py_compile
+import shutil
+import tempfile
+from pathlib import Path
+
+from krait.errors import BuildError
+from krait.image.closure import GuestFile
+from krait.paths import cache_dir
+from krait.run import run
+
+_COMPILER = """
+import json, py_compile, sys
+for src, dst, dfile in json.load(sys.stdin):
+    py_compile.compile(src, cfile=dst, dfile=dfile, doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+"""
+
+
+def _cache(kind: str) -> Path:
+    path = cache_dir() / "objects" / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _content_key(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def compile_all(files: list[GuestFile], python: Path, magic: str) -> dict[str, bytes]:
+    """Guest path -> .pyc bytes for every ``pyc`` file."""
+    out: dict[str, bytes] = {}
+    todo: list[tuple[GuestFile, Path]] = []
+    cache = _cache("pyc")
+    for f in files:
+        if f.how != "pyc":
+            continue
+        cached = cache / _content_key(magic, f.guest[:-1], f.host.read_bytes())
+        if cached.exists():
+            out[f.guest] = cached.read_bytes()
+        else:
+            todo.append((f, cached))
+    if not todo:
+        return out
+    same_python = importlib.util.MAGIC_NUMBER.hex() == magic
+    with tempfile.TemporaryDirectory(prefix="krait-pyc-") as tmp:
+        jobs = [(str(f.host), f"{tmp}/{i}.pyc", f.guest[:-1]) for i, (f, _) in enumerate(todo)]
+        try:
+            if same_python:
+                for src, dst, dfile in jobs:
+                    py_compile.compile(src, cfile=dst, dfile=dfile, doraise=True,
+                                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            else:
+                run([python, "-I", "-c", _COMPILER], input=json.dumps(jobs).encode())
+        except py_compile.PyCompileError as e:
+            raise BuildError(f"cannot compile {e.file}: {e.msg}") from None
+        for (f, cached), (_, dst, _) in zip(todo, jobs, strict=True):
+            data = Path(dst).read_bytes()
+            out[f.guest] = data
+            shutil.copyfile(dst, cached)
+    return out
+
+
+def stripped(path: Path) -> bytes:
+    """An ELF file without debug sections (cached by path, size and mtime)."""
+    st = path.stat()
+    cached = _cache("elf") / _content_key(str(path), str(st.st_size), str(st.st_mtime_ns))
+    if not cached.exists():
+        tmp = cached.with_suffix(".tmp")
+        run(["objcopy", "--strip-debug", "--remove-section=.comment", path, tmp])
+        tmp.rename(cached)
+    return cached.read_bytes()

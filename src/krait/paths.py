@@ -1,0 +1,23 @@
+"""Where krait keeps its caches and instance state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Kernel builds, cached image layers, unpacked images. Safe to delete."""
+    if "KRAIT_CACHE" in os.environ:
+        path = Path(os.environ["KRAIT_CACHE"])
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "krait"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def state_dir() -> Path:
+    """One folder per instance (see krait.fleet)."""
+    path = Path(os.environ.get("KRAIT_STATE", Path.home() / ".local" / "state" / "krait"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,89 @@
+"""The narrow interface every backend offers, and the spec/status it speaks.
+
+A backend turns a frozen :class:`VmSpec` (what we want) into a running :class:`Vm`,
+which reports what was observed. QEMU is the one backend today; libvirt and a
+plain-process backend for development fit behind the same two classes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from krait.vmm.accel import Accel
+from krait.vmm.options import PortForward
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    name: str
+    kernel: Path
+    initrd: Path
+    cmdline: tuple[str, ...]
+    memory: int  # MiB
+    vcpus: int
+    accel: Accel
+    ports: tuple[PortForward, ...] = ()
+    workdir: Path | None = None  # sockets and logs; a temporary folder when None
+    console_log: Path | None = None  # write the console here instead of a pipe
+
+
+@dataclass(frozen=True)
+class VmResult:
+    """How a VM ended."""
+
+    exit_status: int | None  # the app's, as the guest reported it; None if it never did
+    crashed: bool  # the app raised (its traceback is on the console)
+    vmm_status: int  # the VMM process's own exit status
+    console_tail: str
+    reason: str  # one line for the user
+
+
+class Vm(ABC):
+    """A running VM."""
+
+    spec: VmSpec
+    pid: int
+
+    @abstractmethod
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the guest says it is ready; False if it ended or timed out first."""
+
+    @abstractmethod
+    def request_stop(self) -> None:
+        """Ask the guest to shut down gracefully (the app gets SIGTERM)."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> VmResult | None:
+        """Wait for the VM to end; None if it is still running after ``timeout``."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the VM now, without asking the guest."""
+
+    def stop(self, grace: float = 10.0) -> VmResult:
+        """Graceful stop, then a hard one after ``grace`` seconds."""
+        self.request_stop()
+        result = self.wait(grace)
+        if result is None:
+            self.kill()
+            result = self.wait()
+        assert result is not None
+        return result
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def command(self, spec: VmSpec) -> list[str]:
+        """The command that would start ``spec`` (for --dry-run and logs)."""
+
+    @abstractmethod
+    def start(self, spec: VmSpec, on_console: Callable[[str], None] | None = None) -> Vm:
+        """Start a VM; the caller must eventually stop or wait for it.
+
+        ``on_console`` receives each console line when the console is not a log file.
+        """

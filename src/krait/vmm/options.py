@@ -1,0 +1,178 @@
+"""QEMU's command line, built from small typed option objects (never from strings).
+
+Each object renders its own option family; :class:`QemuCommand` puts them in order.
+``krait run --dry-run`` prints the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _props(items: Iterable[tuple[str, object]]) -> str:
+    out = []
+    for key, value in items:
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        # QEMU's option syntax escapes a comma inside a value by doubling it.
+        out.append(f"{key}={str(value).replace(',', ',,')}")
+    return ",".join(out)
+
+
+class Option:
+    def args(self) -> list[str]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Machine(Option):
+    """microvm without ACPI: QEMU then announces the virtio-mmio devices on the kernel
+    command line (virtio_mmio.device=...), so the guest needs no ACPI support."""
+
+    type: str = "microvm"
+    props: tuple[tuple[str, object], ...] = (("acpi", False),)
+
+    def args(self) -> list[str]:
+        return ["-M", ",".join([self.type, _props(self.props)]).rstrip(",")]
+
+
+@dataclass(frozen=True)
+class Accelerator(Option):
+    name: str  # kvm | tcg
+    # TCG's translation cache: QEMU's default is large; a small one keeps each idle
+    # instance cheap in host memory.
+    tb_size_mib: int | None = None
+
+    def args(self) -> list[str]:
+        props: list[tuple[str, object]] = []
+        if self.name == "tcg" and self.tb_size_mib:
+            props.append(("tb-size", self.tb_size_mib))
+        return ["-accel", ",".join([self.name, _props(props)]).rstrip(",")]
+
+
+@dataclass(frozen=True)
+class Cpu(Option):
+    model: str  # "host" under KVM; "max" under TCG (it has RDRAND, so entropy is ready)
+    count: int = 1
+
+    def args(self) -> list[str]:
+        return ["-cpu", self.model, "-smp", str(self.count)]
+
+
+@dataclass(frozen=True)
+class Memory(Option):
+    mib: int
+
+    def args(self) -> list[str]:
+        return ["-m", f"{self.mib}M"]
+
+
+@dataclass(frozen=True)
+class DirectBoot(Option):
+    kernel: Path
+    initrd: Path
+    append: tuple[str, ...]
+
+    def args(self) -> list[str]:
+        return ["-kernel", str(self.kernel), "-initrd", str(self.initrd),
+                "-append", " ".join(self.append)]
+
+
+@dataclass(frozen=True)
+class Chardev(Option):
+    id: str
+    backend: str  # stdio | file | socket | null
+    props: tuple[tuple[str, object], ...] = ()
+
+    def args(self) -> list[str]:
+        return ["-chardev", ",".join([self.backend, f"id={self.id}", _props(self.props)])
+                .rstrip(",")]
+
+
+@dataclass(frozen=True)
+class Device(Option):
+    driver: str
+    props: tuple[tuple[str, object], ...] = ()
+
+    def args(self) -> list[str]:
+        return ["-device", ",".join([self.driver, _props(self.props)]).rstrip(",")]
+
+
+@dataclass(frozen=True)
+class Object(Option):
+    type: str
+    id: str
+    props: tuple[tuple[str, object], ...] = ()
+
+    def args(self) -> list[str]:
+        return ["-object", ",".join([self.type, f"id={self.id}", _props(self.props)])
+                .rstrip(",")]
+
+
+@dataclass(frozen=True)
+class PortForward:
+    host: int
+    guest: int
+    host_addr: str = "127.0.0.1"
+
+    def render(self) -> str:
+        return f"tcp:{self.host_addr}:{self.host}-:{self.guest}"
+
+
+@dataclass(frozen=True)
+class UserNetwork(Option):
+    """QEMU's user-mode network: no root, no taps; forwards host ports to the guest."""
+
+    id: str = "net0"
+    forwards: tuple[PortForward, ...] = ()
+    restrict: bool = False
+
+    def args(self) -> list[str]:
+        props: list[tuple[str, object]] = [("id", self.id)]
+        if self.restrict:
+            props.append(("restrict", True))
+        props += [("hostfwd", f.render()) for f in self.forwards]
+        return ["-netdev", "user," + _props(props)]
+
+
+@dataclass(frozen=True)
+class Serial(Option):
+    chardev: str
+
+    def args(self) -> list[str]:
+        return ["-serial", f"chardev:{self.chardev}"]
+
+
+@dataclass(frozen=True)
+class Monitor(Option):
+    """QMP on a unix socket (qemu.qmp connects to it)."""
+
+    path: Path
+
+    def args(self) -> list[str]:
+        return ["-qmp", f"unix:{self.path},server=on,wait=off"]
+
+
+@dataclass(frozen=True)
+class Flag(Option):
+    """A bare switch such as -nodefaults."""
+
+    name: str
+
+    def args(self) -> list[str]:
+        return [self.name]
+
+
+@dataclass
+class QemuCommand:
+    binary: str = "qemu-system-x86_64"
+    options: list[Option] = field(default_factory=list)
+
+    def add(self, *options: Option) -> QemuCommand:
+        self.options.extend(options)
+        return self
+
+    def argv(self) -> list[str]:
+        return [self.binary] + [a for o in self.options for a in o.args()]

@@ -1,0 +1,258 @@
+"""The QEMU backend: microvm, virtio-mmio devices, serial console, user-mode network."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from krait.errors import VmError
+from krait.guest import protocol
+from krait.run import spawn
+from krait.vmm.base import Backend, Vm, VmResult, VmSpec
+from krait.vmm.options import (
+    Accelerator,
+    Chardev,
+    Cpu,
+    Device,
+    DirectBoot,
+    Flag,
+    Machine,
+    Memory,
+    Object,
+    QemuCommand,
+    Serial,
+    UserNetwork,
+)
+
+log = logging.getLogger("krait")
+QEMU = "qemu-system-x86_64"
+# The control port is the second 16550 UART (ttyS1 in the guest).
+CONTROL_UART = (("iobase", 0x2F8), ("irq", 3))
+
+
+def find_qemu() -> str:
+    path = shutil.which(QEMU)
+    if not path:
+        raise VmError(f"{QEMU} is not installed",
+                      hint="install it with `apt-get install qemu-system-x86` (or `make deps`)")
+    return path
+
+
+class QemuBackend(Backend):
+    name = "qemu"
+
+    def build_command(self, spec: VmSpec, workdir: Path) -> QemuCommand:
+        tcg = spec.accel.name == "tcg"
+        console = (Chardev("con", "file", (("path", spec.console_log),)) if spec.console_log
+                   else Chardev("con", "stdio", (("signal", False),)))
+        return QemuCommand(QEMU).add(
+            Machine(),
+            Accelerator(spec.accel.name, tb_size_mib=64 if tcg else None),
+            Cpu("max" if tcg else "host", spec.vcpus),
+            Memory(spec.memory),
+            Flag("-nodefaults"),
+            Flag("-no-user-config"),
+            Flag("-nographic"),
+            # The guest resets to end; -no-reboot turns that into QEMU exiting.
+            Flag("-no-reboot"),
+            DirectBoot(spec.kernel, spec.initrd, spec.cmdline),
+            console,
+            Serial("con"),
+            Chardev("ctl", "socket", (("path", workdir / "control.sock"), ("server", True),
+                                      ("wait", False))),
+            Device("isa-serial", (("chardev", "ctl"), *CONTROL_UART)),
+            UserNetwork("net0", spec.ports),
+            Device("virtio-net-device", (("netdev", "net0"),)),
+            Object("rng-random", "rng0", (("filename", "/dev/urandom"),)),
+            Device("virtio-rng-device", (("rng", "rng0"),)),
+        )
+
+    def command(self, spec: VmSpec) -> list[str]:
+        return self.build_command(spec, spec.workdir or Path("WORKDIR")).argv()
+
+    def start(self, spec: VmSpec, on_console: Callable[[str], None] | None = None) -> QemuVm:
+        find_qemu()
+        for forward in spec.ports:
+            _check_port_free(forward.host_addr, forward.host)
+        owned = spec.workdir is None
+        workdir = spec.workdir or Path(tempfile.mkdtemp(prefix="krait-vm-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        argv = self.build_command(spec, workdir).argv()
+        proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return QemuVm(spec, proc, workdir, owned, on_console)
+
+
+def _check_port_free(addr: str, port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind((addr, port))
+        except OSError:
+            raise VmError(f"port {addr}:{port} is already in use on this machine",
+                          hint=f"pick another host port, e.g. -p {port + 1}:GUEST_PORT, "
+                          "or stop what is listening there") from None
+
+
+class QemuVm(Vm):
+    def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes], workdir: Path,
+                 owned_workdir: bool, on_console: Callable[[str], None] | None = None) -> None:
+        self.spec = spec
+        self.proc = proc
+        self.pid = proc.pid
+        self.workdir = workdir
+        self._owned = owned_workdir
+        self._console: deque[str] = deque(maxlen=60)
+        self._stderr: deque[str] = deque(maxlen=20)
+        self._ready = threading.Event()
+        self._ended = threading.Event()
+        self._status: int | None = None
+        self._crashed = False
+        self._control: socket.socket | None = None
+        self.on_console = on_console
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read_control, daemon=True),
+        ]
+        if spec.console_log is None:
+            self._threads.append(threading.Thread(target=self._read_console, daemon=True))
+        for t in self._threads:
+            t.start()
+
+    # -- reading what the VM says -------------------------------------------------------
+    def _read_console(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            self._console.append(line)
+            if self.on_console:
+                self.on_console(line)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            log.debug("qemu: %s", line)
+            self._stderr.append(line)
+
+    def _connect_control(self) -> socket.socket | None:
+        path = self.workdir / "control.sock"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(str(path))
+                return s
+            except OSError:
+                s.close()
+                time.sleep(0.005)
+        return None
+
+    def _read_control(self) -> None:
+        sock = self._connect_control()
+        if sock is None:
+            self._ended.set()
+            return
+        with self._lock:
+            self._control = sock
+        buf = b""
+        while True:
+            try:
+                chunk = sock.recv(256)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, _, buf = buf.partition(b"\n")
+                self._on_message(line.decode(errors="replace").strip())
+        self._ended.set()
+
+    def _on_message(self, message: str) -> None:
+        word, _, arg = message.partition(" ")
+        if word == protocol.READY:
+            self._ready.set()
+        elif word == protocol.CRASH:
+            self._crashed = True
+        elif word == protocol.EXIT and arg.lstrip("-").isdigit():
+            self._status = int(arg)
+
+    # -- the Vm interface -----------------------------------------------------------------
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready.wait(0.05):
+                return True
+            if self.proc.poll() is not None:
+                return self._ready.is_set()
+        return False
+
+    def request_stop(self) -> None:
+        with self._lock:
+            sock = self._control
+        if sock is not None:
+            try:
+                sock.sendall(f"{protocol.STOP}\n".encode())
+                return
+            except OSError:
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def wait(self, timeout: float | None = None) -> VmResult | None:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._ended.wait(2)
+        for t in self._threads:
+            t.join(2)
+        self._cleanup()
+        return self._result(code)
+
+    def console_tail(self) -> str:
+        if self.spec.console_log is not None and self.spec.console_log.exists():
+            lines = self.spec.console_log.read_text(errors="replace").splitlines()
+            return "\n".join(lines[-60:])
+        return "\n".join(self._console)
+
+    def _result(self, code: int) -> VmResult:
+        tail = self.console_tail()
+        if self._status is not None:
+            status = self._status
+            reason = (f"the app crashed (exit status {status})" if self._crashed
+                      else f"the app exited with status {status}")
+            return VmResult(status, self._crashed, code, tail, reason)
+        if "Kernel panic" in tail:
+            panic = next(line for line in tail.splitlines() if "Kernel panic" in line)
+            reason = f"the guest kernel panicked: {panic.split('Kernel panic - ')[-1].strip()}"
+        elif code < 0:
+            reason = "the VM was stopped"
+        elif code != 0:
+            reason = f"QEMU failed (status {code}): " + " ".join(self._stderr)[-300:]
+        else:
+            reason = "the VM ended without reporting an exit status"
+        return VmResult(None, False, code, tail, reason)
+
+    def _cleanup(self) -> None:
+        with self._lock:
+            if self._control is not None:
+                self._control.close()
+        if self._owned:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __del__(self) -> None:  # a VM must never outlive its owner by accident
+        if getattr(self, "proc", None) is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,321 @@
+"""krait.config: reading an app's settings from its folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from krait.config import AppConfig, load_app, parse_env, parse_memory
+from krait.errors import ConfigError
+
+
+def write_pyproject(root: Path, krait: str, project: str = "") -> Path:
+    text = (f"[project]\n{project}\n" if project else "") + "[tool.krait]\n" + krait
+    (root / "pyproject.toml").write_text(text)
+    return root
+
+
+def write_krait_toml(root: Path, text: str) -> Path:
+    (root / "krait.toml").write_text(text)
+    return root
+
+
+# -- where the settings come from --------------------------------------------------------
+
+
+def test_pyproject_tool_krait(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, 'entry = "service.main:run"\nvcpus = 2\n',
+                    project='name = "my-service"')
+    app = load_app(tmp_path)
+    assert app.entry == "service.main:run"
+    assert app.module == "service.main"
+    assert app.callable == "run"
+    assert app.name == "my-service"
+    assert app.vcpus == 2
+    assert app.root == tmp_path.resolve()
+
+
+def test_krait_toml_top_level_keys(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:app"\nkind = "asgi"\nname = "web"\n')
+    app = load_app(tmp_path)
+    assert (app.entry, app.kind, app.name) == ("app:app", "asgi", "web")
+
+
+def test_krait_toml_wins_over_pyproject(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, 'entry = "from_pyproject:main"\n')
+    write_krait_toml(tmp_path, 'entry = "from_krait_toml:main"\n')
+    assert load_app(tmp_path).entry == "from_krait_toml:main"
+
+
+def test_relative_root_is_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\n')
+    monkeypatch.chdir(tmp_path)
+    app = load_app(Path("."))
+    assert app.root == tmp_path.resolve()
+    assert app.root.is_absolute()
+
+
+# -- defaults -------------------------------------------------------------------------------
+
+
+def test_name_defaults_to_project_name(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, 'entry = "app:main"\n', project='name = "from-project"')
+    assert load_app(tmp_path).name == "from-project"
+
+
+def test_name_defaults_to_folder_name(tmp_path: Path) -> None:
+    root = tmp_path / "shiny-folder"
+    root.mkdir()
+    write_krait_toml(root, 'entry = "app:main"\n')
+    assert load_app(root).name == "shiny-folder"
+
+
+def test_name_defaults_to_folder_name_without_project_name(tmp_path: Path) -> None:
+    root = tmp_path / "other-folder"
+    root.mkdir()
+    write_pyproject(root, 'entry = "app:main"\n', project='version = "1.0"')
+    assert load_app(root).name == "other-folder"
+
+
+def test_explicit_name_wins_over_project_name(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, 'entry = "app:main"\nname = "explicit"\n',
+                    project='name = "from-project"')
+    assert load_app(tmp_path).name == "explicit"
+
+
+@pytest.mark.parametrize(("kind", "ports"), [("asgi", (8080,)), ("wsgi", (8080,)),
+                                             ("main", ())])
+def test_default_ports_depend_on_kind(tmp_path: Path, kind: str, ports: tuple[int, ...]) -> None:
+    write_krait_toml(tmp_path, f'entry = "app:app"\nkind = "{kind}"\n')
+    assert load_app(tmp_path).ports == ports
+
+
+def test_kind_defaults_to_main(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\n')
+    app = load_app(tmp_path)
+    assert app.kind == "main"
+    assert app.ports == ()
+    assert app.memory == 64
+    assert app.vcpus == 1
+    assert app.env == {}
+    assert app.sources is False
+
+
+def test_explicit_ports_are_kept(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:app"\nkind = "asgi"\nports = [80, 443]\n')
+    assert load_app(tmp_path).ports == (80, 443)
+
+
+def test_explicit_empty_ports_are_kept_for_asgi(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:app"\nkind = "asgi"\nports = []\n')
+    assert load_app(tmp_path).ports == ()
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\nmemroy = "32M"\n')
+    with pytest.raises(ConfigError) as info:
+        load_app(tmp_path)
+    assert "memroy" in info.value.message
+    assert info.value.hint is not None
+    assert "did you mean `memory`" in info.value.hint
+
+
+def test_unknown_key_without_close_match_lists_known(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, 'entry = "app:main"\nzzzzqqq = 1\n')
+    with pytest.raises(ConfigError) as info:
+        load_app(tmp_path)
+    assert info.value.hint is not None
+    assert "did you mean" not in info.value.hint
+    assert "entry" in info.value.hint
+
+
+def test_missing_entry(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'kind = "main"\n')
+    with pytest.raises(ConfigError) as info:
+        load_app(tmp_path)
+    assert "`entry` is missing" in info.value.message
+    assert info.value.hint is not None
+    assert "entry" in info.value.hint
+
+
+@pytest.mark.parametrize("entry", ["app", "app:", ":main", "app:main:x", "1app:main",
+                                   "app:ma-in", ""])
+def test_bad_entry_syntax(tmp_path: Path, entry: str) -> None:
+    write_krait_toml(tmp_path, f'entry = "{entry}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_app(tmp_path)
+    assert "entry" in info.value.message
+
+
+def test_bad_kind(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:app"\nkind = "cgi"\n')
+    with pytest.raises(ConfigError) as info:
+        load_app(tmp_path)
+    assert "kind" in info.value.message
+    assert "cgi" in info.value.message
+
+
+def test_no_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_app(tmp_path)
+    assert str(tmp_path.resolve()) in info.value.message
+    assert info.value.hint is not None
+    assert "[tool.krait]" in info.value.hint
+    assert "krait.toml" in info.value.hint
+
+
+def test_pyproject_without_tool_krait(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    with pytest.raises(ConfigError) as info:
+        load_app(tmp_path)
+    assert info.value.hint is not None
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main\n')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_app(tmp_path)
+
+
+def test_root_not_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_app(tmp_path / "missing")
+
+
+# -- memory -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "mib"), [
+    ("32M", 32), ("32m", 32), ("1G", 1024), ("2g", 2048), (64, 64), ("64", 64),
+    ("512MiB", 512), ("16M", 16), ("64G", 65536), (" 128 M ", 128),
+])
+def test_parse_memory(value: object, mib: int) -> None:
+    assert parse_memory(value) == mib
+
+
+@pytest.mark.parametrize("value", ["lots", "", "1.5G", "-64M", "64K", "8M", "15", "65G",
+                                   "100000", "64MB extra", None])
+def test_parse_memory_rejects(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_memory(value)
+
+
+def test_memory_in_file(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\nmemory = "1G"\n')
+    assert load_app(tmp_path).memory == 1024
+
+
+def test_bad_memory_in_file(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\nmemory = "huge"\n')
+    with pytest.raises(ConfigError) as info:
+        load_app(tmp_path)
+    assert "memory" in info.value.message
+    assert "huge" in info.value.message
+    assert info.value.hint is not None
+    assert info.value.hint.startswith("memory:")
+
+
+# -- env ------------------------------------------------------------------------------------
+
+
+def test_parse_env_table() -> None:
+    assert parse_env({"A": "1", "B_2": 2, "_x": "y"}) == {"A": "1", "B_2": "2", "_x": "y"}
+
+
+def test_parse_env_list() -> None:
+    assert parse_env(["A=1", "B=x=y", "EMPTY="]) == {"A": "1", "B": "x=y", "EMPTY": ""}
+
+
+def test_parse_env_single_string() -> None:
+    assert parse_env("DEBUG=1") == {"DEBUG": "1"}
+
+
+@pytest.mark.parametrize("value", [["NOEQUALS"], ["1A=x"], ["A-B=x"], {"bad key": "x"},
+                                   ["=x"]])
+def test_parse_env_rejects(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_env(value)
+
+
+def test_env_table_in_file(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, 'entry = "app:main"\n[tool.krait.env]\nLEVEL = "debug"\nN = 3\n')
+    assert load_app(tmp_path).env == {"LEVEL": "debug", "N": "3"}
+
+
+def test_env_list_in_file(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\nenv = ["LEVEL=debug", "URL=a=b"]\n')
+    assert load_app(tmp_path).env == {"LEVEL": "debug", "URL": "a=b"}
+
+
+def test_bad_env_in_file(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\nenv = ["LEVEL"]\n')
+    with pytest.raises(ConfigError, match="env"):
+        load_app(tmp_path)
+
+
+# -- overrides ---------------------------------------------------------------------------
+
+
+def test_overrides_win_over_file(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\nmemory = "32M"\nvcpus = 1\n'
+                               'env = { A = "file" }\n')
+    app = load_app(tmp_path, {"memory": "1G", "vcpus": "4", "env": ["A=flag"],
+                              "entry": "other:run"})
+    assert app.memory == 1024
+    assert app.vcpus == 4
+    assert app.env == {"A": "flag"}
+    assert app.entry == "other:run"
+
+
+def test_none_overrides_are_ignored(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\nmemory = "32M"\n')
+    app = load_app(tmp_path, {"memory": None, "name": None})
+    assert app.memory == 32
+    assert app.name == tmp_path.name
+
+
+def test_override_kind_changes_default_ports(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:app"\n')
+    assert load_app(tmp_path, {"kind": "wsgi"}).ports == (8080,)
+
+
+def test_override_supplies_missing_entry(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'kind = "main"\n')
+    assert load_app(tmp_path, {"entry": "app:main"}).entry == "app:main"
+
+
+def test_bad_override_is_a_config_error(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\n')
+    with pytest.raises(ConfigError) as info:
+        load_app(tmp_path, {"vcpus": "99"})
+    assert "command line" in info.value.message
+
+
+# -- JSON round trip -------------------------------------------------------------------------
+
+
+def test_json_round_trip(tmp_path: Path) -> None:
+    write_pyproject(
+        tmp_path,
+        'entry = "app:app"\nkind = "asgi"\nports = [8080, 9090]\ninclude = ["static"]\n'
+        'modules = ["uvloop"]\nexclude = ["ssl"]\nmemory = "128M"\nvcpus = 2\n'
+        'sources = true\ncmdline = "quiet"\npython = ".venv/bin/python"\n'
+        '[tool.krait.env]\nGREETING = "héllo, wörld"\n',
+        project='name = "round-trip"',
+    )
+    app = load_app(tmp_path)
+    text = app.to_json()
+    back = AppConfig.from_json(text)
+    assert back == app
+    assert isinstance(back.root, Path)
+    assert isinstance(back.ports, tuple)
+    assert back.to_json() == text
+
+
+def test_json_round_trip_minimal() -> None:
+    app = AppConfig(root=Path("/srv/app"), name="x", entry="app:main")
+    assert AppConfig.from_json(app.to_json()) == app

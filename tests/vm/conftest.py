@@ -1,0 +1,96 @@
+"""Fixtures for tests that boot real images under QEMU (TCG here).
+
+Lifecycle as in Firecracker's test framework: ``kernel`` (built once, cached) ->
+``build`` (an image from a small app) -> ``booted`` (a VM answering, always
+stopped at the end, its console dumped if the test failed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from krait.config import load_app
+from krait.image.build import build_image
+from krait.kernel import Kernel, build_kernel
+
+pytestmark = pytest.mark.vm
+ROOT = Path(__file__).resolve().parents[2]
+KRAIT = [sys.executable, "-m", "krait.cli"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/vm/" in str(item.fspath):
+            item.add_marker(pytest.mark.vm)
+
+
+@pytest.fixture(scope="session")
+def kernel() -> Kernel:
+    if not shutil.which("qemu-system-x86_64"):
+        pytest.fail("qemu-system-x86_64 is not installed (run `make deps`)")
+    return build_kernel()
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Path]:
+    """Write a small app folder: make_app(source, kind=..., name=..., **settings)."""
+
+    def make(source: str, kind: str = "main", name: str = "t", entry: str = "app:main",
+             extra: str = "") -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "app.py").write_text(textwrap.dedent(source))
+        (folder / "krait.toml").write_text(
+            f'name = "{name}"\nentry = "{entry}"\nkind = "{kind}"\nmemory = "48M"\n{extra}')
+        return folder
+
+    return make
+
+
+@pytest.fixture
+def build(kernel: Kernel) -> Callable[[Path], Path]:
+    def do(folder: Path) -> Path:
+        return build_image(load_app(folder), kernel).path
+
+    return do
+
+
+def krait_cli(*args: str | os.PathLike[str], timeout: float = 120,
+              ) -> subprocess.CompletedProcess[str]:
+    """Run the real `krait` command line, as a user would."""
+    return subprocess.run([*KRAIT, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def hello_image(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("hello") / "hello.krait"
+    return build_image(load_app(ROOT / "examples" / "hello"), kernel, out).path
+
+
+@pytest.fixture
+def no_leftover_qemu() -> Iterator[None]:
+    """Fail if a test leaves a QEMU it started running."""
+    import psutil
+
+    def ours() -> set[int]:
+        return {p.pid for p in psutil.process_iter(["name", "cmdline"])
+                if "qemu-system" in (p.info["name"] or "")
+                and any("krait" in a for a in (p.info["cmdline"] or []))}
+
+    before = ours()
+    yield
+    import time
+
+    deadline = time.monotonic() + 10
+    while (left := ours() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"QEMU processes left running: {left}"

@@ -1,0 +1,104 @@
+"""Boot real images under QEMU and check real answers."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from krait.bench.boot import first_response, free_port
+from krait.vmm.launch import RunOptions, prepare
+from krait.vmm.options import PortForward
+from krait.vmm.qemu import QemuBackend
+
+from .conftest import krait_cli
+
+pytestmark = pytest.mark.vm
+
+
+def test_hello_answers_http_200_and_stops_gracefully(hello_image: Path,
+                                                    no_leftover_qemu: None) -> None:
+    port = free_port()
+    _, spec = prepare(hello_image, RunOptions(ports=(PortForward(port, 8080),)))
+    vm = QemuBackend().start(spec)
+    try:
+        assert vm.wait_ready(90), vm.console_tail()
+        import time
+
+        status, body = first_response(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
+        assert status == 200
+        assert body.startswith(b"Hello from a krait unikernel")
+        assert b"pid 1)" in body  # the app really is PID 1's interpreter
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=10)
+        assert missing.value.code == 404
+    finally:
+        result = vm.stop(grace=20)
+    assert result.exit_status == 0, result.console_tail
+    assert "hello ready on port 8080" in result.console_tail
+
+
+def test_main_exit_status_becomes_krait_run_status(make_app, build, no_leftover_qemu) -> None:
+    image = build(make_app("""
+        def main():
+            print("about to exit with 3")
+            return 3
+    """))
+    proc = krait_cli("run", image)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "about to exit with 3" in proc.stdout
+
+
+def test_crashing_app_shows_traceback_and_fails(make_app, build, no_leftover_qemu) -> None:
+    image = build(make_app("""
+        def helper():
+            raise RuntimeError("boom at boot")
+
+        def main():
+            helper()
+    """))
+    proc = krait_cli("run", image)
+    assert proc.returncode != 0
+    assert "Traceback (most recent call last)" in proc.stdout
+    assert "RuntimeError: boom at boot" in proc.stdout
+    assert 'in helper' in proc.stdout  # tracebacks name functions even without sources
+
+
+def test_root_is_read_only_and_there_is_no_shell(make_app, build, no_leftover_qemu) -> None:
+    image = build(make_app("""
+        import errno, os
+
+        def main():
+            try:
+                open("/written-by-app", "w")
+                print("ROOT-WRITABLE")
+            except OSError as e:
+                print("ROOT-READONLY" if e.errno == errno.EROFS else f"ROOT-ERROR {e}")
+            for shell in ("/bin/sh", "/bin/bash", "/usr/bin/sh"):
+                print(("HAS " if os.path.exists(shell) else "NO ") + shell)
+            with open("/tmp/scratch", "w") as f:  # /tmp is the one writable place
+                f.write("ok")
+            print("PID", os.getpid())
+            return 0
+    """))
+    proc = krait_cli("run", image)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ROOT-READONLY" in proc.stdout
+    for shell in ("/bin/sh", "/bin/bash", "/usr/bin/sh"):
+        assert f"NO {shell}" in proc.stdout
+    assert "PID 1" in proc.stdout
+
+
+def test_boot_env_reaches_the_app(make_app, build, no_leftover_qemu) -> None:
+    image = build(make_app("""
+        import os
+
+        def main():
+            print("BAKED=" + os.environ.get("BAKED", "-"))
+            print("BOOT=" + os.environ.get("AT_BOOT", "-"))
+    """, extra='env = { BAKED = "in the image" }\n'))
+    proc = krait_cli("run", image, "--env", "AT_BOOT=given at boot, with spaces")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "BAKED=in the image" in proc.stdout
+    assert "BOOT=given at boot, with spaces" in proc.stdout

@@ -1,0 +1,102 @@
+"""Bad input: a clear message, a non-zero exit, nothing left running."""
+
+from __future__ import annotations
+
+import socket
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import krait_cli
+
+pytestmark = pytest.mark.vm
+
+
+def test_no_config(tmp_path: Path) -> None:
+    proc = krait_cli("build", tmp_path)
+    assert proc.returncode == 1
+    assert "no krait configuration" in proc.stderr
+    assert "hint:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_key(tmp_path: Path) -> None:
+    (tmp_path / "krait.toml").write_text('entry = "app:main"\nmemroy = "32M"\n')
+    proc = krait_cli("build", tmp_path)
+    assert proc.returncode == 1
+    assert "unknown setting `memroy`" in proc.stderr
+    assert "did you mean `memory`" in proc.stderr
+
+
+def test_entry_not_importable_names_the_module(make_app, kernel) -> None:
+    folder = make_app("import not_a_real_module_xyz\n\ndef main():\n    pass\n")
+    proc = krait_cli("build", folder)
+    assert proc.returncode == 1
+    assert "not_a_real_module_xyz" in proc.stderr
+    assert "modules" in proc.stderr  # says how to include a dynamic import
+    assert "Traceback (most recent call last)" not in proc.stderr.split("error:")[0]
+
+
+def test_app_crash_at_import_in_the_guest(make_app, build, no_leftover_qemu) -> None:
+    # Importable at build time, fails at boot: only in the guest is BOOM set.
+    folder = make_app("""
+        import os
+        if os.environ.get("BOOM"):
+            raise SystemExit("refusing to start: BOOM is set")
+
+        def main():
+            return 0
+    """)
+    image = build(folder)
+    proc = krait_cli("run", image, "--env", "BOOM=1")
+    assert proc.returncode != 0
+    assert "refusing to start: BOOM is set" in proc.stdout + proc.stderr
+
+
+def test_kernel_panic_is_reported(hello_image: Path, no_leftover_qemu) -> None:
+    proc = krait_cli("run", hello_image, "--cmdline", "rdinit=/does-not-exist")
+    assert proc.returncode == 1
+    assert "kernel panicked" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_host_port_already_taken(hello_image: Path, no_leftover_qemu) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = krait_cli("run", hello_image, "-p", f"{port}:8080")
+    assert proc.returncode == 1
+    assert f"port 127.0.0.1:{port} is already in use" in proc.stderr
+
+
+def test_tampered_image_is_refused(hello_image: Path, tmp_path: Path, no_leftover_qemu) -> None:
+    tampered = tmp_path / "tampered.krait"
+    with tarfile.open(hello_image) as src, tarfile.open(tampered, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == "layers/app.cpio.zst":
+                data = data[:-8] + bytes(b ^ 0xFF for b in data[-8:])
+            import io
+
+            dst.addfile(member, io.BytesIO(data))
+    proc = krait_cli("run", tampered)
+    assert proc.returncode == 1
+    assert "does not match its digest" in proc.stderr
+    assert "tampered" in proc.stderr
+
+
+def test_truncated_image_is_refused(hello_image: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.krait"
+    broken.write_bytes(hello_image.read_bytes()[:5000])
+    proc = krait_cli("run", broken)
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_image(tmp_path: Path) -> None:
+    proc = krait_cli("run", tmp_path / "nope.krait")
+    assert proc.returncode == 1
+    assert "no such image" in proc.stderr

@@ -1,0 +1,64 @@
+"""Image properties that need a real build: determinism, layers, contents."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from krait.config import load_app
+from krait.image.archive import open_image
+from krait.image.build import build_image
+from krait.image.cpio import read_cpio
+from krait.image.layers import decompress
+from krait.paths import cache_dir
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.vm
+
+
+def test_two_builds_give_the_same_digest(kernel, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    app = load_app(ROOT / "examples" / "hello")
+    first = build_image(app, kernel, tmp_path / "a.krait")
+    # Second build from an empty layer cache, so nothing is reused.
+    fresh = tmp_path / "cache"
+    fresh.mkdir()
+    os.symlink(cache_dir() / "kernel", fresh / "kernel")
+    monkeypatch.setenv("KRAIT_CACHE", str(fresh))
+    second = build_image(app, kernel, tmp_path / "b.krait")
+    assert second.cached_layers == []
+    assert first.digest == second.digest
+    assert (tmp_path / "a.krait").read_bytes() == (tmp_path / "b.krait").read_bytes()
+
+
+def test_one_line_change_rebuilds_only_the_app_layer(kernel, tmp_path: Path) -> None:
+    folder = tmp_path / "hello"
+    shutil.copytree(ROOT / "examples" / "hello", folder,
+                    ignore=shutil.ignore_patterns("*.krait"))
+    build_image(load_app(folder), kernel)
+    with (folder / "hello.py").open("a") as f:
+        f.write("\nANSWER = 42\n")
+    result = build_image(load_app(folder), kernel)
+    assert "base" in result.cached_layers
+    assert "app" not in result.cached_layers
+
+
+def test_image_holds_one_interpreter_bytecode_and_no_shell(hello_image: Path) -> None:
+    image = open_image(hello_image)
+    entries = [e for _, blob in image.layer_blobs() for e in read_cpio(decompress(blob))]
+    paths = {e.path for e in entries}
+    executables = sorted(e.path for e in entries if e.data and e.mode & 0o111
+                         and ".so" not in e.path)
+    interpreter = image.manifest["interpreter"]["path"]
+    assert executables == ["/init", interpreter]
+    assert not any(p.endswith(("/sh", "/bash", "/busybox", "/pip", "/apt")) for p in paths)
+    assert "/krait/app/hello.pyc" in paths and "/krait/app/hello.py" not in paths
+    assert not any(p.endswith(".py") for p in paths)
+    assert any(p.endswith("/asyncio/base_events.pyc") for p in paths)
+    assert not any("/tkinter/" in p or "/unittest/" in p for p in paths)  # stdlib as used
+    pyc = next(e for e in entries if e.path == "/krait/app/hello.pyc")
+    assert int.from_bytes(pyc.data[4:8], "little") == 0b01  # hash-based, unchecked
