@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_image_holds_one_interpreter_bytecode_and_no_shell(hello_image: Path) ->
     image = open_image(hello_image)
     entries = [e for _, blob in image.layer_blobs() for e in read_cpio(decompress(blob))]
     paths = {e.path for e in entries}
-    executables = sorted(e.path for e in entries if e.data and e.mode & 0o111
+    executables = sorted(e.path for e in entries if stat.S_ISREG(e.mode) and e.mode & 0o111
                          and ".so" not in e.path)
     interpreter = image.manifest["interpreter"]["path"]
     assert executables == ["/init", interpreter]

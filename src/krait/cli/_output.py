@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def human_size(n: float) -> str:

@@ -93,8 +93,9 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 def parse_env(value: Any) -> dict[str, str]:
     """A TOML table, or KEY=VALUE strings from the command line."""
+    pairs: list[tuple[str, Any]]
     if isinstance(value, dict):
-        pairs = value.items()
+        pairs = list(value.items())
     else:
         pairs = []
         for item in _strings(value):

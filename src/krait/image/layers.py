@@ -12,7 +12,6 @@ import json
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import zstandard
 

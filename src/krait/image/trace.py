@@ -89,7 +89,7 @@ def trace_app(app: AppConfig, python: Path | None = None) -> Trace:
     _raise_for_failure(app, report.get("failed"))
     return Trace(
         executable=Path(report["executable"]),
-        version=tuple(report["version"]),  # type: ignore[arg-type]
+        version=(report["version"][0], report["version"][1], report["version"][2]),
         magic=report["magic"],
         stdlib=Path(report["stdlib"]),
         dynload=Path(report["dynload"]),

@@ -140,7 +140,7 @@ def build_kernel(on_line: Callable[[str], None] | None = None, jobs: int | None 
     objdir.mkdir(parents=True, exist_ok=True)
     fragment = objdir / "krait.config"
     fragment.write_text(config)
-    make = ["make", "-C", src, f"O={objdir}"]
+    make: list[str | os.PathLike[str]] = ["make", "-C", src, f"O={objdir}"]
     run([*make, "allnoconfig", f"KCONFIG_ALLCONFIG={fragment}"])
     _check_config(objdir / ".config", wanted_options(config))
     proc = spawn([*make, f"-j{jobs or os.cpu_count() or 1}", "vmlinux", "bzImage"])
