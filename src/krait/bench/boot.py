@@ -75,7 +75,7 @@ def bench_boot(image: Path, runs: int = 10, memory: int | None = None) -> Result
                          "image_bytes": image.stat().st_size})
 
 
-def bench_memory(image: Path, candidates: tuple[int, ...] = (24, 28, 32, 36, 40, 48, 64)
+def bench_memory(image: Path, candidates: tuple[int, ...] = (24, 28, 32, 36, 40, 44, 48, 64)
                  ) -> Result:
     """The smallest guest memory (MiB) at which the app still serves, and QEMU's RSS."""
     served: dict[int, bool] = {}

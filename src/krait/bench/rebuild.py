@@ -14,6 +14,7 @@ from krait.kernel import Kernel
 
 
 def bench_rebuild(app_dir: Path, kernel: Kernel, accel: str, runs: int = 5) -> Result:
+    app_dir = app_dir.resolve()
     with tempfile.TemporaryDirectory(prefix="krait-rebuild-") as tmp:
         copy = Path(tmp) / app_dir.name
         shutil.copytree(app_dir, copy, ignore=shutil.ignore_patterns("*.krait", ".venv"))

@@ -45,3 +45,8 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+    except Exception as e:  # a bug in krait: say so plainly; the traceback is for --debug
+        logging.getLogger("krait").debug("internal error", exc_info=True)
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}")
+        err_console.print("[yellow]hint:[/] rerun with --debug for the traceback, and report it")
+        sys.exit(70)
