@@ -8,6 +8,7 @@ the merged fragments and this recipe's version, so it is built once per machine.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -122,7 +123,19 @@ def custom_kernel(path: Path) -> Kernel:
 
 
 def build_kernel(on_line: Callable[[str], None] | None = None, jobs: int | None = None) -> Kernel:
-    """Build (or find in the cache) the kernel for the current fragments."""
+    """Build (or find in the cache) the kernel for the current fragments.
+
+    Builds share one object folder per source version, so only one runs at a time:
+    a second caller waits for the first and then finds its kernel in the cache.
+    """
+    root = _kernel_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_kernel_locked(on_line, jobs)
+
+
+def _build_kernel_locked(on_line: Callable[[str], None] | None, jobs: int | None) -> Kernel:
     tarball, version = find_source()
     config = merged_config()
     key = cache_key(version, config)
