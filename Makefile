@@ -6,9 +6,11 @@ KRAIT := $(VENV)/bin/krait
 PORT ?= 8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := python3 python3-venv qemu-system-x86 linux-source-6.1 build-essential bc \
-	flex bison libelf-dev libssl-dev cpio xz-utils binutils curl wrk
+	flex bison libelf-dev libssl-dev cpio xz-utils binutils patch curl wrk \
+	crun slirp4netns debootstrap e2fsprogs util-linux \
+	python3.11 python3.11-venv postgresql openssl
 
-.PHONY: deps venv kernel hello run test test-fast lint bench clean
+.PHONY: deps venv kernel hello run test test-fast lint bench clean examples bench-examples
 
 deps: .deps.stamp
 .deps.stamp:
@@ -61,6 +63,18 @@ bench: hello
 	$(KRAIT) bench boot examples/hello/hello.krait -n 10 -o docs/bench/boot.json
 	$(KRAIT) bench memory examples/hello/hello.krait -o docs/bench/memory.json
 	$(KRAIT) bench rebuild examples/hello -n 5 -o docs/bench/rebuild.json
+	$(KRAIT) bench serve examples/hello/hello.krait -n 5 -o docs/bench/serve.json
+	$(KRAIT) bench compare examples/hello -n 5 --out docs/bench
+
+# Each example app's own venv, from Debian's python3.11 (the tests make them too, once).
+EXAMPLE_VENVS := flask fastapi aiohttp notes
+examples: venv
+	$(VENV)/bin/python -c "from tests.vm._examples import ensure_venv; \
+		[ensure_venv(x) for x in '$(EXAMPLE_VENVS)'.split()]"
+
+# Size, boot to first correct answer (10 boots), guest memory, wrk requests/s per example.
+bench-examples: kernel examples
+	$(VENV)/bin/python scripts/bench_examples.py -n 10 -o docs/bench/examples.json
 
 clean:
 	rm -rf $(VENV) .deps.stamp examples/*/*.krait

@@ -1,7 +1,7 @@
 """The smallest useful krait app: an ASGI app with no dependencies."""
 
 import os
-import platform
+import sys
 
 GREETING = os.environ.get("GREETING", "Hello")
 
@@ -10,7 +10,7 @@ async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     if scope["path"] == "/":
-        body = f"{GREETING} ({platform.python_version()}, pid {os.getpid()})\n".encode()
+        body = f"{GREETING} ({sys.version.split()[0]}, pid {os.getpid()})\n".encode()
         status = 200
     else:
         body, status = b"not found\n", 404

@@ -102,3 +102,26 @@ def test_boot_env_reaches_the_app(make_app, build, no_leftover_qemu) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "BAKED=in the image" in proc.stdout
     assert "BOOT=given at boot, with spaces" in proc.stdout
+
+
+def test_ctrl_c_stops_krait_run_gracefully(hello_image: Path, no_leftover_qemu) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "krait.cli", "run", str(hello_image),
+                             "-p", f"{port}:8080"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        status, _ = first_response(f"http://127.0.0.1:{port}/", time.monotonic() + 90)
+        assert status == 200
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err  # the app ended cleanly on SIGTERM
+    assert "stopping" in err

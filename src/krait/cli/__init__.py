@@ -9,7 +9,20 @@ import click
 from rich.logging import RichHandler
 
 from krait import __version__
-from krait.cli import bench, build, inspect, kernel, run, settings
+from krait.cli import (
+    bench,
+    build,
+    inspect,
+    kernel,
+    logs,
+    ps,
+    replace,
+    rm,
+    run,
+    serve,
+    settings,
+    stop,
+)
 from krait.cli._output import err_console
 from krait.errors import KraitError
 
@@ -25,7 +38,8 @@ def cli(debug: bool) -> None:
                               markup=False)])
 
 
-for module in (build, run, inspect, kernel, bench, settings):
+for module in (build, run, inspect, kernel, bench, settings, ps, logs, stop, rm, serve,
+               replace):
     cli.add_command(module.command)
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import click
 
+from krait.bench import compare
 from krait.bench.boot import bench_boot, bench_memory
 from krait.bench.rebuild import bench_rebuild
 from krait.bench.result import Result
 from krait.cli._output import err_console
 from krait.cli.kernel import ensure_kernel
+from krait.errors import ConfigError
 from krait.vmm.accel import detect_accel
 
 
@@ -62,3 +64,86 @@ def memory(image: Path, output: Path | None) -> None:
 def rebuild(app_dir: Path, runs: int, output: Path | None) -> None:
     """App-only rebuild time after a one-line change (warm cache)."""
     _emit(bench_rebuild(app_dir, ensure_kernel(), detect_accel().name, runs), output)
+
+
+@command.command("compare")
+@click.argument("app_dir", type=click.Path(path_type=Path), default="examples/hello")
+@click.option("-n", "--runs", default=3, show_default=True, help="Boots per variant.")
+@click.option("-m", "--memory", default=256, show_default=True,
+              help="Guest memory in MiB for both VMs (and the container's limit).")
+@click.option("--only", default=",".join(compare.VARIANTS), show_default=True,
+              help="Comma-separated variants to run.")
+@click.option("--wrk-seconds", default=5, show_default=True, help="Length of the wrk load.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("docs/bench"),
+              show_default=True, help="Where compare-<date>.json/.md/.png go.")
+def compare_cmd(app_dir: Path, runs: int, memory: int, only: str, wrk_seconds: int,
+                out_dir: Path) -> None:
+    """The same app as a process, a container, a general-purpose VM and a unikernel."""
+    variants = [v.strip() for v in only.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(compare.VARIANTS))
+    if unknown:
+        raise ConfigError(f"unknown variant(s): {', '.join(unknown)}",
+                          hint=f"choose from {', '.join(compare.VARIANTS)}")
+    err_console.print(detect_accel().reason)
+    settings = compare.Settings(runs=runs, memory_mib=memory, wrk_seconds=wrk_seconds)
+    if "unikernel" in variants:
+        ensure_kernel()  # with a progress bar, the first time
+    doc = compare.run_compare(app_dir, settings, variants,
+                              progress=lambda m: err_console.print(m, highlight=False))
+    paths = compare.write_outputs(doc, out_dir)
+    click.echo(compare.markdown(doc))
+    for kind, path in paths.items():
+        err_console.print(f"wrote {path}" if path else
+                          f"no {kind}: matplotlib is not installed (pip install matplotlib)")
+
+
+@command.command("serve")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-n", "--runs", default=5, show_default=True, help="First requests per kind.")
+@click.option("-m", "--memory", type=int, help="Guest memory in MiB (default: the image's).")
+@click.option("--wrk-seconds", default=10, show_default=True)
+@click.option("--wrk-connections", default=16, show_default=True)
+@click.option("--max", "max_instances", default=1, show_default=True,
+              help="Instances the proxy may run during the wrk load.")
+@click.option("--idle-max", default=20, show_default=True,
+              help="Most idle instances to hold at once.")
+@_output
+def serve(image: Path, runs: int, memory: int | None, wrk_seconds: int, wrk_connections: int,
+          max_instances: int, idle_max: int, output: Path | None) -> None:
+    """`krait serve`: first request cold / from a snapshot / warm, wrk through the proxy,
+    and idle instances held."""
+    from krait.bench.serve import bench_serve
+
+    doc = bench_serve(image, runs, memory, wrk_seconds, wrk_connections, max_instances,
+                      idle_max, progress=lambda m: err_console.print(m, highlight=False))
+    text = json.dumps(doc, indent=2)
+    if output:
+        output.write_text(text + "\n")
+        err_console.print(f"wrote {output}")
+    click.echo(text)
+
+
+@command.command("app")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-n", "--runs", default=10, show_default=True)
+@click.option("-m", "--memory", type=int, help="Guest memory in MiB (default: the image's).")
+@click.option("--path", default="/", show_default=True, help="What to ask for.")
+@click.option("--expect", default="", help="Text a correct answer contains.")
+@click.option("--port", "guest_port", type=int, help="Guest port (default: the image's first).")
+@click.option("--https", is_flag=True, help="Ask over HTTPS (the certificate is not checked).")
+@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Boot-time environment.")
+@click.option("--wrk-seconds", default=5, show_default=True)
+@click.option("--wrk-connections", default=8, show_default=True)
+@_output
+def app_cmd(image: Path, runs: int, memory: int | None, path: str, expect: str,
+            guest_port: int | None, https: bool, env: tuple[str, ...], wrk_seconds: int,
+            wrk_connections: int, output: Path | None) -> None:
+    """Size, boot to first correct answer, guest memory in use, and wrk requests/s."""
+    from krait.bench.apps import Probe, bench_app
+    from krait.config import parse_env
+
+    probe = Probe(path, expect.encode(), guest_port, https, tuple(parse_env(list(env)).items()))
+    result = bench_app(image, probe, runs, memory, wrk_seconds, wrk_connections)
+    _emit(result, output)
+    err_console.print(f"guest memory in use {result.extra['guest_memory_in_use_mib']}, "
+                      f"{result.extra['requests_per_second']} requests/s")

@@ -13,6 +13,7 @@ from krait.cli._settings_flags import overrides, setting_options
 from krait.cli.kernel import ensure_kernel
 from krait.config import load_app
 from krait.image.build import build_image
+from krait.image.tls import with_self_signed
 from krait.kernel import custom_kernel
 
 
@@ -23,11 +24,15 @@ from krait.kernel import custom_kernel
 @click.option("--kernel", "kernel_path", type=click.Path(path_type=Path),
               help="Boot this kernel (bzImage or vmlinux) instead of krait's own.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image path.")
+@click.option("--self-signed", is_flag=True, help="Bake in a self-signed TLS certificate for "
+              "local use (made with openssl; kept in tls-cert/tls-key or .krait-tls/).")
 @setting_options("build")
 def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet: bool,
-            **settings: Any) -> None:
+            self_signed: bool, **settings: Any) -> None:
     """Build a unikernel image from the app in APP_DIR."""
     app = load_app(app_dir, overrides(settings))
+    if self_signed:
+        app = with_self_signed(app)
     kernel = custom_kernel(kernel_path) if kernel_path else ensure_kernel()
     with err_console.status("building") as status:
         result = build_image(app, kernel, output, step=lambda s: status.update(s))

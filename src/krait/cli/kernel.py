@@ -15,6 +15,7 @@ from krait.kernel import (
     find_source,
     fragment_files,
     merged_config,
+    patch_files,
 )
 
 # Roughly how many objects kbuild compiles for our configuration (for the progress bar).
@@ -61,6 +62,7 @@ def info() -> None:
     table = Table(box=None, show_header=False)
     table.add_row("source", f"{tarball} ({version})")
     table.add_row("fragments", ", ".join(p.name for p in fragment_files()))
+    table.add_row("patches", ", ".join(p.name for p in patch_files()) or "-")
     if kernel:
         table.add_row("built", f"{kernel.image} ({human_size(kernel.image.stat().st_size)})")
         table.add_row("version", kernel.version)

@@ -59,15 +59,31 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,
               help="Accelerator (default: KVM when it really works, else TCG).")
 @click.option("--dry-run", is_flag=True, help="Print the QEMU command line and exit.")
+@click.option("-d", "--detach", is_flag=True,
+              help="Run in the background as an instance (see krait ps/logs/stop/rm).")
+@click.option("--name", help="The instance's name (with -d; default: IMAGE-NAME-xxxxxx).")
+@click.option("--restart", type=click.Choice(["no", "on-failure", "always"]), default="no",
+              show_default=True, help="With -d: bring the instance back when it ends.")
 @setting_options("boot")
 def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...], accel: str | None,
-            dry_run: bool, **settings: Any) -> None:
+            dry_run: bool, detach: bool, name: str | None, restart: str,
+            **settings: Any) -> None:
     """Boot IMAGE and show its console; Ctrl-C stops it gracefully."""
     options = options_from_flags(publish, env, accel, settings)
     img, spec = prepare(image, options)
     backend = QemuBackend()
     if dry_run:
         click.echo(shlex.join(backend.command(spec)))
+        return
+    if detach or name or restart != "no":
+        if not detach:
+            raise ConfigError("--name and --restart need -d (a detached instance)")
+        from krait.fleet.instances import start_detached
+
+        folder = start_detached(image, options, name=name, restart=restart)
+        err_console.print(f"krait: started {folder.name} ({spec.memory} MiB, "
+                          f"{spec.accel.reason}); `krait logs -f {folder.name}` shows its console")
+        click.echo(folder.name)
         return
     declared = set(img.manifest["settings"].get("ports", []))
     for forward in spec.ports:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from krait.config.settings import BY_KEY, SETTINGS, parse_setting
+from krait.config.settings import BY_KEY, SERVERS, SETTINGS, parse_setting
 from krait.errors import ConfigError
 
 
@@ -22,11 +22,14 @@ class AppConfig:
     name: str
     entry: str
     kind: str = "main"
+    server: str = "builtin"
     ports: tuple[int, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     include: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
     python: str | None = None
     sources: bool = False
     memory: int = 64
@@ -119,6 +122,13 @@ def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
                           hint="set entry = 'module:callable', e.g. entry = 'app:app'")
     values.setdefault("name", project.get("name") or root.name)
     kind = values.get("kind", "main")
+    server = values.get("server", "builtin")
+    if kind not in SERVERS[server] and not (kind == "main" and server == "builtin"):
+        raise ConfigError(f"{path}: server = {server!r} cannot serve kind = {kind!r}",
+                          hint=f"{server} serves {' and '.join(SERVERS[server])} apps")
+    if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
+        raise ConfigError(f"{path}: `tls-cert` and `tls-key` go together",
+                          hint="name both files (or build with --self-signed)")
     if values.get("ports") is None:
         values["ports"] = (8080,) if kind in ("asgi", "wsgi") else ()
     return AppConfig(root=root, **values)

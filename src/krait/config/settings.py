@@ -17,6 +17,8 @@ from krait.errors import ConfigError
 
 Stage = Literal["build", "boot"]
 KINDS = ("main", "asgi", "wsgi")
+# What may serve each kind inside the guest; all but "builtin" come from the app's venv.
+SERVERS = {"builtin": ("asgi", "wsgi"), "uvicorn": ("asgi",), "waitress": ("wsgi",)}
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,12 @@ def _entry(value: Any) -> str:
 def _kind(value: Any) -> str:
     if value not in KINDS:
         raise ValueError(f"expected one of {', '.join(KINDS)}")
+    return str(value)
+
+
+def _server(value: Any) -> str:
+    if value not in SERVERS:
+        raise ValueError(f"expected one of {', '.join(SERVERS)}")
     return str(value)
 
 
@@ -129,6 +137,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("entry", "build", _entry, None, "What to run: 'module:callable'.", "MODULE:CALLABLE"),
     Setting("kind", "build", _kind, "main", "How to run the entry: 'main' calls it and its "
             "return value is the exit status; 'asgi' and 'wsgi' serve it over HTTP.", "KIND"),
+    Setting("server", "build", _server, "builtin", "What serves an asgi/wsgi app in the "
+            "guest: 'builtin' (krait's small asyncio server), 'uvicorn' (asgi) or 'waitress' "
+            "(wsgi), imported from the app's environment.", "SERVER"),
     Setting("ports", "build", _ports, None, "TCP ports the app listens on (default 8080 for "
             "asgi/wsgi apps, none for main).", "PORT[,PORT]"),
     Setting("env", "build", parse_env, {}, "Environment baked into the image.", "KEY=VALUE",
@@ -136,9 +147,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("include", "build", _strings, (), "Extra files or folders (relative to the app) "
             "copied into the image, e.g. a static site.", "PATH", repeatable=True),
     Setting("modules", "build", _strings, (), "Modules the app imports dynamically, which "
-            "tracing cannot see.", "MODULE", repeatable=True),
+            "tracing cannot see; 'pkg.*' takes all of pkg's importable submodules.", "MODULE",
+            repeatable=True),
     Setting("exclude", "build", _strings, (), "Modules the trace saw but the guest does not "
             "need (e.g. ssl, which asyncio imports only if it can).", "MODULE", repeatable=True),
+    Setting("tls-cert", "build", _str, None, "A PEM certificate (relative to the app) baked "
+            "into the image at /krait/tls/cert.pem; `krait build --self-signed` makes one.",
+            "PATH"),
+    Setting("tls-key", "build", _str, None, "The PEM private key for tls-cert, baked in at "
+            "/krait/tls/key.pem.", "PATH"),
     Setting("python", "build", _str, None, "The app's interpreter (default: the app's .venv, "
             "else the Python running krait).", "PATH"),
     Setting("sources", "build", _bool, False, "Ship .py sources next to the bytecode.", "BOOL"),

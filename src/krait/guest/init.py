@@ -15,16 +15,15 @@ work, each step as cheap as we can make it under emulation:
 
 from __future__ import annotations
 
+# Every import here is paid for at each boot, under emulation: keep to builtins and
+# what is needed anyway (ctypes for mount/reboot); import the rest where it is used.
+import _signal
+import _thread
 import ctypes
-import json
+import marshal
 import os
-import signal
 import sys
-import termios
-import threading
 import time
-import traceback
-import tty
 from typing import Any
 
 from krait.guest import protocol
@@ -52,13 +51,22 @@ def _is_krait_guest() -> tuple[bool, str]:
     return protocol.MARKER in cmdline.split(), cmdline
 
 
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _set_clock(ns: int) -> None:
+    """Set the wall clock (CLOCK_REALTIME); the host sends it after a snapshot wake."""
+    _libc.clock_settime(0, ctypes.byref(_Timespec(ns // 1_000_000_000, ns % 1_000_000_000)))
+
+
 class Control:
     """The control port (second serial line): one line per message."""
 
     def __init__(self, path: str = protocol.CONTROL_TTY) -> None:
         try:
+            # Canonical tty mode suits a line protocol; the host ignores the echo.
             self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-            tty.setraw(self.fd, termios.TCSANOW)
         except OSError:
             self.fd = -1  # no control port (another VMM): the console still works
 
@@ -81,10 +89,14 @@ class Control:
                 buf += chunk
                 while b"\n" in buf:
                     line, _, buf = buf.partition(b"\n")
-                    if line.strip().decode(errors="replace") == protocol.STOP:
+                    text = line.strip().decode(errors="replace")
+                    if text == protocol.STOP:
                         on_stop()
+                    elif text.startswith(protocol.SET_TIME + " "):
+                        _set_clock(int(text.split()[1]))
+                        self.send(protocol.READY)
 
-        threading.Thread(target=read, name="krait-control", daemon=True).start()
+        _thread.start_new_thread(read, ())
 
 
 def _prepare_system() -> None:
@@ -105,7 +117,7 @@ def _run_main(target: Any) -> int:
     def on_term(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, on_term)
+    _signal.signal(_signal.SIGTERM, on_term)  # _signal: the signal module imports enum
     result = target()
     return result if isinstance(result, int) else 0
 
@@ -116,23 +128,40 @@ def _ready_line(config: dict[str, Any]) -> str:
     return f"krait: {config['name']} ready{where} ({time.monotonic():.3f}s since boot)"
 
 
+def _memory_line() -> str:
+    """What the guest uses once the app is up (MemTotal - MemAvailable), for benchmarks."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f)}
+        used = (info["MemTotal"] - info["MemAvailable"]) / 1024
+        return f"krait: memory in use {used:.1f} MiB of {info['MemTotal'] / 1024:.1f} MiB"
+    except (OSError, KeyError, ValueError):
+        return "krait: memory in use unknown"
+
+
 def run_app(config: dict[str, Any], control: Control) -> int:
     """Import and run the app; return its exit status (tracebacks go to the console)."""
     try:
         target = _load_app(config)
         kind = config["kind"]
-        control.watch(lambda: os.kill(os.getpid(), signal.SIGTERM))
+        control.watch(lambda: os.kill(os.getpid(), _signal.SIGTERM))
 
         def ready() -> None:
             print(_ready_line(config), flush=True)
             control.send(protocol.READY)
+            print(_memory_line(), flush=True)  # after READY: not on the boot-time path
 
         if kind == "main":
             ready()
             return _run_main(target)
+        port = config["ports"][0]
+        server = config.get("server", "builtin")
+        if server != "builtin":  # uvicorn, waitress: from the app's environment
+            from krait.guest import servers
+
+            return servers.serve(server, target, port, ready)
         from krait.guest import http
 
-        port = config["ports"][0]
         if kind == "asgi":
             return http.serve_asgi(target, port, ready)
         return http.serve_wsgi(target, port, ready)
@@ -145,10 +174,29 @@ def run_app(config: dict[str, Any], control: Control) -> int:
         print(code, file=sys.stderr, flush=True)
         return 1
     except BaseException:
+        import traceback
+
         traceback.print_exc()
         sys.stderr.flush()
         control.send(f"{protocol.CRASH} 1")
         return 1
+
+
+def _idna_fallback(name: str) -> Any:
+    """socket.getaddrinfo() encodes every str host with the "idna" codec, which the codec
+    registry imports lazily, so a trace never sees it. When the image lacks
+    encodings.idna (and unicodedata, 1 MB), ASCII host names still work."""
+    if name != "idna":
+        return None
+    import codecs
+
+    def encode(text: str, errors: str = "strict") -> tuple[bytes, int]:
+        return text.encode("ascii", errors), len(text)
+
+    def decode(data: Any, errors: str = "strict") -> tuple[str, int]:
+        return bytes(data).decode("ascii", errors), len(data)
+
+    return codecs.CodecInfo(encode, decode, name="idna")
 
 
 def main() -> None:
@@ -158,18 +206,29 @@ def main() -> None:
               "command line); doing nothing", file=sys.stderr)
         sys.exit(2)
     _prepare_system()
-    with open(protocol.CONFIG_PATH) as f:
-        config = json.load(f)
+    with open(protocol.CONFIG_PATH, "rb") as f:
+        config = marshal.load(f)
     boot = protocol.decode_boot(cmdline)
     os.environ.update(config.get("env", {}))
     os.environ.update(boot.get("env", {}))
+    import codecs
+
+    codecs.register(_idna_fallback)  # consulted only if encodings.idna is not in the image
+    from krait.guest import missing
+
+    missing.install(config.get("absent", ()))  # names a module the trace missed
     control = Control()
     status = run_app(config, control)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    control.send(f"{protocol.EXIT} {status}")
-    if control.fd >= 0:
-        termios.tcdrain(control.fd)
-    # With -no-reboot (and reboot=t), a reset ends QEMU; the status went over the control port.
-    _libc.reboot(LINUX_REBOOT_CMD_RESTART)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        control.send(f"{protocol.EXIT} {status}")
+        if control.fd >= 0:
+            import termios
+
+            termios.tcdrain(control.fd)  # the status must leave the UART before the reset
+    finally:
+        # With -no-reboot (and reboot=t) a reset ends QEMU; PID 1 must never just exit
+        # (the kernel would panic), whatever went wrong above.
+        _libc.reboot(LINUX_REBOOT_CMD_RESTART)
     time.sleep(60)  # reboot() does not return; this is only for a VMM that ignores it

@@ -20,7 +20,7 @@ from typing import Any
 
 from krait.errors import ImageError
 from krait.image.layers import decompress
-from krait.paths import cache_dir
+from krait.paths import cache_dir, write_atomically
 
 FORMAT = 1
 SUFFIX = ".krait"
@@ -115,12 +115,7 @@ def unpack_for_boot(image: Image, compressed_initrd: bool = True) -> tuple[Path,
     if kernel.exists() and initrd.exists():
         return kernel, initrd
     folder.mkdir(parents=True, exist_ok=True)
-    tmp_kernel = kernel.with_suffix(".tmp")
-    tmp_kernel.write_bytes(decompress(image.parts[image.manifest["kernel"]["member"]]))
-    tmp_initrd = initrd.with_suffix(".tmp")
-    with tmp_initrd.open("wb") as out:
-        for _, blob in image.layer_blobs():
-            out.write(blob if compressed_initrd else decompress(blob))
-    tmp_kernel.replace(kernel)
-    tmp_initrd.replace(initrd)
+    write_atomically(kernel, decompress(image.parts[image.manifest["kernel"]["member"]]))
+    layers = [blob if compressed_initrd else decompress(blob) for _, blob in image.layer_blobs()]
+    write_atomically(initrd, b"".join(layers))
     return kernel, initrd

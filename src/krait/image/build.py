@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ from krait.image import layers as L
 from krait.image.archive import FORMAT, SUFFIX, write_image
 from krait.image.closure import LAYERS, GuestFile, kept_modules, plan_files
 from krait.image.compile import compile_all, stripped
+from krait.image.tls import tls_env, tls_files
 from krait.image.trace import find_interpreter, trace_app
 from krait.kernel import Kernel
-from krait.paths import cache_dir
+from krait.paths import cache_dir, write_atomically
 
 Step = Callable[[str], None]
 
@@ -41,6 +43,7 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
     step(f"tracing {app.entry} with {python}")
     trace = trace_app(app, python)
     files = plan_files(trace, app.root, app.include, app.sources, app.exclude)
+    files = sorted([*files, *tls_files(app)])  # tls-cert / tls-key, baked into the app layer
     by_layer: dict[str, list[GuestFile]] = {name: [] for name in LAYERS}
     for f in files:
         by_layer[f.layer].append(f)
@@ -50,13 +53,17 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
     def content(f: GuestFile) -> bytes:
         if f.how == "pyc":
             return compiled[f.guest]
-        if f.how == "elf":
+        if f.how == "elf" and f.layer == "base":
+            # Not the venv's: wheels ship stripped objects, edited by patchelf (auditwheel),
+            # which objcopy can break ("ELF load command address/offset not page-aligned").
             return stripped(f.host)
         return f.host.read_bytes()
 
     config = {"name": app.name, "entry": app.entry, "kind": app.kind, "ports": list(app.ports),
-              "env": app.env}
-    config_bytes = json.dumps(config, indent=2, sort_keys=True).encode()
+              "env": {**tls_env(app), **app.env}, "server": app.server,
+              "absent": sorted(trace.absent)}
+    # marshal version 2 has no back-references, so the bytes depend only on the values.
+    config_bytes = marshal.dumps(json.loads(json.dumps(config, sort_keys=True)), 2)
     extras: dict[str, list[L.Entry]] = {
         "base": L.system_entries(str(trace.executable), str(trace.dynload)),
         "packages": [],
@@ -69,7 +76,10 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
         if not members and name == "packages":
             continue
         extra = b"".join(e.path.encode() + e.data for e in extras[name])
-        key = L.layer_key(name, members, extra + trace.magic.encode())
+        # v3: bytecode compiled in a fresh process only; ELF files outside the base layer
+        # are no longer stripped.
+        salt = b"\0v3"
+        key = L.layer_key(name, members, extra + trace.magic.encode() + salt)
         was_built = False
 
         def make(name: str = name, members: list[GuestFile] = members) -> L.Layer:
@@ -116,7 +126,5 @@ def _kernel_blob(kernel: Kernel) -> bytes:
     cached = cache_dir() / "objects" / "kernel" / f"{kernel.key}.zst"
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_bytes(L.compress(kernel.image.read_bytes()))
-        tmp.rename(cached)
+        write_atomically(cached, L.compress(kernel.image.read_bytes()))
     return cached.read_bytes()

@@ -93,7 +93,7 @@ def plan_files(trace: Trace, app_root: Path, include: tuple[str, ...],
     mapped = [so for so in trace.shared_objects
               if real(so) not in dropped_libs and real(so) not in module_files]
     for path in elf_closure(closure + mapped):
-        for f in host_path_files(path):
+        for f in _library_files(path, trace, app_root, entries):
             add(f)
     add(GuestFile("base", str(trace.stdlib / "os.pyc"), trace.stdlib / "os.py", "pyc"))
     return sorted(files.values())
@@ -160,6 +160,22 @@ def _module_files(name: str, origin: Path, trace: Trace, app_root: Path,
     return out
 
 
+def _library_files(path: Path, trace: Trace, app_root: Path,
+                   entries: list[Path]) -> list[GuestFile]:
+    """Where a shared object goes: libraries that wheels bundle (numpy.libs/,
+    psycopg_binary.libs/) and extension modules move with their package to
+    /krait/packages, keeping their relative layout, so RPATH $ORIGIN/../x.libs still
+    finds them; system libraries keep their host path."""
+    path = Path(os.path.normpath(path))
+    if not (_under(path, trace.stdlib) or _under(path, trace.dynload)):
+        entry = _path_entry(path, entries)
+        if entry is not None:
+            layer, base = _layer_for(path, app_root, entry)
+            return [GuestFile(layer, f"{base}/{path.relative_to(entry).as_posix()}", path,
+                              "elf")]
+    return host_path_files(path)
+
+
 def _package_data(folder: Path) -> list[Path]:
     """Non-code files shipped inside an imported package (templates, certificates...)."""
     found = []
@@ -199,10 +215,21 @@ def elf_closure(binaries: list[Path]) -> list[Path]:
 
 
 def _needed(path: Path) -> list[Path]:
-    proc = run([_loader(), "--list", path], check=False)
+    # A library a wheel bundles (psycopg_binary.libs/libselinux) finds its siblings
+    # through the RPATH of whatever loaded it; listed on its own, it needs a hint.
+    system = any(_under(path, Path(d)) for d in ("/lib", "/lib64", "/usr/lib", "/usr/lib64"))
+    env = None if system else {"LD_LIBRARY_PATH": str(path.parent)}
+    proc = run([_loader(), "--list", path], check=False, env=env)
     if proc.returncode != 0:
         if "not a dynamic executable" in (proc.stdout + proc.stderr):
             return []
+        gone = re.search(r"error while loading shared libraries: ([^:\s]+): cannot open",
+                         proc.stderr)
+        if gone:  # a library (not an executable) whose own dependency is missing
+            lib = gone.group(1)
+            raise BuildError(f"{path} needs the shared library {lib}, which is not installed",
+                             hint=f"install the package that provides {lib} on the build "
+                             "host (or in the app's environment, for a wheel's library)")
         raise BuildError(f"cannot list the libraries {path} needs:\n{proc.stdout}{proc.stderr}")
     out = []
     for line in proc.stdout.splitlines():
@@ -213,8 +240,8 @@ def _needed(path: Path) -> list[Path]:
                              hint=f"install the package that provides {lib} on the build host")
         if "=>" in line:
             target = line.split("=>")[1].split("(")[0].strip()
-            if target:
-                out.append(Path(target))
+            if target:  # $ORIGIN/../../x.libs comes back with the dots in it
+                out.append(Path(os.path.normpath(target)))
         elif line.startswith("/"):
             out.append(Path(line.split()[0]))
     return out

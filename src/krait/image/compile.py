@@ -1,18 +1,16 @@
 """Turning host files into the bytes the guest gets: bytecode, stripped ELF, copies.
 
 Bytecode uses unchecked-hash invalidation: no timestamps, so it is reproducible, and
-the guest never stats a source file that is not there. When krait's interpreter has
-the app interpreter's magic number we compile in-process; otherwise the app's
-interpreter compiles. Results are cached by content, so a rebuild after a one-line
-change recompiles one file.
+the guest never stats a source file that is not there. The app's interpreter compiles,
+in a fresh process (so the bytes do not depend on krait's own state). Results are
+cached by content, so a rebuild after a one-line change recompiles one file.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import py_compile
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,25 +50,23 @@ def compile_all(files: list[GuestFile], python: Path, magic: str) -> dict[str, b
     for f in files:
         if f.how != "pyc":
             continue
-        cached = cache / _content_key(magic, f.guest[:-1], f.host.read_bytes())
+        cached = cache / _content_key("fresh-process", magic, f.guest[:-1], f.host.read_bytes())
         if cached.exists():
             out[f.guest] = cached.read_bytes()
         else:
             todo.append((f, cached))
     if not todo:
         return out
-    same_python = importlib.util.MAGIC_NUMBER.hex() == magic
+    # Always in a fresh interpreter of the app's: marshal marks objects whose reference
+    # count is above one, so bytecode compiled inside a long-lived process (krait under
+    # pytest, say) can differ byte for byte from the same source compiled elsewhere.
     with tempfile.TemporaryDirectory(prefix="krait-pyc-") as tmp:
         jobs = [(str(f.host), f"{tmp}/{i}.pyc", f.guest[:-1]) for i, (f, _) in enumerate(todo)]
-        try:
-            if same_python:
-                for src, dst, dfile in jobs:
-                    py_compile.compile(src, cfile=dst, dfile=dfile, doraise=True,
-                                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-            else:
-                run([python, "-I", "-c", _COMPILER], input=json.dumps(jobs).encode())
-        except py_compile.PyCompileError as e:
-            raise BuildError(f"cannot compile {e.file}: {e.msg}") from None
+        proc = run([python, "-I", "-c", _COMPILER], input=json.dumps(jobs).encode(),
+                   check=False)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or "").strip().splitlines()[-6:])
+            raise BuildError(f"cannot compile the app's Python files:\n{tail}")
         for (f, cached), (_, dst, _) in zip(todo, jobs, strict=True):
             data = Path(dst).read_bytes()
             out[f.guest] = data
@@ -83,7 +79,7 @@ def stripped(path: Path) -> bytes:
     st = path.stat()
     cached = _cache("elf") / _content_key(str(path), str(st.st_size), str(st.st_mtime_ns))
     if not cached.exists():
-        tmp = cached.with_suffix(".tmp")
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
         run(["objcopy", "--strip-debug", "--remove-section=.comment", path, tmp])
         tmp.rename(cached)
     return cached.read_bytes()

@@ -18,7 +18,7 @@ import zstandard
 from krait import __version__
 from krait.image.closure import GuestFile
 from krait.image.cpio import Entry, write_cpio
-from krait.paths import cache_dir
+from krait.paths import cache_dir, write_atomically
 
 # A 1 MiB window: the guest kernel decompresses with little memory (-m 32M).
 _ZSTD = zstandard.ZstdCompressionParameters.from_level(19, window_log=20, write_checksum=True)
@@ -81,8 +81,7 @@ def cached_layer(key: str, build: Callable[[], Layer]) -> Layer:
         m = json.loads(meta.read_text())
         return Layer(m["name"], m["cpio_digest"], m["cpio_size"], m["files"], blob.read_bytes())
     layer = build()
-    blob.with_suffix(".tmp").write_bytes(layer.blob)
-    blob.with_suffix(".tmp").rename(blob)
+    write_atomically(blob, layer.blob)
     meta.write_text(json.dumps({"name": layer.name, "cpio_digest": layer.cpio_digest,
                                 "cpio_size": layer.cpio_size, "files": layer.files}))
     return layer

@@ -16,10 +16,15 @@ TRACER = Path(__file__).with_name("_tracer.py")
 # krait's own package folder's parent: the tracer imports krait.guest from here.
 RUNTIME_PATH = Path(__file__).resolve().parents[2]
 # The guest runtime each kind needs inside the VM, traced like the app itself.
+# The guest runtime imports some modules only when needed (a crash, --env, the last
+# message before power-off); they must be in the image all the same.
+_GUEST_LAZY = ["krait.guest.init", "termios", "traceback", "base64", "json",
+               "krait.guest.missing"]
 RUNTIME_MODULES = {
-    "main": ["krait.guest.init"],
-    "asgi": ["krait.guest.init", "krait.guest.http"],
-    "wsgi": ["krait.guest.init", "krait.guest.http"],
+    "main": _GUEST_LAZY,
+    "asgi": [*_GUEST_LAZY, "krait.guest.http"],
+    # WSGI views run in loop.run_in_executor's default pool: imported on first request.
+    "wsgi": [*_GUEST_LAZY, "krait.guest.http", "concurrent.futures.thread"],
 }
 # Python itself needs these at start-up even when the build host never imported them.
 STARTUP_MODULES = ["encodings.utf_8", "encodings.ascii", "encodings.latin_1", "os"]
@@ -40,10 +45,18 @@ class Trace:
     distributions: dict[str, list[str]]
     packages: dict[str, list[str]]
     startup: frozenset[str]
+    absent: frozenset[str] = frozenset()  # submodules looked for at build time, not found
 
     @property
     def python_name(self) -> str:
         return f"python{self.version[0]}.{self.version[1]}"
+
+
+def runtime_modules(app: AppConfig) -> list[str]:
+    """The guest runtime for the app's kind, and the server from its venv, if it names one."""
+    if app.kind == "main" or app.server == "builtin":
+        return RUNTIME_MODULES[app.kind]
+    return [*RUNTIME_MODULES["main"], "krait.guest.servers", app.server]
 
 
 def find_interpreter(app: AppConfig) -> Path:
@@ -68,7 +81,8 @@ def trace_app(app: AppConfig, python: Path | None = None) -> Trace:
     request = {
         "app_root": str(app.root),
         "runtime_path": str(RUNTIME_PATH),
-        "runtime_modules": [*STARTUP_MODULES, *RUNTIME_MODULES[app.kind]],
+        "runtime_modules": [*STARTUP_MODULES, *runtime_modules(app)],
+        "server": app.server if app.kind != "main" else "builtin",
         "modules": list(app.modules),
         "entry_module": app.module,
         "callable": app.callable,
@@ -99,6 +113,7 @@ def trace_app(app: AppConfig, python: Path | None = None) -> Trace:
         distributions=report["distributions"],
         packages=report["packages"],
         startup=frozenset(report["startup"]),
+        absent=frozenset(report.get("absent", [])),
     )
 
 

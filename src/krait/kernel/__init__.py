@@ -10,6 +10,7 @@ from krait.kernel.build import (
     fragment_files,
     kernel_format,
     merged_config,
+    patch_files,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "fragment_files",
     "kernel_format",
     "merged_config",
+    "patch_files",
 ]

@@ -24,6 +24,8 @@ from krait.run import run, spawn
 
 SOURCE_PACKAGE = "linux-source-6.1"
 FRAGMENTS = Path(__file__).with_name("fragments")
+# Small patches to Debian's source, applied in name order (see each file's header).
+PATCHES = Path(__file__).with_name("patches")
 # Bump when the way we build changes in a way the key would not see.
 RECIPE = 1
 
@@ -54,6 +56,14 @@ def kernel_format(path: Path) -> str:
 
 def fragment_files() -> list[Path]:
     return sorted(FRAGMENTS.glob("*.config"))
+
+
+def patch_files() -> list[Path]:
+    return sorted(PATCHES.glob("*.patch"))
+
+
+def _patches_text() -> str:
+    return "".join(f"# --- {p.name}\n{p.read_text()}" for p in patch_files())
 
 
 def merged_config() -> str:
@@ -91,7 +101,8 @@ def find_source() -> tuple[Path, str]:
 
 
 def cache_key(source_version: str, config: str) -> str:
-    h = hashlib.sha256(f"{RECIPE}\0{SOURCE_PACKAGE}\0{source_version}\0{config}".encode())
+    h = hashlib.sha256(f"{RECIPE}\0{SOURCE_PACKAGE}\0{source_version}\0{config}".encode()
+                       + _patches_text().encode())
     return h.hexdigest()[:16]
 
 
@@ -149,7 +160,7 @@ def _build_kernel_locked(on_line: Callable[[str], None] | None, jobs: int | None
                               "bison bc libelf-dev libssl-dev)")
     root = _kernel_root()
     src = _unpack(tarball, version, root)
-    objdir = root / f"obj-{version}"
+    objdir = root / f"obj-{src.parent.name.removeprefix('src-')}"
     objdir.mkdir(parents=True, exist_ok=True)
     fragment = objdir / "krait.config"
     fragment.write_text(config)
@@ -190,14 +201,19 @@ def count_build_steps(line: str) -> bool:
 
 
 def _unpack(tarball: Path, version: str, root: Path) -> Path:
-    dest = root / f"src-{version}"
+    """The source tree for ``version`` with krait's patches applied (one tree per patch set)."""
+    patches = _patches_text()
+    suffix = f"-p{hashlib.sha256(patches.encode()).hexdigest()[:8]}" if patches else ""
+    dest = root / f"src-{version}{suffix}"
     stamp = dest / ".krait-unpacked"
-    if stamp.exists():
-        return next(p for p in dest.iterdir() if p.is_dir())
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    run(["tar", "-xf", tarball, "-C", dest])
-    stamp.touch()
+    if not stamp.exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        run(["tar", "-xf", tarball, "-C", dest])
+        tree = next(p for p in dest.iterdir() if p.is_dir())
+        for patch in patch_files():
+            run(["patch", "-p1", "--forward", "-i", patch.resolve()], cwd=tree)
+        stamp.touch()
     return next(p for p in dest.iterdir() if p.is_dir())
 
 

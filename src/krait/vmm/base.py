@@ -28,6 +28,8 @@ class VmSpec:
     ports: tuple[PortForward, ...] = ()
     workdir: Path | None = None  # sockets and logs; a temporary folder when None
     console_log: Path | None = None  # write the console here instead of a pipe
+    qmp: bool = False  # a QMP monitor socket in the workdir (snapshots, run state)
+    incoming: Path | None = None  # wake from this snapshot instead of booting
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,11 @@ class Vm(ABC):
     def kill(self) -> None:
         """Stop the VM now, without asking the guest."""
 
+    def snapshot(self, path: Path, resume: bool = True) -> None:
+        """Save the running guest's whole state to ``path`` (the VM pauses while it is
+        written, and runs on afterwards when ``resume``). Needs ``VmSpec.qmp``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot take snapshots")
+
     def stop(self, grace: float = 10.0) -> VmResult:
         """Graceful stop, then a hard one after ``grace`` seconds."""
         self.request_stop()
@@ -87,3 +94,9 @@ class Backend(ABC):
 
         ``on_console`` receives each console line when the console is not a log file.
         """
+
+    def restore(self, spec: VmSpec, snapshot: Path, timeout: float = 30.0) -> Vm:
+        """Wake a VM from a snapshot taken by :meth:`Vm.snapshot` of the same spec (the
+        guest's memory holds its kernel command line; ``spec.ports`` may differ). The VM
+        is ready when this returns."""
+        raise NotImplementedError(f"{self.name} cannot restore snapshots")

@@ -24,6 +24,8 @@ BASE_CMDLINE = (
     # One program and no other user in the guest: nothing for speculation mitigations to
     # protect, and patching them in costs a quarter second under emulation.
     "mitigations=off",
+    # The initramfs root on ramfs: tmpfs would cap it at half the guest's memory.
+    "rootfstype=ramfs",
 )
 
 
@@ -35,33 +37,59 @@ class RunOptions:
     env: dict[str, str] = field(default_factory=dict)
     cmdline: str = ""
     accel: str | None = None
-    compressed_initrd: bool = True
+    compressed_initrd: bool | None = None  # None: decide by memory (see initrd_compressed)
     workdir: Path | None = None
     console_log: Path | None = None
 
 
-def kernel_cmdline(image: Image, options: RunOptions) -> tuple[str, ...]:
+# Only under emulation: the kernel spends a quarter second calibrating and verifying the
+# local APIC timer against the PIT (KVM offers a TSC-deadline timer, which needs none).
+TCG_CMDLINE = ("noapictimer",)
+
+
+def kernel_cmdline(image: Image, options: RunOptions, accel: Accel) -> tuple[str, ...]:
     name = "".join(c if c.isalnum() or c == "-" else "-" for c in image.name)[:63] or "krait"
     network = f"ip={protocol.GUEST_ADDR}::{protocol.GATEWAY}:255.255.255.0:{name}:eth0:off"
     boot = {"env": options.env} if options.env else {}
     extras = (image.manifest["boot"].get("cmdline", "") + " " + options.cmdline).split()
-    return (*BASE_CMDLINE, network, protocol.MARKER, protocol.encode_boot(boot), *extras)
+    boot_args = [protocol.encode_boot(boot)] if boot else []
+    tuned = TCG_CMDLINE if accel.name == "tcg" else ()
+    return (*BASE_CMDLINE, *tuned, network, protocol.MARKER, *boot_args, *extras)
+
+
+# What the guest needs besides its files while it boots: kernel, page tables, Python's heap.
+_GUEST_OVERHEAD_MIB = 20
+
+
+def initrd_compressed(image: Image, memory_mib: int) -> bool:
+    """Hand the guest zstd layers only when it is short of memory.
+
+    An uncompressed initramfs boots faster under emulation (nothing to decompress),
+    but the guest holds it twice while unpacking: the archive and the files.
+    """
+    unpacked = sum(layer["cpio_size"] for layer in image.manifest["layers"]) / 2**20
+    return memory_mib < 2 * unpacked + _GUEST_OVERHEAD_MIB
 
 
 def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
             image: Image | None = None) -> tuple[Image, VmSpec]:
     """Check the image, unpack what QEMU needs, and describe the VM to start."""
     image = image or open_image(image_path)
-    kernel, initrd = unpack_for_boot(image, options.compressed_initrd)
     boot = image.manifest["boot"]
+    memory = options.memory or int(boot["memory"])
+    compressed = options.compressed_initrd
+    if compressed is None:
+        compressed = initrd_compressed(image, memory)
+    kernel, initrd = unpack_for_boot(image, compressed)
+    accel = accel or detect_accel(options.accel)
     spec = VmSpec(
         name=image.name,
         kernel=kernel,
         initrd=initrd,
-        cmdline=kernel_cmdline(image, options),
-        memory=options.memory or int(boot["memory"]),
+        cmdline=kernel_cmdline(image, options, accel),
+        memory=memory,
         vcpus=options.vcpus or int(boot["vcpus"]),
-        accel=accel or detect_accel(options.accel),
+        accel=accel,
         ports=options.ports,
         workdir=options.workdir,
         console_log=options.console_log,

@@ -6,6 +6,7 @@ Each object renders its own option family; :class:`QemuCommand` puts them in ord
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,16 @@ class Monitor(Option):
 
     def args(self) -> list[str]:
         return ["-qmp", f"unix:{self.path},server=on,wait=off"]
+
+
+@dataclass(frozen=True)
+class Incoming(Option):
+    """Start paused, loading a saved state from a file instead of booting."""
+
+    path: Path
+
+    def args(self) -> list[str]:
+        return ["-incoming", f"exec:cat {shlex.quote(str(self.path))}"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""What every variant of ``krait bench compare`` shares: its result, skipping, measuring."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from krait.errors import KraitError
+from krait.run import run
+
+# The path the comparison's stats wrapper answers on (see payload.py).
+STATS_PATH = "/_krait/stats"
+
+
+class VariantSkipped(KraitError):
+    """A variant cannot run here (a missing tool, no cache and no network): say why."""
+
+
+@dataclass
+class VariantResult:
+    """One way of running the app, and what was measured of it."""
+
+    name: str  # process | container | gp-vm | unikernel
+    label: str
+    skipped: str | None = None  # the reason, when the variant did not run
+    error: str | None = None  # what went wrong, when it ran but could not be measured
+    artifact_bytes: int | None = None
+    boot_s: list[float] = field(default_factory=list)
+    host_rss_mb: list[float] = field(default_factory=list)
+    guest_used_mb: list[float] = field(default_factory=list)
+    requests_per_s: float | None = None
+    surface: dict[str, int | None] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How every variant is run: the same runs, memory, load and accelerator."""
+
+    runs: int = 3
+    memory_mib: int = 256
+    accel: str | None = None  # kvm | tcg; None: detect (krait.vmm.accel)
+    wrk_seconds: int = 5
+    wrk_connections: int = 4
+    boot_timeout: float = 300.0
+
+
+def require_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        raise VariantSkipped(f"`{name}` is not installed",
+                             hint=f"apt-get install {package}")
+    return path
+
+
+def parse_wrk(output: str) -> float:
+    """Requests per second from wrk's summary."""
+    m = re.search(r"Requests/sec:\s*([\d.]+)", output)
+    if not m:
+        raise KraitError("wrk printed no Requests/sec line", hint=output[-300:])
+    return float(m.group(1))
+
+
+def run_wrk(url: str, settings: Settings) -> float:
+    """A bounded load: a few connections, one thread, a fixed duration, on loopback."""
+    wrk = shutil.which("wrk")
+    if not wrk:
+        raise VariantSkipped("`wrk` is not installed", hint="apt-get install wrk")
+    out = run([wrk, "-t1", f"-c{settings.wrk_connections}", f"-d{settings.wrk_seconds}s",
+               "--timeout", "5s", url], timeout=settings.wrk_seconds + 30).stdout
+    return parse_wrk(out)
+
+
+def guest_used_mb(stats: dict[str, Any]) -> float | None:
+    """Memory in use as the system the app runs in reports it (MemTotal - MemAvailable)."""
+    mem = stats.get("meminfo") or {}
+    if "MemTotal" in mem and "MemAvailable" in mem:
+        return round((mem["MemTotal"] - mem["MemAvailable"]) / 1024, 1)
+    return None
+
+
+def wait_until(deadline: float, check: Any, interval: float = 0.05) -> Any:
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    return None

@@ -1,0 +1,65 @@
+"""The krait unikernel: the same payload built into NAME.krait, booted by krait's QEMU."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import psutil
+
+from krait.bench.compare.base import Running, Variant
+from krait.bench.compare.surface import surface_of_image
+from krait.image.archive import open_image
+from krait.image.build import build_image
+from krait.kernel import Kernel, build_kernel
+from krait.vmm.launch import RunOptions, prepare
+from krait.vmm.options import PortForward
+from krait.vmm.qemu import QemuBackend, QemuVm
+
+
+class _Vm(Running):
+    def __init__(self, vm: QemuVm) -> None:
+        self.vm = vm
+
+    def host_rss_mb(self) -> float:
+        return float(psutil.Process(self.vm.pid).memory_info().rss) / 1e6
+
+
+class UnikernelVariant(Variant):
+    name = "unikernel"
+    label = "krait unikernel"
+    kernel: Kernel | None = None
+
+    def prepare(self) -> None:
+        kernel = self.kernel or build_kernel()
+        self.image_path = self.payload.parent / f"{self.app.name}.krait"
+        build_image(self.payload_app, kernel, self.image_path)
+        self.image = open_image(self.image_path)
+        _, spec = prepare(self.image_path, self._options(8080), image=self.image)
+        cmd = QemuBackend().build_command(spec, self.payload.parent)
+        self.details = {"machine": "microvm", "kernel": self.image.manifest["kernel"]["version"],
+                        "cmdline": " ".join(spec.cmdline), "qemu_argv": cmd.argv(),
+                        "image": str(self.image_path)}
+
+    def _options(self, port: int) -> RunOptions:
+        return RunOptions(ports=(PortForward(port, self.app.ports[0]),),
+                          memory=self.settings.memory_mib, accel=self.settings.accel)
+
+    def artifact_bytes(self) -> int:
+        return self.image_path.stat().st_size
+
+    def surface(self) -> dict[str, int | None]:
+        return surface_of_image(self.image)
+
+    @contextlib.contextmanager
+    def started(self, port: int) -> Iterator[Running]:
+        _, spec = prepare(self.image_path, self._options(port), image=self.image)
+        vm = QemuBackend().start(spec)
+        try:
+            yield _Vm(vm)
+        except BaseException:
+            self.details["console_tail"] = vm.console_tail().splitlines()[-30:]
+            raise
+        finally:
+            vm.kill()
+            vm.wait()

@@ -1,0 +1,82 @@
+"""``krait serve IMAGE --port P``: boot on the first connection, scale to zero when idle."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+
+from krait.cli._output import err_console
+from krait.cli.run import options_from_flags
+from krait.errors import ConfigError
+from krait.fleet.gateway import Gateway
+from krait.fleet.policy import ScalePolicy
+from krait.fleet.serve import run_server
+from krait.image.archive import open_image
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+def parse_duration(value: str) -> float:
+    """30, 30s, 500ms, 2m, 1h -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*", value)
+    if not match:
+        raise ConfigError(f"{value!r} is not a duration", hint="use e.g. 30s, 500ms, 2m")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@click.command("serve")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--port", type=int, required=True, help="Host port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--name", help="Name of this serve (default: IMAGE-NAME-PORT).")
+@click.option("--idle", default="30s", show_default=True,
+              help="Stop an instance after this long with no connection (scale to zero).")
+@click.option("--max", "max_instances", default=1, show_default=True,
+              help="Most instances to run under load.")
+@click.option("--min", "min_instances", default=0, show_default=True,
+              help="Instances kept running even when idle.")
+@click.option("--per-instance", default=10, show_default=True,
+              help="Connections per instance before booting another (up to --max).")
+@click.option("--snapshot/--no-snapshot", default=True, show_default=True,
+              help="Save a ready instance's state once; wake later ones from it.")
+@click.option("--boot-timeout", default="60s", show_default=True,
+              help="Give up on a boot (and answer 503) after this long.")
+@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE",
+              help="Environment for each boot (passed on the kernel command line).")
+@click.option("-m", "--memory", help="Guest memory, e.g. 48M (default: the image's).")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None)
+def command(image: Path, port: int, host: str, name: str | None, idle: str,
+            max_instances: int, min_instances: int, per_instance: int, snapshot: bool,
+            boot_timeout: str, env: tuple[str, ...], memory: str | None, accel: str | None,
+            **_: Any) -> None:
+    """Serve IMAGE on PORT, booting instances on demand.
+
+    `krait replace NAME NEW_IMAGE` (or SIGHUP, to reload IMAGE) swaps the image with no
+    downtime. Ctrl-C stops everything it started.
+    """
+    fleet_log = logging.getLogger("krait.fleet")
+    if fleet_log.getEffectiveLevel() > logging.INFO:
+        fleet_log.setLevel(logging.INFO)  # boots, wakes, stops: what a serve is for
+    if max_instances < 1 or min_instances < 0 or min_instances > max_instances:
+        raise ConfigError("need 0 <= --min <= --max and --max >= 1")
+    img = open_image(image)
+    options = options_from_flags((), env, accel, {"memory": memory} if memory else {})
+    policy = ScalePolicy(max_instances=max_instances, min_instances=min_instances,
+                         idle_seconds=parse_duration(idle), per_instance=per_instance)
+    serve_name = name or f"{img.name}-{port}"
+
+    def listening(gateway: Gateway) -> None:
+        err_console.print(f"krait: serving {img.name} on http://{host}:{gateway.port} as "
+                          f"{serve_name} (idle {policy.idle_seconds:g}s, max {max_instances}"
+                          f"{', snapshot wake' if snapshot else ''})")
+
+    gateway = run_server(image, port, policy, serve_name, options, snapshots=snapshot,
+                         boot_timeout=parse_duration(boot_timeout), on_listening=listening)
+    s = gateway.stats
+    err_console.print(f"krait: stopped; {s.connections} connections, {s.boots} boots "
+                      f"({s.wakes} from snapshot), {s.boot_failures} failed, "
+                      f"{s.rejected} answered 503, {s.upstream_errors} cut")

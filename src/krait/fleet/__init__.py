@@ -1,0 +1,1 @@
+"""krait fleet: instances on disk, the supervisor, the on-demand gateway, snapshots."""

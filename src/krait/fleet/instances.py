@@ -1,0 +1,137 @@
+"""Detached instances: start (``krait run -d``), stop, remove.
+
+A detached instance is its supervisor process (:mod:`krait.fleet.supervisor`) plus the
+QEMU it owns, both in sessions of their own, and the instance's folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from krait.errors import ConfigError, VmError
+from krait.fleet.observe import RUNNING, STALE, observe, process_of
+from krait.fleet.restart import POLICIES
+from krait.fleet.state import (
+    InstanceDir,
+    InstanceRecord,
+    check_name,
+    create_instance,
+    find_instance,
+    new_name,
+)
+from krait.guest import protocol
+from krait.run import spawn
+from krait.vmm.launch import RunOptions, prepare
+
+
+def start_detached(image_path: Path, options: RunOptions, name: str | None = None,
+                   restart: str = "no", timeout: float = 30.0) -> InstanceDir:
+    """Create the instance's folder and start its supervisor; return once QEMU runs."""
+    if restart not in POLICIES:
+        raise ConfigError(f"--restart {restart}: expected one of {', '.join(POLICIES)}")
+    image, spec = prepare(image_path, options)  # checks the image before anything starts
+    name = check_name(name) if name else new_name(image.name)
+    existing = find_instance(name)
+    if existing is not None:
+        status = observe(existing, query_qmp=False)
+        if status is None or status.state == STALE:
+            existing.remove()  # left behind by a crash: nothing of it runs any more
+    record = InstanceRecord(
+        name=name, image=str(image_path.resolve()), image_name=image.name,
+        image_digest=image.digest, memory=spec.memory, vcpus=spec.vcpus,
+        accel=spec.accel.name, ports=[[p.host, p.guest] for p in spec.ports],
+        created=time.time(), owner="run", restart=restart, env=dict(options.env))
+    folder = create_instance(record)
+    with folder.supervisor_log.open("ab") as out:
+        spawn([sys.executable, "-m", "krait.fleet.supervisor", str(folder.path)],
+              stdout=out.fileno(), stderr=subprocess.STDOUT, new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = folder.run()
+        if run.qemu_pid or run.ended:
+            break
+        time.sleep(0.02)
+    run = folder.run()
+    if run.ended or not run.qemu_pid:
+        tail = folder.supervisor_log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise VmError(f"instance {name} did not start: {run.exit_reason or 'timed out'}",
+                      hint="\n".join(tail) or None)
+    return folder
+
+
+def require(name: str) -> InstanceDir:
+    folder = find_instance(name)
+    if folder is None or folder.record() is None:
+        raise ConfigError(f"no instance named {name!r}", hint="`krait ps` lists them")
+    return folder
+
+
+def stop_instance(folder: InstanceDir, grace: float = 10.0) -> str:
+    """Stop gracefully (the app gets SIGTERM), then hard after ``grace`` seconds.
+
+    Returns the state the instance ended in.
+    """
+    record = folder.record()
+    run = folder.run()
+    if record is not None and record.owner == "serve":
+        raise ConfigError(f"{folder.name} belongs to a `krait serve` (pid {run.owner_pid})",
+                          hint="stop that serve; it stops its instances")
+    supervisor = process_of(run.owner_pid, folder)
+    if supervisor is not None:
+        folder.stop_request.write_text(f"{grace}\n")
+        supervisor.send_signal(signal.SIGTERM)
+        with contextlib.suppress(psutil.TimeoutExpired):
+            supervisor.wait(grace + 15)
+        if supervisor.is_running() and supervisor.status() != psutil.STATUS_ZOMBIE:
+            supervisor.kill()
+    # Without a supervisor (it crashed), stop QEMU ourselves.
+    qemu = process_of(folder.run().qemu_pid, folder)
+    if qemu is not None:
+        _stop_qemu_directly(folder, qemu, grace)
+    run = folder.run()
+    if not run.ended:
+        run.ended = True
+        run.qemu_pid = None
+        run.exit_reason = run.exit_reason or "stopped by krait stop"
+        folder.write_run(run)
+    status = observe(folder, query_qmp=False)
+    return status.state if status else "removed"
+
+
+def _stop_qemu_directly(folder: InstanceDir, qemu: psutil.Process, grace: float) -> None:
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2)
+        s.connect(str(folder.control_socket))
+        s.sendall(f"{protocol.STOP}\n".encode())
+    try:
+        qemu.wait(grace)
+    except psutil.TimeoutExpired:
+        qemu.kill()
+        with contextlib.suppress(psutil.TimeoutExpired):
+            qemu.wait(5)
+
+
+def remove_instance(folder: InstanceDir, force: bool = False) -> None:
+    status = observe(folder, query_qmp=False)
+    if status is not None and status.state not in ("exited", STALE):
+        if not force:
+            raise ConfigError(f"{folder.name} is {status.state}",
+                              hint=f"stop it first (`krait stop {folder.name}`), or use -f")
+        if status.owner == "serve":
+            raise ConfigError(f"{folder.name} belongs to a running `krait serve`")
+        stop_instance(folder, grace=0 if status.state != RUNNING else 5)
+    folder.remove()
+
+
+def pid_of(folder: InstanceDir) -> int | None:
+    proc = process_of(folder.run().qemu_pid, folder)
+    return proc.pid if proc else None
+

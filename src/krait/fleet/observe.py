@@ -1,0 +1,157 @@
+"""What an instance is doing now, derived from what can be observed.
+
+A process id in a record proves nothing after a crash or a reboot (the number may
+belong to another program by now), so a process counts as the instance's only if it is
+alive *and* its command line names the instance's folder (QEMU's sockets live there,
+and the supervisor is given the folder as its argument).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+
+from krait.errors import VmError
+from krait.fleet.state import InstanceDir, all_instances
+from krait.paths import state_dir
+from krait.vmm import qmp
+
+# States a user sees.
+BOOTING, RUNNING, PAUSED, RESTARTING, EXITED, STALE = (
+    "booting", "running", "paused", "restarting", "exited", "stale")
+
+
+def process_of(pid: int | None, folder: InstanceDir) -> psutil.Process | None:
+    """The process ``pid`` if it is alive and belongs to ``folder``'s instance."""
+    if not pid:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if any(str(folder.path) in arg for arg in proc.cmdline()):
+            return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    name: str
+    image: str
+    image_digest: str
+    state: str
+    owner: str
+    ports: list[list[int]]
+    memory_mib: int  # guest memory
+    rss_mb: float | None  # the QEMU process's resident memory on the host
+    uptime_s: float | None  # since the current QEMU started
+    pid: int | None  # QEMU's
+    restarts: int
+    restart: str
+    exit_status: int | None
+    exit_reason: str | None
+    path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def observe(folder: InstanceDir, query_qmp: bool = True) -> InstanceStatus | None:
+    """The instance's state now; None if the folder holds no instance record."""
+    record = folder.record()
+    if record is None:
+        return None
+    run = folder.run()
+    owner = process_of(run.owner_pid, folder) if record.owner == "run" else _alive(run.owner_pid)
+    qemu = process_of(run.qemu_pid, folder)
+    rss = uptime = None
+    if qemu is not None:
+        with contextlib.suppress(psutil.Error):
+            rss = round(qemu.memory_info().rss / 1e6, 1)
+            uptime = round(time.time() - qemu.create_time(), 1)
+        state = RUNNING if run.ready else BOOTING
+        if query_qmp and folder.qmp_socket.exists():
+            with contextlib.suppress(VmError, Exception):
+                if qmp.query_status(folder.qmp_socket, timeout=1.0) in (
+                        "paused", "postmigrate", "inmigrate", "prelaunch"):
+                    state = PAUSED
+    elif owner is not None:
+        state = RESTARTING if run.restarts or run.exit_reason else BOOTING
+    elif run.ended:
+        state = EXITED
+    else:
+        state = STALE  # the owner died without recording an end: a crash or a reboot
+    return InstanceStatus(
+        name=record.name, image=record.image, image_digest=record.image_digest, state=state,
+        owner=record.owner, ports=record.ports, memory_mib=record.memory, rss_mb=rss,
+        uptime_s=uptime, pid=qemu.pid if qemu else None, restarts=run.restarts,
+        restart=record.restart, exit_status=run.exit_status, exit_reason=run.exit_reason,
+        path=str(folder.path))
+
+
+def _alive(pid: int | None) -> psutil.Process | None:
+    if not pid:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() != psutil.STATUS_ZOMBIE and any("krait" in a for a in proc.cmdline()):
+            return proc
+    except psutil.Error:
+        pass
+    return None
+
+
+def clean_orphans() -> list[str]:
+    """Remove the folders of instances whose `krait serve` is gone (ending their QEMU if
+    it somehow survived), and of stale ones nobody can ask about. Returns their names."""
+    removed = []
+    for folder in all_instances():
+        record = folder.record()
+        run = folder.run()
+        if record is None:
+            # No record: a folder whose creation was interrupted; only if it is old.
+            if time.time() - folder.path.stat().st_mtime > 60:
+                folder.remove()
+                removed.append(folder.name)
+            continue
+        if record.owner != "serve" or _alive(run.owner_pid) is not None:
+            continue
+        qemu = process_of(run.qemu_pid, folder)
+        if qemu is not None:
+            with contextlib.suppress(psutil.Error):
+                os.kill(qemu.pid, signal.SIGKILL)
+        folder.remove()
+        removed.append(folder.name)
+    _clean_serve_records()
+    return removed
+
+
+def _clean_serve_records() -> None:
+    """Forget `krait serve`s that died without cleaning up (their record and socket)."""
+    folder = state_dir() / "serve"
+    for record in folder.glob("*.json") if folder.is_dir() else ():
+        try:
+            pid = int(json.loads(record.read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pid = 0
+        if _alive(pid) is None:
+            record.with_suffix(".sock").unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
+
+
+def list_statuses(query_qmp: bool = True) -> list[InstanceStatus]:
+    out = []
+    for folder in all_instances():
+        status = observe(folder, query_qmp)
+        if status is not None:
+            out.append(status)
+    return out

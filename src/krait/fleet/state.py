@@ -1,0 +1,172 @@
+"""Instances on disk: one folder per instance under the state directory.
+
+A folder holds what the instance *should* be (``instance.json``, written once when it is
+created), what its owner last saw (``run.json``, written only by the owner: the
+supervisor of a ``krait run -d`` or the ``krait serve`` that started it), the console
+log and QEMU's sockets. What is true *now* is observed, never read from these files:
+see :mod:`krait.fleet.observe`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from krait.errors import ConfigError
+from krait.paths import state_dir, write_atomically
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# A unix socket path must fit in sun_path (108 bytes, NUL included).
+MAX_SOCKET_PATH = 107
+
+
+@dataclass
+class InstanceRecord:
+    """What an instance is: written once, when its folder is created."""
+
+    name: str
+    image: str  # absolute path of the .krait file
+    image_name: str
+    image_digest: str
+    memory: int  # MiB
+    vcpus: int
+    accel: str
+    ports: list[list[int]]  # [host, guest] pairs, host side on 127.0.0.1
+    created: float  # wall clock
+    owner: str = "run"  # "run" (a supervisor) or "serve" (a `krait serve`)
+    restart: str = "no"  # no | on-failure | always
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    """What the owner last saw; written only by the owner."""
+
+    owner_pid: int | None = None
+    qemu_pid: int | None = None
+    started: float | None = None  # wall clock of the current QEMU's start
+    ready: float | None = None  # wall clock when the guest said ready
+    restarts: int = 0
+    ended: bool = False  # the owner saw the instance end and will not restart it
+    exit_status: int | None = None
+    exit_reason: str | None = None
+    snapshot: str | None = None  # woke from this snapshot instead of booting
+
+
+def instances_dir() -> Path:
+    path = state_dir() / "instances"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass
+class InstanceDir:
+    """One instance's folder."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def console_log(self) -> Path:
+        return self.path / "console.log"
+
+    @property
+    def previous_console_log(self) -> Path:
+        return self.path / "console.previous.log"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.path / "control.sock"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.path / "qmp.sock"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.path / "supervisor.log"
+
+    @property
+    def stop_request(self) -> Path:
+        return self.path / "stop-request"
+
+    def record(self) -> InstanceRecord | None:
+        data = _read_json(self.path / "instance.json")
+        names = {f.name for f in fields(InstanceRecord)}
+        try:
+            return InstanceRecord(**{k: v for k, v in data.items() if k in names})
+        except TypeError:
+            return None  # half-created or from another version: treated as stale
+
+    def run(self) -> RunRecord:
+        data = _read_json(self.path / "run.json")
+        names = {f.name for f in fields(RunRecord)}
+        return RunRecord(**{k: v for k, v in data.items() if k in names})
+
+    def write_record(self, record: InstanceRecord) -> None:
+        _write_json(self.path / "instance.json", asdict(record))
+
+    def write_run(self, run: RunRecord) -> None:
+        _write_json(self.path / "run.json", asdict(run))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ConfigError(f"{name!r} is not a valid instance name",
+                          hint="use lower-case letters, digits, '.', '_' and '-' (up to 63)")
+    return name
+
+
+def new_name(base: str) -> str:
+    base = re.sub(r"[^a-z0-9_.-]", "-", base.lower()).strip("-.") or "krait"
+    return f"{base[:50]}-{secrets.token_hex(3)}"
+
+
+def find_instance(name: str) -> InstanceDir | None:
+    path = instances_dir() / name
+    return InstanceDir(path) if path.is_dir() else None
+
+
+def all_instances() -> list[InstanceDir]:
+    return [InstanceDir(p) for p in sorted(instances_dir().iterdir()) if p.is_dir()]
+
+
+def create_instance(record: InstanceRecord) -> InstanceDir:
+    """Make the folder; the name must be free (callers clean stale folders first)."""
+    check_name(record.name)
+    path = instances_dir() / record.name
+    if len(str(path / "control.sock")) > MAX_SOCKET_PATH:
+        raise ConfigError(f"the state directory path is too long for QEMU's sockets: {path}",
+                          hint="set KRAIT_STATE to a shorter folder")
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise ConfigError(f"an instance named {record.name!r} already exists",
+                          hint=f"remove it with `krait rm {record.name}` or pick another "
+                          "--name") from None
+    folder = InstanceDir(path)
+    folder.write_record(record)
+    return folder

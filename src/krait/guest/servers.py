@@ -1,0 +1,83 @@
+"""Serving an app with a server from the app's own environment (``server`` setting).
+
+The servers themselves (uvicorn for ASGI, waitress for WSGI) are not part of krait:
+they live in the app's venv and are traced like any other dependency. This module
+only knows how to start them on one port and tell krait when they listen. It is
+standard library only; the servers are imported by name when they are asked for.
+
+At build time the tracer calls :func:`preload`, which makes the server import
+everything it would otherwise import lazily at start-up (uvicorn picks its protocol,
+loop and lifespan classes by name), so the trace sees those modules too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+from collections.abc import Callable
+from typing import Any
+
+# What each server needs imported, beyond what preload() pulls in by running its set-up.
+MODULES = {"uvicorn": ["uvicorn"], "waitress": ["waitress", "waitress.server"]}
+WAITRESS_THREADS = 4
+
+
+def _uvicorn_config(app: Any, port: int) -> Any:
+    uvicorn = importlib.import_module("uvicorn")
+    # One asyncio loop and the pure-Python h11 parser: no uvloop/httptools to carry.
+    return uvicorn.Config(app, host="0.0.0.0", port=port, loop="asyncio", http="h11",
+                          ws="none", lifespan="auto", log_config=None, log_level="warning",
+                          access_log=False, proxy_headers=False, server_header=False)
+
+
+def serve_uvicorn(app: Any, port: int, ready: Callable[[], None]) -> int:
+    """Run ``app`` under uvicorn; ``ready`` is called once it listens."""
+    uvicorn = importlib.import_module("uvicorn")
+
+    class Server(uvicorn.Server):  # type: ignore[name-defined]
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                ready()
+
+    server = Server(_uvicorn_config(app, port))
+    server.run()  # SIGTERM ends it gracefully (uvicorn's own signal handling)
+    return 0 if server.started else 1
+
+
+def serve_waitress(app: Any, port: int, ready: Callable[[], None]) -> int:
+    """Run ``app`` under waitress (one process, a small thread pool)."""
+    waitress_server = importlib.import_module("waitress.server")
+    server = waitress_server.create_server(app, host="0.0.0.0", port=port,
+                                           threads=WAITRESS_THREADS, ident="krait")
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    ready()
+    try:
+        server.run()
+    except SystemExit:
+        pass
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown()
+    return 0
+
+
+SERVE = {"uvicorn": serve_uvicorn, "waitress": serve_waitress}
+
+
+def serve(server: str, app: Any, port: int, ready: Callable[[], None]) -> int:
+    return SERVE[server](app, port, ready)
+
+
+def preload(server: str, app: Any) -> None:
+    """Build time only: import what ``server`` would import when it starts serving ``app``."""
+    for name in MODULES.get(server, []):
+        importlib.import_module(name)
+    if server == "uvicorn":
+        config = _uvicorn_config(app, 8080)
+        config.setup_event_loop()
+        config.load()  # imports the protocol, lifespan and middleware classes by name

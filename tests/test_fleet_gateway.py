@@ -1,0 +1,250 @@
+"""The gateway's I/O with a fake driver: instances are in-process TCP servers, time is a
+fake clock, so cold starts, scale to zero, failures and replaces run in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from krait.errors import ConfigError
+from krait.fleet.driver import BootFailed, Driver, Handle, ImageRef
+from krait.fleet.gateway import Gateway
+from krait.fleet.policy import ScalePolicy
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeDriver(Driver):
+    """Each instance answers `HTTP/1.0 200` with its generation and id; it can be made to
+    fail its boot, hang its answers, or die."""
+
+    def __init__(self, boot_delay: float = 0.05) -> None:
+        self.boot_delay = boot_delay
+        self.fail: str | None = None
+        self.hang = False
+        self.booted: list[tuple[str, int]] = []
+        self.stopped: list[str] = []
+        self.handles: dict[str, Handle] = {}
+
+    async def boot(self, image: ImageRef, instance_id: str) -> Handle:
+        self.booted.append((instance_id, image.generation))
+        await asyncio.sleep(self.boot_delay)
+        if self.fail:
+            raise BootFailed(self.fail)
+        writers: set[asyncio.StreamWriter] = set()
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.add(writer)
+            try:
+                await reader.readline()
+                while self.hang:
+                    await asyncio.sleep(0.01)
+                writer.write(f"HTTP/1.0 200 OK\r\n\r\ngen={image.generation} "
+                             f"id={instance_id}".encode())
+                await writer.drain()
+                writer.close()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writers.discard(writer)
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        handle = Handle(instance_id, ("127.0.0.1", port), extra={
+            "server": server, "writers": writers, "dead": False})
+        self.handles[instance_id] = handle
+        return handle
+
+    async def stop(self, handle: Handle) -> None:
+        self._end(handle)
+        self.stopped.append(handle.id)
+
+    def alive(self, handle: Handle) -> bool:
+        return not handle.extra["dead"]
+
+    def kill(self, instance_id: str) -> None:
+        """The VM dies: its port closes and its connections are cut."""
+        self._end(self.handles[instance_id])
+
+    def _end(self, handle: Handle) -> None:
+        handle.extra["dead"] = True
+        handle.extra["server"].close()
+        for writer in list(handle.extra["writers"]):
+            writer.transport.abort()
+
+    def running(self) -> list[str]:
+        return [i for i, h in self.handles.items() if not h.extra["dead"]]
+
+
+def image(generation: int = 1) -> ImageRef:
+    return ImageRef(Path(f"/images/app-{generation}.krait"), generation, "app", f"d{generation}")
+
+
+async def get(port: int, timeout: float = 5.0) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.0\r\n\r\n")
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), timeout)
+    writer.close()
+    return data
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def run_gateway(test: Callable[[Gateway, FakeDriver, FakeClock], Awaitable[None]],
+                policy: ScalePolicy | None = None, **driver_args: Any) -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        driver = FakeDriver(**driver_args)
+        gateway = Gateway(driver, image(1), policy or ScalePolicy(idle_seconds=30),
+                          "t", clock=clock, boot_timeout=5)
+        await gateway.start()
+        try:
+            await test(gateway, driver, clock)
+        finally:
+            await gateway.close()
+        assert driver.running() == [], "the gateway left instances running"
+
+    asyncio.run(main())
+
+
+def test_concurrent_cold_start_boots_exactly_once() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        answers = await asyncio.gather(*(get(gw.port) for _ in range(20)))
+        assert all(a.startswith(b"HTTP/1.0 200") for a in answers), answers
+        assert len(driver.booted) == 1
+        assert gw.stats.boots == 1
+
+    run_gateway(test, ScalePolicy(max_instances=4, per_instance=100), boot_delay=0.3)
+
+
+def test_scale_to_zero_after_idle_then_boot_again() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        assert (await get(gw.port)).startswith(b"HTTP/1.0 200")
+        clock.now += 29
+        await asyncio.sleep(0.5)
+        assert driver.stopped == []
+        clock.now += 2
+        await until(lambda: driver.stopped == ["t-1"])
+        assert gw.instances == {}
+        assert b"id=t-2" in await get(gw.port)  # the next connection boots a new one
+
+    run_gateway(test)
+
+
+def test_scale_out_under_load_up_to_max_and_spread() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        driver.hang = True
+        first = [asyncio.create_task(get(gw.port)) for _ in range(3)]
+        await until(lambda: len(driver.booted) == 3 and all(
+            i.state == "ready" for i in gw.instances.values()))
+        await asyncio.sleep(0.3)
+        assert len(driver.booted) == 3  # --max
+        later = [asyncio.create_task(get(gw.port)) for _ in range(4)]
+        await until(lambda: sum(i.connections for i in gw.instances.values()) == 7)
+        driver.hang = False
+        answers = await asyncio.gather(*first, *later)
+        assert all(a.startswith(b"HTTP/1.0 200") for a in answers)
+        ids = [a.split(b"id=")[1] for a in answers]
+        assert ids[:3] == [b"t-1"] * 3  # held through the cold start: the first instance
+        assert sorted(ids[3:]) == [b"t-2", b"t-2", b"t-3", b"t-3"]  # spread, fewest first
+
+    run_gateway(test, ScalePolicy(max_instances=3, per_instance=1))
+
+
+def test_boot_failure_answers_503_quickly_with_the_reason() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        driver.fail = "the guest kernel panicked: VFS: Unable to mount root"
+        answers = await asyncio.gather(*(get(gw.port) for _ in range(3)))
+        for a in answers:
+            assert a.startswith(b"HTTP/1.1 503"), a
+            assert b"Unable to mount root" in a
+        assert len(driver.booted) == 1
+        # Within the back-off: answered at once, no new boot.
+        assert (await get(gw.port, timeout=1)).startswith(b"HTTP/1.1 503")
+        assert len(driver.booted) == 1
+        clock.now += 10
+        driver.fail = None
+        assert (await get(gw.port)).startswith(b"HTTP/1.0 200")
+        assert len(driver.booted) == 2
+
+    run_gateway(test)
+
+
+def test_instance_dies_mid_request_gives_502_and_next_request_boots() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        assert (await get(gw.port)).startswith(b"HTTP/1.0 200")
+        driver.hang = True
+        pending = asyncio.create_task(get(gw.port))
+        await until(lambda: gw.instances["t-1"].connections == 1)
+        driver.kill("t-1")
+        answer = await pending
+        assert answer.startswith(b"HTTP/1.1 502"), answer
+        driver.hang = False
+        assert b"id=t-2" in await get(gw.port)
+        assert gw.stats.deaths == 1
+
+    run_gateway(test)
+
+
+def test_replace_under_continuous_requests_has_no_failures() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        results: list[bytes] = []
+        running = True
+
+        async def client() -> None:
+            while running:
+                results.append(await get(gw.port))
+
+        clients = [asyncio.create_task(client()) for _ in range(4)]
+        await until(lambda: len(results) > 20)
+        gw.replace(image(2))
+        await until(lambda: driver.stopped == ["t-1"])
+        count = len(results)
+        await until(lambda: len(results) > count + 20)
+        running = False
+        await asyncio.gather(*clients)
+        assert all(r.startswith(b"HTTP/1.0 200") for r in results)
+        generations = [r.split(b"gen=")[1].split()[0] for r in results]
+        switch = generations.index(b"2")
+        assert set(generations[:switch]) == {b"1"}
+        assert generations[-1] == b"2"
+        assert [gen for _, gen in driver.booted] == [1, 2]
+
+    run_gateway(test, boot_delay=0.2)
+
+
+def test_port_taken_is_a_clear_error() -> None:
+    async def main() -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            gw = Gateway(FakeDriver(), image(), ScalePolicy(), "t", port=s.getsockname()[1])
+            with pytest.raises(ConfigError, match="cannot listen"):
+                await gw.start()
+
+    asyncio.run(main())
+
+
+def test_close_stops_booting_and_ready_instances() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        assert (await get(gw.port)).startswith(b"HTTP/1.0 200")
+        assert driver.running() == ["t-1"]
+
+    run_gateway(test)  # run_gateway asserts nothing runs after close()

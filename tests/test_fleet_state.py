@@ -1,0 +1,143 @@
+"""Instance folders: names, records, and state derived from what is observed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from krait.cli.serve import parse_duration
+from krait.errors import ConfigError
+from krait.fleet import observe as obs
+from krait.fleet.state import (
+    InstanceRecord,
+    RunRecord,
+    all_instances,
+    check_name,
+    create_instance,
+    new_name,
+)
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("KRAIT_STATE", str(tmp_path / "s"))
+    return tmp_path / "s"
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process whose command line names no instance folder (but says krait)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "krait"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def record(name: str = "web-1", owner: str = "run") -> InstanceRecord:
+    return InstanceRecord(name=name, image="/i/app.krait", image_name="app",
+                          image_digest="d" * 64, memory=48, vcpus=1, accel="tcg",
+                          ports=[[8080, 8080]], created=time.time(), owner=owner)
+
+
+def test_names() -> None:
+    assert check_name("web-1.a_b") == "web-1.a_b"
+    for bad in ("", "-x", "Web", "a/b", "x" * 64, "a b"):
+        with pytest.raises(ConfigError):
+            check_name(bad)
+    name = new_name("My App!")
+    assert name.startswith("my-app-")
+    check_name(name)
+
+
+def test_create_and_read_back() -> None:
+    folder = create_instance(record())
+    got = folder.record()
+    assert got is not None
+    assert (got.name, got.image_digest, got.ports, got.owner) == (
+        "web-1", "d" * 64, [[8080, 8080]], "run")
+    assert folder.run() == RunRecord()
+    with pytest.raises(ConfigError, match="already exists"):
+        create_instance(record())
+
+
+def test_socket_path_length_is_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KRAIT_STATE", str(tmp_path / ("x" * 90)))
+    with pytest.raises(ConfigError, match="too long"):
+        create_instance(record())
+
+
+def test_never_started_owner_dead_is_stale() -> None:
+    folder = create_instance(record())
+    folder.write_run(RunRecord(owner_pid=2**22 - 1, qemu_pid=2**22 - 2, ready=time.time()))
+    status = obs.observe(folder)
+    assert status is not None
+    assert status.state == obs.STALE
+    assert status.pid is None
+
+
+def test_a_reused_pid_is_not_the_instance(sleeper: subprocess.Popen[bytes]) -> None:
+    # After a reboot the recorded pids may belong to other programs: they do not count.
+    folder = create_instance(record())
+    folder.write_run(RunRecord(owner_pid=sleeper.pid, qemu_pid=sleeper.pid, ready=1.0))
+    assert obs.observe(folder).state == obs.STALE  # type: ignore[union-attr]
+
+
+def test_ended_is_exited() -> None:
+    folder = create_instance(record())
+    folder.write_run(RunRecord(owner_pid=2**22 - 1, ended=True, exit_status=0,
+                               exit_reason="the app exited with status 0"))
+    status = obs.observe(folder)
+    assert status is not None and status.state == obs.EXITED and status.exit_status == 0
+
+
+def test_live_instance_is_running(tmp_path: Path) -> None:
+    folder = create_instance(record())
+    # A stand-in for QEMU whose command line names the folder, as QEMU's sockets do.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             str(folder.path / "control.sock")])
+    try:
+        folder.write_run(RunRecord(owner_pid=proc.pid, qemu_pid=proc.pid))
+        status = obs.observe(folder)
+        assert status is not None and status.state == obs.BOOTING and status.pid == proc.pid
+        folder.write_run(RunRecord(owner_pid=proc.pid, qemu_pid=proc.pid, ready=time.time()))
+        status = obs.observe(folder)
+        assert status is not None and status.state == obs.RUNNING
+        assert status.rss_mb is not None and status.rss_mb > 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert obs.observe(folder).state == obs.STALE  # type: ignore[union-attr]
+
+
+def test_clean_orphans_removes_instances_of_dead_serves(
+        sleeper: subprocess.Popen[bytes], state: Path) -> None:
+    gone = create_instance(record("gone-1", owner="serve"))
+    gone.write_run(RunRecord(owner_pid=2**22 - 1))
+    alive = create_instance(record("alive-1", owner="serve"))
+    alive.write_run(RunRecord(owner_pid=sleeper.pid))
+    mine = create_instance(record("mine-1"))  # a `krait run -d` one: left for `krait rm`
+    mine.write_run(RunRecord(owner_pid=2**22 - 1))
+    serves = state / "serve"
+    serves.mkdir()
+    (serves / "dead.json").write_text('{"pid": 4194303}')
+    (serves / "dead.sock").write_text("")
+    (serves / "live.json").write_text(f'{{"pid": {sleeper.pid}}}')
+    assert obs.clean_orphans() == ["gone-1"]
+    assert sorted(f.name for f in all_instances()) == ["alive-1", "mine-1"]
+    assert sorted(p.name for p in serves.iterdir()) == ["live.json"]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30", 30.0), ("30s", 30.0), ("500ms", 0.5), ("2m", 120.0), ("1.5h", 5400.0)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_parse_duration_rejects_nonsense() -> None:
+    with pytest.raises(ConfigError):
+        parse_duration("soon")

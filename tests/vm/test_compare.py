@@ -1,0 +1,54 @@
+"""`krait bench compare`'s cheap variants for real: the process, and crun if it is here."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from krait.bench.compare import Settings
+from krait.bench.compare.base import measure
+from krait.bench.compare.container import ContainerVariant
+from krait.bench.compare.payload import build_payload
+from krait.bench.compare.process import ProcessVariant
+from krait.bench.compare.rootfs import root_dir
+from krait.config import load_app
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.vm
+SETTINGS = Settings(runs=2, wrk_seconds=1, wrk_connections=2, boot_timeout=60)
+
+
+@pytest.fixture
+def hello(tmp_path: Path) -> tuple:
+    app = load_app(ROOT / "examples" / "hello")
+    return app, build_payload(app, tmp_path / "payload")
+
+
+def test_process_variant_serves_and_is_measured(hello: tuple) -> None:
+    if not shutil.which("wrk"):
+        pytest.fail("wrk is not installed (run `make deps`)")
+    result = measure(ProcessVariant(*hello, SETTINGS))
+    assert result.skipped is None
+    assert len(result.boot_s) == 2 and all(0 < s < 60 for s in result.boot_s)
+    assert all(rss > 1 for rss in result.host_rss_mb)
+    assert result.requests_per_s is not None and result.requests_per_s > 0
+    # the stats path saw the app's own port listening (the process shares the host's)
+    assert result.surface["listening_ports"] >= 1
+    assert result.surface["packages"] > 0  # the host's dpkg database
+    assert result.artifact_bytes is not None and result.artifact_bytes > 1000
+
+
+@pytest.mark.skipif(not shutil.which("crun"), reason="crun is not installed")
+def test_container_variant_with_crun(hello: tuple) -> None:
+    if not (root_dir("container") / "done").exists():
+        pytest.skip("no cached Debian root for the container "
+                    "(`krait bench compare --only container` makes it)")
+    result = measure(ContainerVariant(*hello, SETTINGS))
+    assert result.skipped is None, result.skipped
+    assert len(result.boot_s) == 2
+    assert result.guest_used_mb and all(0 < m < 256 for m in result.guest_used_mb)
+    assert result.surface["packages"] > 50 and result.surface["shells"] >= 1
+    assert result.requests_per_s is not None and result.requests_per_s > 0

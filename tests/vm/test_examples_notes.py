@@ -1,0 +1,70 @@
+"""Notes keeps its state in a real PostgreSQL on the host: nothing is lost across reboots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from krait.config import load_app
+from krait.guest import protocol
+from krait.image.archive import open_image
+from krait.image.build import build_image
+from krait.kernel import Kernel
+
+from ._examples import EXAMPLES, booted, ensure_venv, get_json, request
+from ._postgres import Postgres, find_pg_bin, start_postgres
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    pg_bin = find_pg_bin()
+    if pg_bin is None:
+        pytest.fail("PostgreSQL is not installed (apt-get install postgresql; `make deps`)")
+    with start_postgres(pg_bin) as pg:
+        yield pg
+
+
+def test_notes_survive_a_reboot(kernel: Kernel, tmp_path: Path, postgres: Postgres,
+                                no_leftover_qemu: None) -> None:
+    ensure_venv("notes")
+    image = build_image(load_app(EXAMPLES / "notes"), kernel, tmp_path / "notes.krait").path
+    modules = set(open_image(image).manifest["modules"])
+    assert "psycopg_binary._psycopg" in modules  # the compiled driver, libpq bundled
+    env = {"NOTES_DSN": postgres.dsn(protocol.GATEWAY)}  # the host, seen from the guest
+    written = []
+    with booted(image, env=env) as vm:
+        assert get_json(vm.url("/notes")) == (200, [])
+        for i in range(5):
+            status, note = get_json(vm.url("/notes"), "POST",
+                                    {"title": f"note {i}", "body": f"body {i} ünïcödé"})
+            assert status == 201, note
+            written.append(note)
+        status, _ = get_json(vm.url(f"/notes/{written[1]['id']}"), "DELETE")
+        assert status == 204
+        assert get_json(vm.url(f"/notes/{written[1]['id']}"))[0] == 404
+        assert get_json(vm.url("/notes"), "POST", {"body": "no title"})[0] == 400
+    kept = [n for i, n in enumerate(written) if i != 1]
+    # A new VM from the same image: the state was never in it.
+    with booted(image, env=env) as vm:
+        assert get_json(vm.url("/notes")) == (200, kept)
+        for note in kept:
+            assert get_json(vm.url(f"/notes/{note['id']}")) == (200, note)
+        assert request(vm.url("/notes/999999"))[0] == 404
+
+
+def test_notes_without_database_answers_503(kernel: Kernel, tmp_path: Path,
+                                            no_leftover_qemu: None) -> None:
+    """A database that is not there is an answer (503), not a crash of the VM."""
+    ensure_venv("notes")
+    image = build_image(load_app(EXAMPLES / "notes"), kernel, tmp_path / "notes.krait").path
+    from krait.bench.boot import free_port
+
+    dsn = f"host={protocol.GATEWAY} port={free_port()} dbname=x user=x connect_timeout=3"
+    with booted(image, env={"NOTES_DSN": dsn}) as vm:
+        status, err = get_json(vm.url("/notes"))
+        assert status == 503 and "database unavailable" in err["error"]
+        assert get_json(vm.url("/"))[0] == 200

@@ -1,0 +1,95 @@
+"""Detached instances, as a user drives them: krait run -d / ps / logs / stop / rm, the
+restart policy, and a stale folder after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from krait.bench.boot import first_response, free_port
+
+from .conftest import krait_cli
+from .fleet_support import assert_nothing_runs, wait_for
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private state directory; nothing of it may run at the end (and nothing does)."""
+    path = Path("/tmp") / f"ks-{os.getpid()}-{tmp_path.name[-12:]}"  # short: socket paths
+    monkeypatch.setenv("KRAIT_STATE", str(path))
+    yield path
+    try:
+        assert_nothing_runs(path, timeout=2)
+    finally:
+        for folder in (path / "instances").glob("*"):
+            krait_cli("rm", "-f", folder.name)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def ps() -> dict[str, dict[str, Any]]:
+    proc = krait_cli("ps", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {i["name"]: i for i in json.loads(proc.stdout)}
+
+
+def test_run_detached_ps_logs_stop_rm(hello_image: Path, state: Path) -> None:
+    port = free_port()
+    started = krait_cli("run", "-d", "--name", "web", "-p", f"{port}:8080", hello_image)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "web"
+    # The command returned, the instance lives on.
+    wait_for(lambda: ps()["web"]["state"] == "running", what="web running")
+    info = ps()["web"]
+    assert info["ports"] == [[port, 8080]]
+    assert info["owner"] == "run"
+    assert info["rss_mb"] > 10 and info["uptime_s"] >= 0
+    status, body = first_response(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
+    assert status == 200 and body.startswith(b"Hello from a krait unikernel")
+    table = krait_cli("ps")
+    assert "web" in table.stdout and "running" in table.stdout
+    logs = krait_cli("logs", "web")
+    assert "hello ready on port 8080" in logs.stdout
+
+    stop = krait_cli("stop", "web")
+    assert stop.returncode == 0, stop.stderr
+    info = ps()["web"]
+    assert info["state"] == "exited" and info["exit_status"] == 0  # graceful: the app's 0
+    assert info["pid"] is None
+    assert krait_cli("run", "-d", "--name", "web", hello_image).returncode != 0  # name taken
+    assert krait_cli("rm", "web").returncode == 0
+    assert "web" not in ps()
+    assert krait_cli("logs", "web").returncode != 0
+
+
+def test_restart_policy_and_stale_folder(hello_image: Path, state: Path) -> None:
+    assert krait_cli("run", "-d", "--name", "sup", "--restart", "on-failure",
+                     hello_image).returncode == 0
+    first = wait_for(lambda: ps()["sup"]["state"] == "running" and ps()["sup"]["pid"],
+                     what="sup running")
+    os.kill(first, signal.SIGKILL)  # the unikernel "crashes"
+    info = wait_for(lambda: (i := ps()["sup"])["state"] == "running" and i["pid"] != first
+                    and i, what="sup restarted")
+    assert info["restarts"] == 1
+    assert "restarted" in krait_cli("logs", "sup").stdout  # the earlier run's console stays
+
+    # A crash of the whole host: supervisor and QEMU gone without a word.
+    run = json.loads((state / "instances" / "sup" / "run.json").read_text())
+    os.kill(run["owner_pid"], signal.SIGKILL)
+    os.kill(info["pid"], signal.SIGKILL)
+    wait_for(lambda: ps()["sup"]["state"] == "stale", 10, "sup stale")
+    # The name is free again: the stale folder is cleaned, not reused.
+    assert krait_cli("run", "-d", "--name", "sup", hello_image).returncode == 0
+    fresh = ps()["sup"]
+    assert fresh["restarts"] == 0 and fresh["restart"] == "no"
+    assert krait_cli("stop", "-t", "5", "sup").returncode == 0
+    assert krait_cli("rm", "sup").returncode == 0

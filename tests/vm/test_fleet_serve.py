@@ -1,0 +1,287 @@
+"""`krait serve` with real VMs: one boot for a burst of cold connections, scale to zero,
+snapshot wake, replace under load, a VM dying mid-request, an image that cannot boot,
+and nothing left running afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from krait.bench.boot import free_port
+from krait.fleet.serve import control_request
+
+from .conftest import KRAIT, krait_cli
+from .fleet_support import assert_nothing_runs, wait_for
+
+pytestmark = pytest.mark.vm
+
+SLOW_APP = """
+    import asyncio, os
+
+    if os.environ.get("CRASH_AT_BOOT"):
+        raise RuntimeError("this app refuses to start")
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/slow":
+            await asyncio.sleep(60)
+        body = b"ok\\n"
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+"""
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = Path("/tmp") / f"ks-{os.getpid()}-{tmp_path.name[-12:]}"
+    monkeypatch.setenv("KRAIT_STATE", str(path))
+    yield path
+    try:
+        assert_nothing_runs(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Serve:
+    """A `krait serve` process; always stopped (and its log shown on failure)."""
+
+    def __init__(self, image: Path, *args: str, log: Path) -> None:
+        self.port = free_port()
+        self.name = f"t{self.port}"
+        self.log_path = log
+        self.log = log.open("wb")
+        self.proc = subprocess.Popen(
+            [*KRAIT, "serve", str(image), "--port", str(self.port), "--name", self.name,
+             *args], stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while b"serving" not in log.read_bytes():
+            assert self.proc.poll() is None, self.text()
+            assert time.monotonic() < deadline, self.text()
+            time.sleep(0.05)
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def status(self) -> dict[str, Any]:
+        return asyncio.run(control_request(self.name, {"op": "status"}))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"krait serve did not stop in 60 s:\n{self.text()}"
+                                     ) from None
+            finally:
+                self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve(tmp_path: Path, state: Path) -> Iterator[Callable[..., Serve]]:
+    """Start `krait serve`s; stopped before `state` looks for leftovers."""
+    started: list[Serve] = []
+
+    def start(image: Path, *args: str) -> Serve:
+        s = Serve(image, *args, log=tmp_path / f"serve-{len(started)}.log")
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        print(f"--- krait serve log ({s.name}) ---\n{s.text()}")  # shown if the test fails
+        s.stop()
+
+
+def get(url: str, timeout: float = 60) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def instances() -> list[dict[str, Any]]:
+    proc = krait_cli("ps", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return list(json.loads(proc.stdout))
+
+
+def test_cold_start_scale_to_zero_snapshot_wake(hello_image: Path, serve, state: Path) -> None:
+    s = serve(hello_image, "--idle", "2s", "--max", "2")
+    assert instances() == []  # nothing runs before the first connection
+    results: list[tuple[int, bytes]] = []
+    threads = [threading.Thread(target=lambda: results.append(get(s.url())))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert [status for status, _ in results] == [200] * 8
+    assert all(body.startswith(b"Hello from a krait unikernel") for _, body in results)
+    stats = s.status()["stats"]
+    assert stats["boots"] == 1, stats  # eight held connections, one boot
+    (listed,) = instances()
+    assert listed["owner"] == "serve" and listed["state"] == "running"
+
+    wait_for(lambda: instances() == [], 30, "scale to zero")
+    assert s.status()["stats"]["stops"] == 1
+
+    status, body = get(s.url())  # wakes from the snapshot saved after the first boot
+    assert status == 200 and body.startswith(b"Hello from a krait unikernel")
+    stats = s.status()["stats"]
+    # The first boot may itself have woken from a snapshot an earlier run saved for
+    # the same image (images are deterministic); the second one must have.
+    assert stats["boots"] == 2 and stats["wakes"] >= 1, stats
+    assert f"{s.name}-2 woke from a snapshot" in s.text()
+
+    assert s.stop() == 0
+    assert instances() == []
+    assert not (state / "serve" / f"{s.name}.json").exists()
+
+
+def test_replace_under_continuous_requests(hello_image: Path, serve, tmp_path: Path,
+                                           build) -> None:
+    app = tmp_path / "hello2"
+    shutil.copytree(Path(__file__).parents[2] / "examples" / "hello", app,
+                    ignore=shutil.ignore_patterns("*.krait", "__pycache__"))
+    config = app / "pyproject.toml"
+    config.write_text(config.read_text().replace("Hello from a krait unikernel",
+                                                 "Hello from the replacement"))
+    new_image = build(app)
+    s = serve(hello_image, "--idle", "60s", "--no-snapshot")
+    assert get(s.url())[0] == 200
+
+    results: list[tuple[float, int, bytes]] = []
+    failures: list[str] = []
+    running = threading.Event()
+    running.set()
+
+    def client() -> None:
+        while running.is_set():
+            try:
+                status, body = get(s.url(), timeout=30)
+                results.append((time.monotonic(), status, body))
+            except OSError as e:
+                failures.append(repr(e))
+
+    clients = [threading.Thread(target=client) for _ in range(3)]
+    for c in clients:
+        c.start()
+    try:
+        time.sleep(1)
+        replaced = krait_cli("replace", s.name, new_image)
+        assert replaced.returncode == 0, replaced.stderr
+        wait_for(lambda: any(b"replacement" in b for _, _, b in results), 60, "new image")
+        wait_for(lambda: [i["image"] for i in instances()] == [str(new_image)], 30,
+                 "old instance stopped")
+        time.sleep(1)
+    finally:
+        running.clear()
+        for c in clients:
+            c.join(60)
+    assert failures == []
+    assert [st for _, st, _ in results if st != 200] == []
+    bodies = [b for _, _, b in results]
+    first_new = next(i for i, b in enumerate(bodies) if b"replacement" in b)
+    assert first_new > 0 and b"krait unikernel" in bodies[0]
+    assert b"replacement" in bodies[-1]
+    stats = s.status()["stats"]
+    assert stats["boots"] == 2 and stats["upstream_errors"] == 0 and stats["rejected"] == 0
+
+
+def test_vm_dies_mid_request_then_boot_fails_fast(make_app, build, serve) -> None:
+    image = build(make_app(SLOW_APP, kind="asgi", entry="app:app", extra="ports = [8080]\n"))
+    s = serve(image, "--no-snapshot")
+    assert get(s.url()) == (200, b"ok\n")
+    outcome: list[Any] = []
+    slow = threading.Thread(target=lambda: outcome.append(get(s.url("/slow"))))
+    slow.start()
+    wait_for(lambda: any(i["connections"] for i in s.status()["instances"]), 30,
+             "the slow request in flight")
+    (victim,) = instances()
+    os.kill(victim["pid"], signal.SIGKILL)
+    slow.join(30)
+    assert outcome and outcome[0][0] == 502, outcome  # a clean error, not a hang
+    assert b"died" in outcome[0][1]
+    assert get(s.url()) == (200, b"ok\n")  # the next request boots a new instance
+    assert s.status()["stats"]["boots"] == 2
+    s.stop()
+
+    broken = serve(image, "--no-snapshot", "-e", "CRASH_AT_BOOT=1")
+    started = time.monotonic()
+    status, body = get(broken.url())
+    assert status == 503 and b"crashed" in body, body
+    assert time.monotonic() - started < 30
+    started = time.monotonic()
+    assert get(broken.url())[0] == 503  # within the back-off: at once, no new boot
+    assert time.monotonic() - started < 2
+    assert broken.status()["stats"]["boots"] == 1
+    assert "failed to start" in broken.text() and "crashed" in broken.text()
+
+
+def test_port_taken_and_stop_during_boot(hello_image: Path, serve, state: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = krait_cli("serve", hello_image, "--port", port, timeout=30)
+    assert proc.returncode != 0
+    assert "cannot listen" in proc.stderr
+
+    s = serve(hello_image, "--no-snapshot")
+    def request() -> None:
+        with contextlib.suppress(OSError):  # cut when serve stops: expected
+            get(s.url(), timeout=30)
+
+    threading.Thread(target=request, daemon=True).start()
+    wait_for(lambda: instances(), 10, "a boot in progress")
+    assert s.stop() == 0  # Ctrl-C in the middle of a cold boot
+    assert instances() == []
+
+
+def test_snapshot_wake_sets_the_guest_clock(make_app, build, serve) -> None:
+    image = build(make_app("""
+        import time
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            body = repr(time.time()).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+    """, kind="asgi", entry="app:app", name="clock", extra="ports = [8080]\n"))
+    s = serve(image, "--idle", "1s")
+    assert get(s.url())[0] == 200  # boots, and saves the snapshot
+    wait_for(lambda: instances() == [], 30, "scale to zero")
+    time.sleep(3)  # the snapshot's clock is now well behind
+    before = time.time()
+    status, body = get(s.url())
+    after = time.time()
+    assert status == 200 and s.status()["stats"]["wakes"] >= 1
+    assert f"{s.name}-2 woke from a snapshot" in s.text()
+    assert before - 1 <= float(body) <= after + 1, (before, float(body), after)
