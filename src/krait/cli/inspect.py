@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import click
@@ -51,6 +52,6 @@ def command(image: Path, show_files: bool, as_json: bool, top: int) -> None:
     for layer_name, entry in files if show_files else files[:top]:
         listing.add_row(layer_name, human_size(len(entry.data)), entry.path)
     console.print(listing)
-    executables = [e.path for _, e in all_files if e.mode & 0o111 and not e.path.endswith(".so")
-                   and ".so." not in e.path]
+    executables = [e.path for _, e in all_files if stat.S_ISREG(e.mode) and e.mode & 0o111
+                   and not e.path.endswith(".so") and ".so." not in e.path]
     console.print(f"modules   {len(m['modules'])}; executables: {', '.join(executables)}")
