@@ -13,7 +13,7 @@ APT_PACKAGES := python3 python3-venv qemu-system-x86 linux-source-6.1 build-esse
 .PHONY: deps venv kernel hello run test test-fast lint bench clean examples bench-examples
 
 deps: .deps.stamp
-.deps.stamp:
+.deps.stamp: Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

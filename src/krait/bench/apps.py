@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from krait.bench.boot import free_port
+from krait.bench.boot import attempt_timeout, free_port
 from krait.bench.result import Result
 from krait.errors import VmError
 from krait.image.archive import open_image
@@ -52,9 +52,11 @@ def _get(url: str, timeout: float = 2) -> tuple[int, bytes]:
 
 def _first_correct(url: str, expect: bytes, deadline: float) -> None:
     last: Any = None
+    attempt = 0
     while time.monotonic() < deadline:
         try:
-            status, body = _get(url)
+            attempt += 1
+            status, body = _get(url, timeout=attempt_timeout(attempt - 1))
             if status == 200 and expect in body:
                 return
             last = (status, body[:200])

@@ -24,12 +24,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def attempt_timeout(attempt: int) -> float:
+    """How long one polling attempt may take: short at first, longer later.
+
+    A request sent before the guest's network is up is held by QEMU's user-mode
+    network, which retries its connection to the guest after 1 s, 2 s, ...; short
+    attempts step around that, longer ones still let a slow first answer arrive.
+    """
+    return min(0.25 * 2 ** (attempt // 8), 5.0)
+
+
 def first_response(url: str, deadline: float) -> tuple[int, bytes]:
     """Poll ``url`` until it answers (any HTTP status) or the deadline passes."""
     parts = urllib.parse.urlsplit(url)
+    attempt = 0
     while time.monotonic() < deadline:
         conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
-                                          timeout=2)
+                                          timeout=attempt_timeout(attempt))
+        attempt += 1
         try:
             conn.request("GET", parts.path or "/")
             response = conn.getresponse()
