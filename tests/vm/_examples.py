@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from krait.bench.boot import free_port
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, QemuVm
+from krait.vmm.qemu import QemuBackend, QemuVm, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

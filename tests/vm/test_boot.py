@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from krait.bench.boot import first_response, free_port
+from krait.bench.boot import first_response
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend
+from krait.vmm.qemu import QemuBackend, free_port
 
 from .conftest import krait_cli
 

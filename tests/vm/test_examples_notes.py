@@ -61,7 +61,7 @@ def test_notes_without_database_answers_503(kernel: Kernel, tmp_path: Path,
     """A database that is not there is an answer (503), not a crash of the VM."""
     ensure_venv("notes")
     image = build_image(load_app(EXAMPLES / "notes"), kernel, tmp_path / "notes.krait").path
-    from krait.bench.boot import free_port
+    from krait.vmm.qemu import free_port
 
     dsn = f"host={protocol.GATEWAY} port={free_port()} dbname=x user=x connect_timeout=3"
     with booted(image, env={"NOTES_DSN": dsn}) as vm:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from krait.bench.boot import first_response, free_port
+from krait.bench.boot import first_response
+from krait.vmm.qemu import free_port
 
 from .conftest import krait_cli
 from .fleet_support import assert_nothing_runs, wait_for

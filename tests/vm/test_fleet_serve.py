@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from krait.bench.boot import free_port
 from krait.fleet.serve import control_request
+from krait.vmm.qemu import free_port
 
 from .conftest import KRAIT, krait_cli
 from .fleet_support import assert_nothing_runs, wait_for

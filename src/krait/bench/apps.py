@@ -17,14 +17,14 @@ from typing import Any
 
 import psutil
 
-from krait.bench.boot import attempt_timeout, free_port
+from krait.bench.boot import attempt_timeout
 from krait.bench.result import Result
 from krait.errors import VmError
 from krait.image.archive import open_image
 from krait.run import run
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, QemuVm
+from krait.vmm.qemu import QemuBackend, QemuVm, free_port
 
 _MEMORY = re.compile(r"krait: memory in use ([\d.]+) MiB")
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import socket
 import time
 import urllib.parse
 from pathlib import Path
@@ -15,13 +14,7 @@ from krait.errors import VmError
 from krait.image.archive import open_image
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from krait.vmm.qemu import QemuBackend, free_port
 
 
 def attempt_timeout(attempt: int) -> float:

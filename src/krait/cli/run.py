@@ -13,6 +13,7 @@ import click
 from krait.cli._output import err_console
 from krait.cli._settings_flags import overrides, setting_options
 from krait.config import parse_env
+from krait.config.settings import parse_setting
 from krait.errors import ConfigError, GuestFailed
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
@@ -42,8 +43,6 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
         boot_env = parse_env(list(env)) if env else {}
     except ValueError as e:
         raise ConfigError(f"--env: {e}", hint="use --env KEY=VALUE") from None
-    from krait.config.settings import parse_setting
-
     parsed = {k: parse_setting(k, v, "command line") for k, v in given.items()}
     return RunOptions(ports=parse_publish(publish), env=boot_env, accel=accel,
                       memory=parsed.get("memory"), vcpus=parsed.get("vcpus"),

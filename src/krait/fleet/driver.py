@@ -23,7 +23,7 @@ from krait.image.archive import Image, open_image
 from krait.vmm.base import VmSpec
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, QemuVm
+from krait.vmm.qemu import QemuBackend, QemuVm, free_port
 
 log = logging.getLogger("krait.fleet")
 
@@ -84,13 +84,6 @@ class Driver(ABC):
         """End every instance now, without grace (a second Ctrl-C)."""
         return None
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class QemuDriver(Driver):

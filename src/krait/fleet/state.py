@@ -19,6 +19,7 @@ from typing import Any
 
 from krait.errors import ConfigError
 from krait.paths import state_dir, write_atomically
+from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 # A unix socket path must fit in sun_path (108 bytes, NUL included).
@@ -96,11 +97,11 @@ class InstanceDir:
 
     @property
     def control_socket(self) -> Path:
-        return self.path / "control.sock"
+        return self.path / CONTROL_SOCKET
 
     @property
     def qmp_socket(self) -> Path:
-        return self.path / "qmp.sock"
+        return self.path / QMP_SOCKET
 
     @property
     def supervisor_log(self) -> Path:
@@ -158,7 +159,7 @@ def create_instance(record: InstanceRecord) -> InstanceDir:
     """Make the folder; the name must be free (callers clean stale folders first)."""
     check_name(record.name)
     path = instances_dir() / record.name
-    if len(str(path / "control.sock")) > MAX_SOCKET_PATH:
+    if len(str(path / CONTROL_SOCKET)) > MAX_SOCKET_PATH:
         raise ConfigError(f"the state directory path is too long for QEMU's sockets: {path}",
                           hint="set KRAIT_STATE to a shorter folder")
     try:

@@ -113,7 +113,10 @@ def _kernel_root() -> Path:
 def find_kernel() -> Kernel | None:
     """The cached kernel for the current fragments, if it was built already."""
     _, version = find_source()
-    key = cache_key(version, merged_config())
+    return _cached_kernel(cache_key(version, merged_config()))
+
+
+def _cached_kernel(key: str) -> Kernel | None:
     info = _kernel_root() / key / "kernel.json"
     if not info.is_file():
         return None
@@ -150,7 +153,7 @@ def _build_kernel_locked(on_line: Callable[[str], None] | None, jobs: int | None
     tarball, version = find_source()
     config = merged_config()
     key = cache_key(version, config)
-    cached = find_kernel()
+    cached = _cached_kernel(key)
     if cached:
         return cached
     for tool in ("make", "gcc", "flex", "bison", "bc"):

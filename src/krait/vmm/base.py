@@ -15,6 +15,10 @@ from pathlib import Path
 from krait.vmm.accel import Accel
 from krait.vmm.options import PortForward
 
+# The sockets a backend creates in a VM's work folder (instance folders are work folders).
+CONTROL_SOCKET = "control.sock"
+QMP_SOCKET = "qmp.sock"
+
 
 @dataclass(frozen=True)
 class VmSpec:

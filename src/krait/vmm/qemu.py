@@ -18,7 +18,7 @@ from krait.errors import VmError
 from krait.guest import protocol
 from krait.run import spawn
 from krait.vmm import qmp
-from krait.vmm.base import Backend, Vm, VmResult, VmSpec
+from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET, Backend, Vm, VmResult, VmSpec
 from krait.vmm.options import (
     Accelerator,
     Chardev,
@@ -70,7 +70,7 @@ class QemuBackend(Backend):
             DirectBoot(spec.kernel, spec.initrd, spec.cmdline),
             console,
             Serial("con"),
-            Chardev("ctl", "socket", (("path", workdir / "control.sock"), ("server", True),
+            Chardev("ctl", "socket", (("path", workdir / CONTROL_SOCKET), ("server", True),
                                       ("wait", False))),
             Device("isa-serial", (("chardev", "ctl"), *CONTROL_UART)),
             UserNetwork("net0", spec.ports),
@@ -79,7 +79,7 @@ class QemuBackend(Backend):
             Device("virtio-rng-device", (("rng", "rng0"),)),
         )
         if spec.qmp:
-            command.add(Monitor(workdir / "qmp.sock"))
+            command.add(Monitor(workdir / QMP_SOCKET))
         if spec.incoming is not None:
             command.add(Incoming(spec.incoming))
         return command
@@ -101,7 +101,7 @@ class QemuBackend(Backend):
     def restore(self, spec: VmSpec, snapshot: Path, timeout: float = 30.0) -> QemuVm:
         vm = self.start(replace(spec, qmp=True, incoming=snapshot))
         try:
-            qmp.resume_restored(vm.workdir / "qmp.sock", timeout)
+            qmp.resume_restored(vm.workdir / QMP_SOCKET, timeout)
         except VmError:
             vm.kill()
             vm.wait()
@@ -113,6 +113,13 @@ class QemuBackend(Backend):
             log.debug("the guest did not confirm its clock after the wake")
         vm._ready.set()  # the guest was ready when its state was saved
         return vm
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for host forwards)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _check_port_free(addr: str, port: int) -> None:
@@ -168,7 +175,7 @@ class QemuVm(Vm):
             self._stderr.append(line)
 
     def _connect_control(self) -> socket.socket | None:
-        path = self.workdir / "control.sock"
+        path = self.workdir / CONTROL_SOCKET
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
@@ -253,7 +260,7 @@ class QemuVm(Vm):
     def snapshot(self, path: Path, resume: bool = True) -> None:
         if not self.spec.qmp:
             raise VmError("this VM was started without a QMP socket (VmSpec.qmp)")
-        qmp.save_state(self.workdir / "qmp.sock", path, resume)
+        qmp.save_state(self.workdir / QMP_SOCKET, path, resume)
 
     def wait(self, timeout: float | None = None) -> VmResult | None:
         try:

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from krait.bench.boot import first_response, free_port
+from krait.bench.boot import first_response
 from krait.bench.compare._common import (
     STATS_PATH,
     Settings,
@@ -21,6 +21,7 @@ from krait.bench.compare._common import (
 )
 from krait.config import AppConfig
 from krait.errors import KraitError
+from krait.vmm.qemu import free_port
 
 log = logging.getLogger("krait")
 
