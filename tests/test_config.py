@@ -96,7 +96,7 @@ def test_kind_defaults_to_main(tmp_path: Path) -> None:
     app = load_app(tmp_path)
     assert app.kind == "main"
     assert app.ports == ()
-    assert app.memory == 64
+    assert app.memory is None  # what the image needs, measured at build time
     assert app.vcpus == 1
     assert app.env == {}
     assert app.sources is False

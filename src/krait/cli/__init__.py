@@ -7,6 +7,7 @@ import sys
 
 import click
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from krait import __version__
 from krait.cli import (
@@ -14,6 +15,7 @@ from krait.cli import (
     build,
     inspect,
     kernel,
+    lock,
     logs,
     ps,
     replace,
@@ -38,7 +40,7 @@ def cli(debug: bool) -> None:
                               markup=False)])
 
 
-for module in (build, run, inspect, kernel, bench, settings, ps, logs, stop, rm, serve,
+for module in (build, lock, run, inspect, kernel, bench, settings, ps, logs, stop, rm, serve,
                replace):
     cli.add_command(module.command)
 
@@ -47,9 +49,10 @@ def main() -> None:
     try:
         cli(standalone_mode=False)
     except KraitError as e:
-        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        # Messages are printed verbatim: "[tool.krait]" is text here, not rich markup.
+        err_console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False)
         if e.hint:
-            err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False)
         sys.exit(getattr(e, "exit_code", 1))
     except click.exceptions.Abort:
         err_console.print("aborted")
@@ -61,6 +64,6 @@ def main() -> None:
         sys.exit(e.exit_code)
     except Exception as e:  # a bug in krait: say so plainly; the traceback is for --debug
         logging.getLogger("krait").debug("internal error", exc_info=True)
-        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}")
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}")
         err_console.print("[yellow]hint:[/] rerun with --debug for the traceback, and report it")
         sys.exit(70)

@@ -26,15 +26,22 @@ class AppConfig:
     ports: tuple[int, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     include: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     tls_cert: str | None = None
     tls_key: str | None = None
+    dependencies: tuple[str, ...] = ()
+    extras: tuple[str, ...] = ()
     python: str | None = None
     sources: bool = False
-    memory: int = 64
+    memory: int | None = None  # None: what the image needs (measured at build time)
     vcpus: int = 1
     cmdline: str = ""
+    # Not settings: what the app's files say besides its krait table.
+    config_file: str = "krait.toml"  # the file the settings came from
+    requires_python: str | None = None  # [project].requires-python
+    optional_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def module(self) -> str:
@@ -61,12 +68,17 @@ class AppConfig:
     def from_json(cls, text: str) -> AppConfig:
         data = json.loads(text)
         data["root"] = Path(data["root"])
-        for key in ("ports", "include", "modules", "exclude"):
+        for key in ("ports", "include", "ignore", "modules", "exclude", "dependencies",
+                    "extras"):
             data[key] = tuple(data[key])
+        data["optional_dependencies"] = {k: tuple(v) for k, v in
+                                         data["optional_dependencies"].items()}
         return cls(**data)
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -75,7 +87,13 @@ def find_config_file(root: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     krait_toml = root / "krait.toml"
     pyproject = root / "pyproject.toml"
     if krait_toml.is_file():
-        return krait_toml, _read_toml(krait_toml), {}
+        data = _read_toml(krait_toml)
+        # A [tool.krait] table pasted from a pyproject.toml means the same in a krait.toml.
+        nested = data.get("tool", {}).get("krait") if isinstance(data.get("tool"), dict) else None
+        if isinstance(nested, dict) and set(data) <= {"tool", "project"}:
+            project = data.get("project", {})
+            return krait_toml, nested, project if isinstance(project, dict) else {}
+        return krait_toml, data, {}
     if pyproject.is_file():
         data = _read_toml(pyproject)
         table = data.get("tool", {}).get("krait")
@@ -103,6 +121,10 @@ def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
     path, table, project = find_config_file(root)
     values: dict[str, Any] = {}
     for key, raw in table.items():
+        if key == "tool" and path.name == "krait.toml":
+            raise ConfigError(f"{path}: a [tool.krait] table beside top-level settings",
+                              hint="in a krait.toml the settings go at the top level "
+                              "(entry = ...), or all of them under [tool.krait]")
         if key not in BY_KEY:
             close = difflib.get_close_matches(key, BY_KEY, n=1)
             raise ConfigError(
@@ -121,6 +143,20 @@ def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
         raise ConfigError(f"{path}: `entry` is missing",
                           hint="set entry = 'module:callable', e.g. entry = 'app:app'")
     values.setdefault("name", project.get("name") or root.name)
+    if "dependencies" not in values and "dependencies" in project:
+        values["dependencies"] = parse_setting("dependencies", project["dependencies"] or [],
+                                               f"{path.name} [project]")
+    optional = project.get("optional-dependencies") or {}
+    if not isinstance(optional, dict):
+        raise ConfigError(f"{path.name}: [project.optional-dependencies] must be a table")
+    optional_deps = {group: parse_setting("dependencies", reqs or [],
+                                          f"{path.name} [project.optional-dependencies]")
+                     for group, reqs in optional.items()}
+    unknown_extras = [e for e in values.get("extras", ()) if e not in optional_deps]
+    if unknown_extras:
+        raise ConfigError(f"{path.name}: extras = {list(unknown_extras)}: no such group in "
+                          "[project.optional-dependencies]",
+                          hint=f"groups there: {', '.join(optional_deps) or 'none'}")
     kind = values.get("kind", "main")
     server = values.get("server", "builtin")
     if kind not in SERVERS[server] and not (kind == "main" and server == "builtin"):
@@ -131,4 +167,7 @@ def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
                           hint="name both files (or build with --self-signed)")
     if values.get("ports") is None:
         values["ports"] = (8080,) if kind in ("asgi", "wsgi") else ()
-    return AppConfig(root=root, **values)
+    requires = project.get("requires-python")
+    return AppConfig(root=root, **values, config_file=path.name,
+                     requires_python=str(requires) if requires else None,
+                     optional_dependencies=optional_deps)

@@ -145,7 +145,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("env", "build", parse_env, {}, "Environment baked into the image.", "KEY=VALUE",
             repeatable=True),
     Setting("include", "build", _strings, (), "Extra files or folders (relative to the app) "
-            "copied into the image, e.g. a static site.", "PATH", repeatable=True),
+            "copied into the image. The app folder's own data files (templates, static "
+            "files) are copied anyway; `include` is for hidden files and the like.", "PATH",
+            repeatable=True),
+    Setting("ignore", "build", _strings, (), "Files of the app folder to leave out of the "
+            "image (glob patterns relative to the app, e.g. 'data/*.csv'). Build files, "
+            "tests, virtual environments, hidden files and keys are never copied.", "GLOB",
+            repeatable=True),
     Setting("modules", "build", _strings, (), "Modules the app imports dynamically, which "
             "tracing cannot see; 'pkg.*' takes all of pkg's importable submodules.", "MODULE",
             repeatable=True),
@@ -156,10 +162,20 @@ SETTINGS: tuple[Setting, ...] = (
             "PATH"),
     Setting("tls-key", "build", _str, None, "The PEM private key for tls-cert, baked in at "
             "/krait/tls/key.pem.", "PATH"),
-    Setting("python", "build", _str, None, "The app's interpreter (default: the app's .venv, "
-            "else the Python running krait).", "PATH"),
+    Setting("dependencies", "build", _strings, (), "What the app needs from the package "
+            "index (requirement strings). In a pyproject.toml, [project].dependencies is read "
+            "when this is not set; without either, a requirements.txt beside it.", "REQUIREMENT",
+            repeatable=True),
+    Setting("extras", "build", _strings, (), "Optional dependency groups of "
+            "[project.optional-dependencies] to install too.", "EXTRA", repeatable=True),
+    Setting("python", "build", _str, None, "The interpreter to build with. A base interpreter "
+            "(e.g. /usr/bin/python3.11): krait installs the app's locked dependencies for it "
+            "in its cache. A virtual environment's (e.g. .venv/bin/python): used as it is, "
+            "nothing installed. Default: the app's .venv if it has one, else the Python krait "
+            "runs on.", "PATH"),
     Setting("sources", "build", _bool, False, "Ship .py sources next to the bytecode.", "BOOL"),
-    Setting("memory", "boot", parse_memory, 64, "Guest memory, e.g. 32M.", "SIZE"),
+    Setting("memory", "boot", parse_memory, None, "Guest memory, e.g. 64M (default: what the "
+            "image needs, measured at build time).", "SIZE"),
     Setting("vcpus", "boot", _int(1, 8), 1, "Virtual CPUs.", "N"),
     Setting("cmdline", "boot", _text, "", "Extra kernel command-line arguments.", "ARGS"),
 )
