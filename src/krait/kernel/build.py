@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ FRAGMENTS = Path(__file__).with_name("fragments")
 # Small patches to Debian's source, applied in name order (see each file's header).
 PATCHES = Path(__file__).with_name("patches")
 # Bump when the way we build changes in a way the key would not see.
-RECIPE = 1
+# 3: a reproducible version string (KBUILD_BUILD_TIMESTAMP, _USER, _HOST, _VERSION).
+RECIPE = 3
 
 
 @dataclass(frozen=True)
@@ -168,9 +170,10 @@ def _build_kernel_locked(on_line: Callable[[str], None] | None, jobs: int | None
     fragment = objdir / "krait.config"
     fragment.write_text(config)
     make: list[str | os.PathLike[str]] = ["make", "-C", src, f"O={objdir}"]
-    run([*make, "allnoconfig", f"KCONFIG_ALLCONFIG={fragment}"])
+    env = reproducible_env(tarball)
+    run([*make, "allnoconfig", f"KCONFIG_ALLCONFIG={fragment}"], env=env)
     _check_config(objdir / ".config", wanted_options(config))
-    proc = spawn([*make, f"-j{jobs or os.cpu_count() or 1}", "vmlinux", "bzImage"])
+    proc = spawn([*make, f"-j{jobs or os.cpu_count() or 1}", "vmlinux", "bzImage"], env=env)
     tail: list[str] = []
     assert proc.stdout is not None
     for raw in proc.stdout:
@@ -196,6 +199,16 @@ def _build_kernel_locked(on_line: Callable[[str], None] | None, jobs: int | None
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return Kernel(out / "vmlinux", meta["version"], key, out / "config")
+
+
+def reproducible_env(tarball: Path) -> dict[str, str]:
+    """What kbuild writes into the kernel's version string, fixed: the build host, user,
+    time and count of earlier builds in the same tree would otherwise make every
+    machine's kernel (and image digest) different. The time is the source package's own
+    (the same .deb gives the same one)."""
+    stamp = time.strftime("%a %b %e %H:%M:%S UTC %Y", time.gmtime(tarball.stat().st_mtime))
+    return {"KBUILD_BUILD_TIMESTAMP": stamp, "KBUILD_BUILD_USER": "krait",
+            "KBUILD_BUILD_HOST": "krait", "KBUILD_BUILD_VERSION": "1"}
 
 
 def count_build_steps(line: str) -> bool:
