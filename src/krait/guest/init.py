@@ -102,6 +102,9 @@ class Control:
 def _prepare_system() -> None:
     _mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=25%,mode=1777")
+    # POSIX semaphores and shared memory (multiprocessing's locks and queues) live here.
+    os.mkdir("/dev/shm", 0o1777)
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=25%,mode=1777")
     _mount("rootfs", "/", "", MS_REMOUNT | MS_RDONLY)
 
 

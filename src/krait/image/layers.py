@@ -93,7 +93,9 @@ def system_entries(interpreter: str, dynload: str) -> list[Entry]:
             "import sys\n"
             "sys.path.insert(0, '/krait/runtime')\n"
             "from krait.guest.init import main\n"
-            "main()\n")
+            # multiprocessing's spawn re-runs the parent's main script as __mp_main__.
+            "if __name__ == '__main__':\n"
+            "    main()\n")
     return [
         Entry.file("/init", init.encode(), executable=True),
         Entry.folder("/proc", 0o555),
