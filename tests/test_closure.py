@@ -168,6 +168,7 @@ def fake(tmp_path: Path) -> tuple[Trace, Path]:
         distributions={},
         packages={},
         startup=frozenset(),
+        runtime=base / "runtime",
     )
     return trace, app
 
@@ -194,8 +195,10 @@ def test_plan_files_places_app_and_stdlib(fake: tuple[Trace, Path]) -> None:
 
     app_files = [f for f in files if f.layer == "app"]
     assert all(f.guest.startswith(protocol.APP_DIR + "/") for f in app_files)
+    # The traced modules, and the app folder's data files as they are.
     assert {f.host for f in app_files} == {app / "hello.py", app / "pkg" / "__init__.py",
-                                           app / "pkg" / "util.py"}
+                                           app / "pkg" / "util.py",
+                                           app / "static" / "index.html"}
     # The interpreter itself, at its host path, in the base layer.
     interp = by_guest[str(PYTHON)]
     assert (interp.layer, interp.how) == ("base", "elf")
@@ -219,9 +222,26 @@ def test_plan_files_sources(fake: tuple[Trace, Path]) -> None:
 
 def test_plan_files_include(fake: tuple[Trace, Path]) -> None:
     trace, app = fake
-    by_guest = {f.guest: f for f in plan_files(trace, app, include=("static",))}
-    page = by_guest[f"{protocol.APP_DIR}/static/index.html"]
-    assert (page.layer, page.host, page.how) == ("app", app / "static" / "index.html", "copy")
+    (app / ".well-known").mkdir()
+    (app / ".well-known" / "security.txt").write_text("contact: x")
+    by_guest = {f.guest: f for f in plan_files(trace, app, include=(".well-known",))}
+    page = by_guest[f"{protocol.APP_DIR}/.well-known/security.txt"]
+    assert (page.layer, page.how) == ("app", "copy")
+
+
+def test_app_data_leaves_out_build_files_environments_tests_and_keys(
+        fake: tuple[Trace, Path]) -> None:
+    trace, app = fake
+    for name in ("pyproject.toml", "krait.lock", "requirements.txt", "key.pem", "old.krait",
+                 ".env", "tests/test_x.py", "tests/data.json", ".venv/pyvenv.cfg",
+                 "venv/pyvenv.cfg", "venv/lib/x.txt", "__pycache__/x.pyc", "data/big.csv",
+                 "data/keep.json", "templates/page.html"):
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text("x")
+    guests = {f.guest.removeprefix(protocol.APP_DIR + "/")
+              for f in plan_files(trace, app, include=(), ignore=("data/*.csv",))
+              if f.layer == "app" and f.how == "copy"}
+    assert guests == {"static/index.html", "data/keep.json", "templates/page.html"}
 
 
 def test_plan_files_include_outside_app(fake: tuple[Trace, Path]) -> None:
@@ -249,18 +269,28 @@ def test_plan_files_module_outside_sys_path(fake: tuple[Trace, Path], tmp_path: 
         plan_files(bad, app, include=())
 
 
-def test_kept_modules_drops_site_and_startup_extras(fake: tuple[Trace, Path],
-                                                    tmp_path: Path) -> None:
+def test_kept_modules_keeps_site_and_drops_startup_extras(fake: tuple[Trace, Path],
+                                                         tmp_path: Path) -> None:
     trace, app = fake
     hook = tmp_path / "site-packages" / "_virtualenv.py"
     hook.parent.mkdir()
     hook.write_text("")
-    modules = {**trace.modules, "site": trace.stdlib / "os.py", "_virtualenv": hook}
+    modules = {**trace.modules, "site": trace.stdlib / "os.py", "_virtualenv": hook,
+               "sitecustomize": trace.stdlib / "os.py"}
     t = Trace(**{**trace.__dict__, "modules": modules,
-                 "startup": frozenset({"os", "_virtualenv", "site"})})
+                 "startup": frozenset({"os", "_virtualenv", "site", "sitecustomize"})})
     kept = kept_modules(t, exclude=("ssl",))
     assert "_virtualenv" not in kept
-    assert "site" not in kept
+    assert "sitecustomize" not in kept  # the build host's
+    assert "site" in kept  # a child interpreter (subprocess, spawn) imports it
     assert "ssl" not in kept
     assert kept["os"] == trace.stdlib / "os.py"
     assert kept["hello"] == app / "hello.py"
+
+
+def test_kept_modules_adds_what_the_sources_import(fake: tuple[Trace, Path]) -> None:
+    trace, _ = fake
+    t = Trace(**{**trace.__dict__, "static": {"csv": trace.stdlib / "os.py",
+                                              "ssl.extra": trace.stdlib / "ssl.py"}})
+    kept = kept_modules(t, exclude=("ssl",))
+    assert "csv" in kept and "ssl.extra" not in kept

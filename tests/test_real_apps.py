@@ -136,7 +136,7 @@ def _trace(tmp_path: Path, site: Path, stdlib: Path) -> Trace:
     return Trace(executable=Path(sys.executable), version=(3, 11, 0), magic="x", stdlib=stdlib,
                  dynload=stdlib / "lib-dynload", path=(tmp_path, site, stdlib),
                  modules={}, shared_objects=(), distributions={}, packages={},
-                 startup=frozenset())
+                 startup=frozenset(), runtime=tmp_path / "runtime")
 
 
 def test_bundled_libraries_move_with_their_package(tmp_path: Path) -> None:

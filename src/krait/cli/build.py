@@ -6,13 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from krait.cli._output import console, err_console, human_size
 from krait.cli._settings_flags import overrides, setting_options
 from krait.cli.kernel import ensure_kernel
 from krait.config import load_app
+from krait.errors import ConfigError
 from krait.image.build import build_image
+from krait.image.lock import LockMode
 from krait.image.tls import with_self_signed
 from krait.kernel import custom_kernel
 
@@ -26,16 +29,27 @@ from krait.kernel import custom_kernel
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image path.")
 @click.option("--self-signed", is_flag=True, help="Bake in a self-signed TLS certificate for "
               "local use (made with openssl; kept in tls-cert/tls-key or .krait-tls/).")
+@click.option("--locked", is_flag=True, help="Refuse to build if krait.lock is missing or out "
+              "of date with the declared dependencies (for CI).")
+@click.option("--upgrade", is_flag=True, help="Resolve the dependencies again to the newest "
+              "versions they allow, and rewrite krait.lock.")
 @setting_options("build")
 def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet: bool,
-            self_signed: bool, **settings: Any) -> None:
-    """Build a unikernel image from the app in APP_DIR."""
+            self_signed: bool, locked: bool, upgrade: bool, **settings: Any) -> None:
+    """Build a unikernel image from the app in APP_DIR.
+
+    The app's declared dependencies are resolved into krait.lock (once; kept up to date
+    after) and installed in krait's cache; the image holds only what the app imports."""
+    if locked and upgrade:
+        raise ConfigError("--locked and --upgrade contradict each other", hint="pick one")
+    mode = LockMode.LOCKED if locked else LockMode.UPGRADE if upgrade else LockMode.AUTO
     app = load_app(app_dir, overrides(settings))
     if self_signed:
         app = with_self_signed(app)
     kernel = custom_kernel(kernel_path) if kernel_path else ensure_kernel()
     with err_console.status("building") as status:
-        result = build_image(app, kernel, output, step=lambda s: status.update(s))
+        result = build_image(app, kernel, output, step=lambda s: status.update(escape(s)),
+                             lock_mode=mode)
     if quiet:
         click.echo(result.path)
         return
@@ -49,5 +63,8 @@ def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet:
                       human_size(layer["cpio_size"]), str(layer["files"]), layer["sha256"][:16])
     console.print(table)
     size = result.path.stat().st_size
-    console.print(f"[bold]{result.path}[/]  {human_size(size)}, {len(m['modules'])} modules, "
-                  f"digest {result.digest[:16]}, built in {result.seconds:.2f}s")
+    console.print(f"[bold]{escape(str(result.path))}[/]  {human_size(size)}, "
+                  f"{len(m['modules'])} modules, digest {result.digest[:16]}, "
+                  f"built in {result.seconds:.2f}s")
+    console.print(f"memory    needs at least {m['memory']['minimum_mib']} MiB; boots with "
+                  f"{m['boot']['memory']} MiB unless --memory says otherwise")

@@ -124,6 +124,367 @@ def _check_dynamic_imports(app_root):
     return None
 
 
+# Statically found imports of these are left out: tools for developing and testing,
+# which a program serving requests does not start (the trace still keeps any of them
+# the app really imports).
+_NOT_STATIC = frozenset({
+    "test", "tests", "tkinter", "_tkinter", "turtle", "turtledemo", "idlelib", "lib2to3",
+    "ensurepip", "venv", "distutils", "pydoc", "pydoc_data", "doctest", "pdb", "unittest",
+    "setuptools", "pkg_resources", "pip", "_pytest", "pytest", "IPython", "readline",
+    "rlcompleter", "curses", "_curses", "_curses_panel", "sitecustomize", "usercustomize",
+})
+
+
+def _is_type_checking(test):
+    import ast
+
+    return ((isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+            or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+
+
+_IMPORT_SYSTEM = ("importlib._bootstrap", "_frozen_importlib", "zipimport")
+_IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
+
+
+def _catches_import_error(handler):
+    import ast
+
+    if handler.type is None:
+        return True
+    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(getattr(n, "id", getattr(n, "attr", None)) in _IMPORT_ERRORS for n in names)
+
+
+def _is_main_block(test):
+    import ast
+
+    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
+            and test.left.id == "__name__" and len(test.comparators) == 1
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == "__main__")
+
+
+def _literal_prefix(node):
+    """The string, or the literal start of an f-string or of "x." + name; else None."""
+    import ast
+
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0],
+                                                                      ast.Constant):
+        return str(node.values[0].value)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _literal_prefix(node.left)
+    return None
+
+
+def _imports_in(path, name, is_package, command_line_tools=False):
+    """(module name, lazy, instead_of, certain, optional) for every import in the source
+    file that could load a module: statements (``lazy`` when inside a function) and
+    importlib.import_module / __import__ calls. ``instead_of`` names the imports an
+    ``except ImportError`` fallback stands in for (needed only if one of them is not
+    there); ``certain`` is False for the y of ``from x import y`` (maybe a submodule,
+    maybe a name in x); ``optional`` when a failed import is simply tolerated. Left out:
+    what only type checkers see (``if TYPE_CHECKING:``) and a module's command-line tool
+    (``if __name__ == "__main__":``, and with ``command_line_tools`` its
+    ``main``/``_main``/``_test`` functions: the standard library's way)."""
+    import ast
+
+    try:
+        st = os.stat(path)
+        key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{name}\0{is_package}\0{command_line_tools}"
+    except OSError:
+        return []
+    if key in _SCANNED:
+        return [(n, lazy, tuple(inst), certain, optional)
+                for n, lazy, inst, certain, optional in _SCANNED[key]]
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+        tree = ast.parse(source, path)
+    except (OSError, SyntaxError, ValueError):
+        return []
+    package = name if is_package else name.rpartition(".")[0]
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+    tools = ("main", "_main", "_test") if command_line_tools else ()
+    # Import statements sit in statements; only a file that names import_module or
+    # __import__ needs its expressions walked as well (most of the cost).
+    calls = b"import_module" in source or b"__import__" in source
+    descend = ast.AST if calls else (ast.stmt, ast.excepthandler, ast.match_case)
+
+    def absolute(module, level):
+        if not level:
+            return module
+        base = package.split(".") if package else []
+        if level - 1 > len(base):
+            return None
+        base = base[:len(base) - (level - 1)]
+        return ".".join([*base, module] if module else base) or None
+
+    def walk(nodes, lazy, instead_of, out):
+        todo = [(n, lazy) for n in nodes]
+        while todo:
+            node, lazy = todo.pop()
+            if isinstance(node, ast.If) and (_is_type_checking(node.test)
+                                             or _is_main_block(node.test)):
+                todo.extend((n, lazy) for n in node.orelse)
+                continue
+            if isinstance(node, functions[:2]) and node.name in tools:
+                continue
+            if isinstance(node, ast.Try) and any(_catches_import_error(h)
+                                                 for h in node.handlers):
+                primary = []
+                walk(node.body, lazy, instead_of, primary)
+                fallbacks = []
+                for handler in node.handlers:
+                    if _catches_import_error(handler):
+                        firsts = tuple(p[0] for p in primary if p[3])
+                        walk(handler.body, lazy, firsts, fallbacks)
+                    else:
+                        walk(handler.body, lazy, instead_of, out)
+                handled = [h for h in node.handlers if _catches_import_error(h)]
+                raises = any(isinstance(n, ast.Raise) for h in handled for n in ast.walk(h))
+                # Nothing instead and no error: the module works without it (an accelerator,
+                # an optional format). Marked so a module that never ran leaves it out.
+                optional = not fallbacks and not raises
+                out.extend((n, lazy, inst, certain, optional) for n, lazy, inst, certain, _
+                           in primary)
+                out.extend(fallbacks)
+                walk([*node.orelse, *node.finalbody], lazy, instead_of, out)
+                continue
+            if isinstance(node, ast.Import):
+                out.extend((alias.name, lazy, instead_of, True, False) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = absolute(node.module, node.level)
+                if base:
+                    out.append((base, lazy, instead_of, True, False))
+                    # "from x import y": y may be a submodule, or just a name in x.
+                    out.extend((f"{base}.{a.name}", lazy, instead_of, False, False)
+                               for a in node.names if a.name != "*")
+            elif isinstance(node, ast.Call) and node.args:
+                func = node.func
+                called = (func.attr if isinstance(func, ast.Attribute)
+                          else getattr(func, "id", None))
+                target = _literal_prefix(node.args[0]) if called in (
+                    "import_module", "__import__") else None
+                if target is not None:
+                    # A name built at run time, f"anyio._backends._{name}": every module
+                    # its literal beginning can lead to ("anyio._backends._*").
+                    whole = isinstance(node.args[0], ast.Constant)
+                    level = len(target) - len(target.lstrip("."))
+                    resolved = absolute(target[level:], level) if level else target
+                    if resolved and (whole or "." in resolved):
+                        out.append((resolved if whole else resolved + "*", lazy, instead_of,
+                                    True, False))
+            inner = lazy or isinstance(node, functions)
+            todo.extend((child, inner) for child in ast.iter_child_nodes(node)
+                        if isinstance(child, descend))
+
+    found = []
+    walk([tree], False, (), found)
+    _SCANNED[key] = found
+    return found
+
+
+# What each source file imports, kept between builds (krait passes the file; a file's
+# entry is keyed by its path, size and mtime).
+_SCANNED: dict = {}
+
+
+def _load_scan_cache(path):
+    if not path:
+        return
+    with contextlib.suppress(OSError, ValueError), open(path) as f:
+        _SCANNED.update(json.load(f))
+
+
+def _save_scan_cache(path):
+    """Keep the entries whose file is still as it was (an edited file gets a new one)."""
+    if not path:
+        return
+
+    def current(key):
+        file, size, mtime = key.split("\0")[:3]
+        try:
+            st = os.stat(file)
+        except OSError:
+            return False
+        return str(st.st_size) == size and str(st.st_mtime_ns) == mtime
+
+    kept = {k: v for k, v in _SCANNED.items() if current(k)}
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with contextlib.suppress(OSError):
+        with open(tmp, "w") as f:
+            json.dump(kept, f)
+        os.replace(tmp, path)
+
+
+def _static_closure(skip_prefixes, startup, stdlib, roots=()):
+    """Modules the traced ones import later (in functions, on first use) that are on this
+    interpreter's path: found without importing them, as modulefinder does; ``roots`` are
+    more top-level modules to start from as if imported. Returns (name -> file, package
+    name -> its folders, name -> who imports it)."""
+    import pkgutil
+    from importlib.machinery import PathFinder
+
+    found, missing, locations, via = {}, set(), {}, {}
+
+    def search_path(parent):
+        module = sys.modules.get(parent)
+        if module is not None:
+            return list(getattr(module, "__path__", None) or [])
+        return locations.get(parent)
+
+    def lookup(candidate):
+        if candidate in sys.modules or candidate in found or candidate in missing:
+            return False
+        top, _, rest = candidate.partition(".")
+        if top in _NOT_STATIC or any(p in ("tests", "test", "conftest")
+                                     for p in rest.split(".")):
+            return False
+        if any(candidate == p or candidate.startswith(p + ".") for p in skip_prefixes):
+            return False
+        if candidate in sys.builtin_module_names:
+            return False
+        parent = candidate.rpartition(".")[0]
+        path = search_path(parent) if parent else None
+        if parent and not path:
+            missing.add(candidate)
+            return False
+        try:
+            spec = PathFinder.find_spec(candidate, path)
+        except (ImportError, ValueError, OSError):
+            spec = None
+        if spec is None:
+            missing.add(candidate)
+            return False
+        if spec.submodule_search_locations is not None:
+            locations[candidate] = list(spec.submodule_search_locations)
+        if spec.origin and os.path.isfile(spec.origin):
+            found[candidate] = os.path.abspath(spec.origin)
+            return True
+        return spec.submodule_search_locations is not None  # a namespace package
+
+    # A traced module ran already, but its top level may take another branch in the guest
+    # (anyio imports eagerly when it cannot read its own sources), and its functions may
+    # import anything later. A module found here never ran: all its top level may run, and
+    # what its functions import within its own package (multiprocessing's parts start each
+    # other). A fallback (``except ImportError:``) counts only when its first choice is
+    # not there.
+    # What site and .pth hooks of the build environment loaded is not the app's.
+    queue = [(n, _origin(m), hasattr(m, "__path__"), True) for n, m in list(sys.modules.items())
+             if (n not in startup or (_origin(m) or "").startswith(stdlib + os.sep))
+             and not any(n == p or n.startswith(p + ".") for p in skip_prefixes)]
+
+    for root in roots:
+        if lookup(root):
+            via[root] = "(declared)"
+            queue.append((root, found.get(root), root in locations, False))
+
+    def available(candidate):
+        return candidate in sys.modules or candidate in found or candidate in locations or \
+            candidate in sys.builtin_module_names
+
+    while queue:
+        name, origin, is_package, traced = queue.pop()
+        if not origin or not origin.endswith(".py"):
+            continue
+        top = name.partition(".")[0]
+        in_stdlib = origin.startswith(stdlib + os.sep)
+        for target, lazy, instead_of, _, optional in _imports_in(origin, name, is_package,
+                                                                 in_stdlib):
+            if target.startswith("importlib.metadata") and name.startswith(_IMPORT_SYSTEM):
+                continue  # only for importlib.metadata's callers, who import it themselves
+            if not traced and optional:
+                continue
+            if not traced and lazy and target.partition(".")[0] != top:
+                continue
+            if instead_of:
+                for primary in instead_of:
+                    parts = primary.split(".")
+                    for i in range(1, len(parts) + 1):
+                        lookup(".".join(parts[:i]))
+                if all(available(p) for p in instead_of):
+                    continue  # the first choice is there: the fallback will not run
+            if target.endswith("*"):
+                package, _, start = target[:-1].rpartition(".")
+                if package == "encodings":
+                    continue  # the codec search: see _encodings()
+                targets = [package] if lookup(package) or available(package) else []
+                for info in pkgutil.iter_modules(search_path(package) or []):
+                    if info.name.startswith(start):
+                        targets.append(f"{package}.{info.name}")
+            else:
+                targets = [target]
+            for each in targets:
+                parts = each.split(".")
+                for i in range(1, len(parts) + 1):
+                    candidate = ".".join(parts[:i])
+                    if lookup(candidate):
+                        via[candidate] = name
+                        queue.append((candidate, found.get(candidate), candidate in locations,
+                                      False))
+    return found, locations, via
+
+
+def _import_quietly(names):
+    """Import modules found by reading sources, to see what *they* import: a compiled
+    module's imports (numpy.random's Cython parts import secrets) cannot be read."""
+    import io
+
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = io.StringIO()
+    try:
+        for name in names:
+            with contextlib.suppress(BaseException):
+                importlib.import_module(name)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _declared_top_levels():
+    """The top-level modules of every distribution in this environment: when krait made
+    the environment, exactly the app's locked dependencies. One the app never imports at
+    build time may still be used (tzdata, read through importlib.resources)."""
+    import importlib.metadata as md
+
+    names = set()
+    for top, dists in md.packages_distributions().items():
+        if top.isidentifier() and not top.startswith("_") and dists:
+            names.add(top)
+    return sorted(names)
+
+
+def _encodings():
+    """The codecs Python finds by name at run time ("cp1252", "utf-16", ...): every
+    pure-Python one of the standard library's encodings package."""
+    import encodings
+    import pkgutil
+
+    names = []
+    for info in pkgutil.iter_modules(encodings.__path__, "encodings."):
+        spec = importlib.util.find_spec(info.name)
+        origin = getattr(spec, "origin", None)
+        if origin and origin.endswith(".py"):
+            with open(origin, "rb") as f:
+                if b"_multibytecodec" in f.read():  # the CJK codecs: 2 MB of tables
+                    continue
+            names.append((info.name, os.path.abspath(origin)))
+    return dict(names)
+
+
+def _heap_kib():
+    """Anonymous memory in use once the app is imported (the guest's heap, roughly)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def main():
     request = json.load(sys.stdin)
     # The app may print while it is imported; keep our report apart from that.
@@ -182,16 +543,48 @@ def main():
                 "missing": e.name if isinstance(e, ModuleNotFoundError) else None,
                 "traceback": traceback.format_exc(),
             }
+    heap_kib = _heap_kib()
+    stdlib_dir = os.path.realpath(sysconfig.get_paths()["stdlib"])
+    static, static_packages, static_via = {}, {}, {}
+    if not failed:
+        _load_scan_cache(request.get("scan_cache"))
+        skip = [p for x in request.get("exclude", []) for p in (x, "_" + x)]
+        roots = _declared_top_levels() if request.get("declared_roots") else ()
+        args = (skip, set(startup), stdlib_dir, roots)
+        static, static_packages, static_via = _static_closure(*args)
+        app_root = os.path.abspath(request["app_root"])
+        third_party = [n for n, o in static.items()
+                       if not o.startswith((stdlib_dir + os.sep, app_root + os.sep,
+                                            os.path.abspath(request["runtime_path"])))]
+        if third_party:
+            _import_quietly(sorted(third_party))
+            static, static_packages, static_via = _static_closure(*args)
+        _save_scan_cache(request.get("scan_cache"))
+    if not failed:
+        # site: a child started as sys.executable (subprocess, multiprocessing's spawn)
+        # imports it at start-up, unlike the guest's own -S interpreter.
+        for name in ("site", "_sitebuiltins"):
+            module = sys.modules.get(name)
+            if module is not None and _origin(module):
+                static.setdefault(name, _origin(module))
+        for name, origin in _encodings().items():
+            if name not in sys.modules:
+                static.setdefault(name, origin)
     modules = {}
     packages = {}
     for name, module in sorted(sys.modules.items()):
+        if name in ("__main__", "__mp_main__"):  # the tracer itself, under other names
+            continue
         origin = _origin(module)
         if origin:
             modules[name] = origin
         path = getattr(module, "__path__", None)
         if path is not None:
             packages[name] = [os.path.abspath(p) for p in path if os.path.isdir(p)]
-    top_levels = sorted({n.split(".")[0] for n in modules})
+    for name, path in static_packages.items():
+        if name in static:
+            packages.setdefault(name, [os.path.abspath(p) for p in path if os.path.isdir(p)])
+    top_levels = sorted({n.split(".")[0] for n in [*modules, *static]})
     report = {
         "failed": failed,
         "executable": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
@@ -211,7 +604,11 @@ def main():
         "shared_objects": _mapped_objects(),
         "distributions": _distributions(top_levels),
         "startup": startup,
-        "absent": sorted(n for n in absent if "." in n and n not in sys.modules),
+        "absent": sorted(n for n in absent
+                         if "." in n and n not in sys.modules and n not in static),
+        "static": static,
+        "static_via": static_via,
+        "heap_kib": heap_kib,
     }
     json.dump(report, report_out)
     report_out.flush()

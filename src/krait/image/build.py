@@ -13,13 +13,17 @@ from typing import Any
 
 from krait import __version__
 from krait.config import AppConfig
+from krait.errors import BuildError
 from krait.guest import protocol
 from krait.image import layers as L
 from krait.image.archive import FORMAT, SUFFIX, write_image
 from krait.image.closure import LAYERS, GuestFile, kept_modules, plan_files
 from krait.image.compile import compile_all, stripped
+from krait.image.environment import prepare_python
+from krait.image.lock import LockMode
+from krait.image.memory import memory_needed
 from krait.image.tls import tls_env, tls_files
-from krait.image.trace import find_interpreter, trace_app
+from krait.image.trace import trace_app
 from krait.kernel import Kernel
 from krait.paths import cache_dir, write_atomically
 
@@ -36,13 +40,14 @@ class BuildResult:
 
 
 def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
-                step: Step = lambda _: None) -> BuildResult:
-    """Trace the app, assemble its layers and write the image."""
+                step: Step = lambda _: None, lock_mode: LockMode = LockMode.AUTO) -> BuildResult:
+    """Install what the app declares, trace it, assemble its layers and write the image."""
     started = time.perf_counter()
-    python = find_interpreter(app)
+    build_python = prepare_python(app, lock_mode, step)
+    python = build_python.python
     step(f"tracing {app.entry} with {python}")
-    trace = trace_app(app, python)
-    files = plan_files(trace, app.root, app.include, app.sources, app.exclude)
+    trace = trace_app(app, python, declared_roots=build_python.managed)
+    files = plan_files(trace, app.root, app.include, app.sources, app.exclude, app.ignore)
     files = sorted([*files, *tls_files(app)])  # tls-cert / tls-key, baked into the app layer
     by_layer: dict[str, list[GuestFile]] = {name: [] for name in LAYERS}
     for f in files:
@@ -101,12 +106,27 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
         layer_meta.append({"name": layer.name, "member": member, "sha256": layer.digest,
                            "size": len(layer.blob), "cpio_sha256": layer.cpio_digest,
                            "cpio_size": layer.cpio_size, "files": layer.files})
+    needs = memory_needed(layer_meta, trace.heap_kib,
+                          starts_processes="multiprocessing" in trace.modules)
+    boot = app.boot_defaults()
+    if boot["memory"] is None:
+        boot["memory"] = needs.default_mib
+    elif boot["memory"] < needs.minimum_mib:
+        raise BuildError(f"memory = \"{boot['memory']}M\" is less than this image needs: at "
+                         f"least {needs.minimum_mib} MiB ({needs.explain()})",
+                         hint=f"raise `memory` to {needs.default_mib}M or more, or leave it "
+                         "out: krait then boots with what the image needs")
     manifest = {
         "format": FORMAT,
         "name": app.name,
         "krait": __version__,
         "settings": app.build_settings(),
-        "boot": app.boot_defaults(),
+        "boot": boot,
+        "memory": needs.to_json(),
+        "dependencies": {"managed": build_python.managed,
+                         "lock_sha256": (hashlib.sha256(build_python.lock.text.encode())
+                                         .hexdigest() if build_python.lock else None),
+                         "packages": build_python.lock.pins if build_python.lock else {}},
         "interpreter": {"path": str(trace.executable),
                         "version": ".".join(map(str, trace.version))},
         "kernel": {**kernel.identity(), "member": "kernel.zst",

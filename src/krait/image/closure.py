@@ -19,7 +19,7 @@ from pathlib import Path
 
 from krait.errors import BuildError
 from krait.guest import protocol
-from krait.image.trace import RUNTIME_PATH, Trace
+from krait.image.trace import Trace
 from krait.run import run
 
 LAYERS = ("base", "packages", "app")
@@ -43,7 +43,8 @@ def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
 
 
 def plan_files(trace: Trace, app_root: Path, include: tuple[str, ...],
-               sources: bool = False, exclude: tuple[str, ...] = ()) -> list[GuestFile]:
+               sources: bool = False, exclude: tuple[str, ...] = (),
+               ignore: tuple[str, ...] = ()) -> list[GuestFile]:
     """Every file of the image, without duplicates, sorted by layer and path."""
     files: dict[str, GuestFile] = {}
 
@@ -66,17 +67,24 @@ def plan_files(trace: Trace, app_root: Path, include: tuple[str, ...],
                 if path.is_file():
                     rel = path.relative_to(root).as_posix()
                     add(GuestFile("packages", f"{protocol.PACKAGES_DIR}/{rel}", path, "copy"))
-    for name, pkg_dirs in trace.packages.items():
-        if name not in modules:
-            continue
-        for d in map(Path, pkg_dirs):
+    # Package data (templates, zone files, certificate bundles), and the __init__ of every
+    # folder of it: importlib.resources imports such a folder as a package.
+    for top in sorted({n.split(".")[0] for n in modules}):
+        for d in map(Path, trace.packages.get(top, [])):
             root = _path_entry(d, entries)
-            if root is None or _under(d, trace.stdlib) or _under(d, RUNTIME_PATH):
+            if (root is None or root == app_root or _under(d, trace.stdlib)
+                    or _under(d, trace.runtime)):
                 continue
             for path in _package_data(d):
-                layer, base = _layer_for(path, app_root, root)
-                add(GuestFile(layer, f"{base}/{path.relative_to(root).as_posix()}", path,
-                              "copy"))
+                rel = path.relative_to(root).as_posix()
+                if path.suffix == ".py":
+                    add(GuestFile("packages", f"{protocol.PACKAGES_DIR}/{rel[:-3]}.pyc", path,
+                                  "pyc"))
+                else:
+                    add(GuestFile("packages", f"{protocol.PACKAGES_DIR}/{rel}", path, "copy"))
+    for path in app_data(app_root, ignore):
+        add(GuestFile("app", f"{protocol.APP_DIR}/{path.relative_to(app_root).as_posix()}",
+                      path, "copy"))
     for item in include:
         for f in _included(app_root, item):
             add(f)
@@ -100,16 +108,17 @@ def plan_files(trace: Trace, app_root: Path, include: tuple[str, ...],
 
 
 def kept_modules(trace: Trace, exclude: tuple[str, ...]) -> dict[str, Path]:
-    """The traced modules the guest needs: minus excluded ones and minus what only the
-    build host's start-up (site, .pth hooks) imported outside the standard library."""
+    """The modules the guest needs: those traced and those found in their sources, minus
+    excluded ones and minus what only the build environment's start-up (.pth hooks)
+    imported outside the standard library."""
     kept = {}
-    for name, origin in trace.modules.items():
+    for name, origin in {**trace.static, **trace.modules}.items():
         if _excluded(name, exclude):
             continue
         if name in trace.startup and not (_under(origin, trace.stdlib)
                                           or _under(origin, trace.dynload)):
             continue
-        if name in ("site", "_sitebuiltins", "sitecustomize", "usercustomize"):
+        if name in ("sitecustomize", "usercustomize"):  # the build host's, not the app's
             continue
         kept[name] = origin
     return kept
@@ -138,8 +147,8 @@ def _module_files(name: str, origin: Path, trace: Trace, app_root: Path,
                   entries: list[Path], sources: bool) -> list[GuestFile]:
     is_source = origin.suffix in _SOURCE_SUFFIXES
     how = "pyc" if is_source else "elf" if _EXTENSION.search(origin.name) else "copy"
-    if _under(origin, RUNTIME_PATH / "krait"):
-        rel = origin.relative_to(RUNTIME_PATH).as_posix()
+    if _under(origin, trace.runtime / "krait"):
+        rel = origin.relative_to(trace.runtime).as_posix()
         layer, guest = "base", f"{protocol.RUNTIME_DIR}/{rel}"
     elif _under(origin, trace.stdlib) or _under(origin, trace.dynload):
         layer, guest = "base", str(origin)
@@ -176,15 +185,54 @@ def _library_files(path: Path, trace: Trace, app_root: Path,
     return host_path_files(path)
 
 
+# Files a package ships for building against it, not for running it.
+_DEVELOPMENT_SUFFIXES = (".py", ".pyc", ".pyi", ".so", ".h", ".hpp", ".c", ".cc", ".cpp",
+                         ".pxd", ".pyx", ".pxi", ".a", ".lib", ".f", ".f90")
+_TEST_FOLDERS = ("tests", "test", "testing", "__pycache__")
+
+
 def _package_data(folder: Path) -> list[Path]:
-    """Non-code files shipped inside an imported package (templates, certificates...)."""
+    """Non-code files anywhere inside an imported package, without its test suites; and
+    the ``__init__.py`` of each folder that holds such files."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not (
-            Path(dirpath, d) / "__init__.py").exists())
+        dirnames[:] = sorted(d for d in dirnames if d not in _TEST_FOLDERS)
+        data = [Path(dirpath, fn) for fn in sorted(filenames)
+                if not fn.endswith(_DEVELOPMENT_SUFFIXES) and fn != "py.typed"]
+        found += data
+        if data and Path(dirpath) != folder and "__init__.py" in filenames:
+            found.append(Path(dirpath, "__init__.py"))
+    return found
+
+
+# What an app folder holds besides the app: its build files, environments, tests, and
+# keys (TLS keys reach an image only through tls-key).
+_NOT_APP_DATA_FOLDERS = ("__pycache__", "node_modules", "tests", "test", "build", "dist")
+_NOT_APP_DATA_FILES = ("pyproject.toml", "krait.toml", "krait.lock", "setup.py", "setup.cfg",
+                       "MANIFEST.in", "poetry.lock", "uv.lock", "Pipfile", "Pipfile.lock")
+_NOT_APP_DATA_SUFFIXES = (".py", ".pyc", ".pyi", ".krait", ".pem", ".key")
+
+
+def app_data(app_root: Path, ignore: tuple[str, ...] = ()) -> list[Path]:
+    """The app folder's own data files (templates, static files, data), which go into the
+    app layer as they are; ``ignore`` holds glob patterns (relative to the app) to leave
+    out as well."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(app_root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and d not in _NOT_APP_DATA_FOLDERS
+            and not d.endswith(".egg-info") and not (here / d / "pyvenv.cfg").exists())
         for fn in sorted(filenames):
-            if not fn.endswith((".py", ".pyc", ".pyi", ".so")) and fn != "py.typed":
-                found.append(Path(dirpath, fn))
+            path = here / fn
+            rel = path.relative_to(app_root)
+            if (fn.startswith(".") or fn in _NOT_APP_DATA_FILES
+                    or fn.endswith(_NOT_APP_DATA_SUFFIXES)
+                    or (fn.startswith("requirements") and fn.endswith(".txt"))
+                    or any(rel.match(pattern) for pattern in ignore)
+                    or not path.is_file()):
+                continue
+            found.append(path)
     return found
 
 

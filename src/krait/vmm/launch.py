@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from krait.errors import VmError
 from krait.guest import protocol
 from krait.image.archive import Image, open_image, unpack_for_boot
 from krait.vmm.accel import Accel, detect_accel
@@ -40,6 +41,8 @@ class RunOptions:
     compressed_initrd: bool | None = None  # None: decide by memory (see initrd_compressed)
     workdir: Path | None = None
     console_log: Path | None = None
+    # Refuse less memory than the image needs (benchmarks looking for the limit do not).
+    check_memory: bool = True
 
 
 # Only under emulation: the kernel spends a quarter second calibrating and verifying the
@@ -77,6 +80,12 @@ def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
     image = image or open_image(image_path)
     boot = image.manifest["boot"]
     memory = options.memory or int(boot["memory"])
+    minimum = int(image.manifest.get("memory", {}).get("minimum_mib", 0))
+    if options.check_memory and memory < minimum:
+        raise VmError(f"this image needs at least {minimum} MiB of guest memory; "
+                      f"{memory} MiB would end in a kernel panic",
+                      hint=f"give it --memory {image.manifest['boot']['memory']}M (its default) "
+                      f"or at least {minimum}M")
     compressed = options.compressed_initrd
     if compressed is None:
         compressed = initrd_compressed(image, memory)

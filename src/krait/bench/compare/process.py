@@ -11,7 +11,7 @@ import psutil
 from krait.bench.compare.base import Running, Variant
 from krait.bench.compare.payload import LAUNCHER
 from krait.bench.compare.surface import surface_of_host, tree_bytes
-from krait.image.trace import find_interpreter
+from krait.image.environment import prepare_python
 from krait.run import spawn, terminate
 
 
@@ -45,7 +45,7 @@ class ProcessVariant(Variant):
     label = "process (host Python)"
 
     def prepare(self) -> None:
-        self.python = find_interpreter(self.app)
+        self.python = prepare_python(self.app).python  # the app's environment
         self.details = {"python": str(self.python),
                         "artifact": "the app and the server file; the host's Python is shared",
                         "guest_memory": "the process tree's RSS (there is no guest)"}

@@ -1,0 +1,39 @@
+"""What every test session gets: its own krait cache, state and uv cache.
+
+Nothing is shared with earlier runs or with the user's own krait, except the kernel
+build (built once per machine by `make kernel`, read-only to the tests) and the kernel's
+compressed copy, which take minutes to make.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from krait.paths import cache_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    shared = cache_dir()  # the machine's cache, as `make kernel` filled it
+    root = tmp_path_factory.mktemp("krait-session")
+    cache = root / "cache"
+    (cache / "objects").mkdir(parents=True)
+    for part in ("kernel", "objects/kernel"):
+        (shared / part).mkdir(parents=True, exist_ok=True)
+        (cache / part).symlink_to(shared / part)
+    saved = {k: os.environ.get(k) for k in ("KRAIT_CACHE", "KRAIT_STATE", "UV_CACHE_DIR")}
+    os.environ["KRAIT_CACHE"] = str(cache)
+    os.environ["KRAIT_STATE"] = str(root / "state")
+    os.environ["UV_CACHE_DIR"] = str(root / "uv")
+    try:
+        yield cache
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
