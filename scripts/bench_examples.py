@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # for tests.vm helpers (venvs, PostgreSQL)
+sys.path.insert(0, str(ROOT))  # for tests.vm helpers (bare copies, PostgreSQL)
 
-from tests.vm._examples import EXAMPLES, ensure_venv  # noqa: E402
+from tests.vm._examples import EXAMPLES, bare_copy  # noqa: E402
 from tests.vm._postgres import find_pg_bin, start_postgres  # noqa: E402
 
 from krait.bench.apps import Probe, bench_app  # noqa: E402
@@ -34,7 +36,6 @@ PROBES = {
     "website": Probe("/", b"This site is a unikernel", guest_port=8443, https=True),
     "notes": Probe("/notes", b"["),
 }
-VENVS = {"flask", "fastapi", "aiohttp", "notes"}
 
 
 def main() -> None:
@@ -47,15 +48,14 @@ def main() -> None:
     args = parser.parse_args()
     kernel = build_kernel()
     results = {}
+    scratch = Path(tempfile.mkdtemp(prefix="krait-bench-examples-"))
     for name in args.names:
-        if name in VENVS:
-            ensure_venv(name)
-        app = load_app(EXAMPLES / name)
+        app = load_app(bare_copy(EXAMPLES / name, scratch))
         if name == "website":
             from krait.image.tls import with_self_signed
 
             app = with_self_signed(app)
-        image = build_image(app, kernel, Path("/tmp") / f"krait-bench-{name}.krait").path
+        image = build_image(app, kernel, scratch / f"{name}.krait").path
         probe = PROBES[name]
         print(f"== {name}: {image.stat().st_size / 1e6:.2f} MB", file=sys.stderr, flush=True)
         if name == "notes":
@@ -81,6 +81,7 @@ def main() -> None:
               file=sys.stderr, flush=True)
     doc = {"machine": machine_info(), "accelerator": next(
         (r["accelerator"] for r in results.values()), ""), "results": results}
+    shutil.rmtree(scratch, ignore_errors=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)

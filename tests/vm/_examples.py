@@ -1,12 +1,10 @@
-"""Helpers for the example apps' VM tests: their venvs, images and booted VMs."""
+"""Helpers for the example apps' VM tests: bare copies, images and booted VMs."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,31 +13,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from krait.config import load_app
+from krait.image.build import build_image
+from krait.kernel import Kernel
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
 from krait.vmm.qemu import QemuBackend, QemuVm, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-# Debian's interpreter, as the examples' README says; fall back to any python3.11.
-PYTHON = "/usr/bin/python3.11" if Path("/usr/bin/python3.11").exists() else "python3.11"
+TEST_APPS = ROOT / "tests" / "apps"
 
 
-def ensure_venv(example: str) -> Path:
-    """examples/NAME/.venv with its requirements, created once (a stamp holds the hash)."""
-    folder = EXAMPLES / example
-    requirements = folder / "requirements.txt"
-    venv = folder / ".venv"
-    stamp = venv / ".krait-requirements"
-    want = hashlib.sha256(requirements.read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == want and (venv / "bin" / "python").exists():
-        return venv
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([PYTHON, "-m", "venv", venv], check=True, timeout=300)
-    subprocess.run([venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check",
-                    "-r", requirements], check=True, timeout=900)
-    stamp.write_text(want)
-    return venv
+def bare_copy(folder: Path, dest: Path) -> Path:
+    """``folder`` as a new user would arrive with it: the source, its pyproject.toml or
+    krait.toml and (for the examples) the committed krait.lock; nothing built."""
+    target = dest / folder.name
+    shutil.copytree(folder, target, ignore=shutil.ignore_patterns(
+        ".venv", "venv", "*.krait", "__pycache__", ".krait-tls"))
+    return target
+
+
+def build_example(name: str, kernel: Kernel, tmp_path: Path) -> Path:
+    """Build examples/NAME from a bare copy (krait installs what it declares)."""
+    folder = bare_copy(EXAMPLES / name, tmp_path)
+    return build_image(load_app(folder), kernel, tmp_path / f"{name}.krait").path
 
 
 @dataclass

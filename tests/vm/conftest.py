@@ -49,7 +49,7 @@ def make_app(tmp_path: Path) -> Callable[..., Path]:
         folder.mkdir()
         (folder / "app.py").write_text(textwrap.dedent(source))
         (folder / "krait.toml").write_text(
-            f'name = "{name}"\nentry = "{entry}"\nkind = "{kind}"\nmemory = "48M"\n{extra}')
+            f'name = "{name}"\nentry = "{entry}"\nkind = "{kind}"\n{extra}')
         return folder
 
     return make

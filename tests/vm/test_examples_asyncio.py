@@ -6,19 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from krait.config import load_app
 from krait.image.archive import open_image
-from krait.image.build import build_image
 from krait.kernel import Kernel
 
-from ._examples import EXAMPLES, booted, ensure_venv, get_json, request
+from ._examples import booted, build_example, get_json, request
 
 pytestmark = pytest.mark.vm
 
 
 def test_aiohttp(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
-    ensure_venv("aiohttp")
-    image = build_image(load_app(EXAMPLES / "aiohttp"), kernel, tmp_path / "a.krait").path
+    image = build_example("aiohttp", kernel, tmp_path)
     modules = set(open_image(image).manifest["modules"])
     assert {"aiohttp._http_parser", "multidict._multidict", "yarl._quoting_c"} <= modules
     with booted(image) as vm:
@@ -35,7 +32,7 @@ def test_aiohttp(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None
 
 
 def test_plain_asyncio_server(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
-    image = build_image(load_app(EXAMPLES / "asyncio"), kernel, tmp_path / "s.krait").path
+    image = build_example("asyncio", kernel, tmp_path)
     with booted(image) as vm:
         assert request(vm.url("/k1"))[0] == 404
         assert request(vm.url("/k1"), "PUT", "value one")[0] == 201

@@ -1,5 +1,5 @@
-"""Flask (waitress) and FastAPI (uvicorn, pydantic, numpy) apps from their own venvs,
-booted once each, answering real requests."""
+"""Flask (waitress) and FastAPI (uvicorn, pydantic, numpy) apps built from bare copies
+(krait installs their locked dependencies), booted once each, answering real requests."""
 
 from __future__ import annotations
 
@@ -7,19 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from krait.config import load_app
 from krait.image.archive import open_image
-from krait.image.build import build_image
 from krait.kernel import Kernel
 
-from ._examples import EXAMPLES, Booted, booted, ensure_venv, get_json, request
+from ._examples import Booted, booted, build_example, get_json, request
 
 pytestmark = pytest.mark.vm
-
-
-def build_example(name: str, kernel: Kernel, tmp_path: Path) -> Path:
-    ensure_venv(name)
-    return build_image(load_app(EXAMPLES / name), kernel, tmp_path / f"{name}.krait").path
 
 
 def assert_stops_gracefully(vm: Booted) -> None:

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from krait.config import load_app
 from krait.guest import protocol
 from krait.image.archive import open_image
-from krait.image.build import build_image
 from krait.kernel import Kernel
 
-from ._examples import EXAMPLES, booted, ensure_venv, get_json, request
+from ._examples import booted, build_example, get_json, request
 from ._postgres import Postgres, find_pg_bin, start_postgres
 
 pytestmark = pytest.mark.vm
@@ -30,8 +28,7 @@ def postgres() -> Iterator[Postgres]:
 
 def test_notes_survive_a_reboot(kernel: Kernel, tmp_path: Path, postgres: Postgres,
                                 no_leftover_qemu: None) -> None:
-    ensure_venv("notes")
-    image = build_image(load_app(EXAMPLES / "notes"), kernel, tmp_path / "notes.krait").path
+    image = build_example("notes", kernel, tmp_path)
     modules = set(open_image(image).manifest["modules"])
     assert "psycopg_binary._psycopg" in modules  # the compiled driver, libpq bundled
     env = {"NOTES_DSN": postgres.dsn(protocol.GATEWAY)}  # the host, seen from the guest
@@ -59,8 +56,7 @@ def test_notes_survive_a_reboot(kernel: Kernel, tmp_path: Path, postgres: Postgr
 def test_notes_without_database_answers_503(kernel: Kernel, tmp_path: Path,
                                             no_leftover_qemu: None) -> None:
     """A database that is not there is an answer (503), not a crash of the VM."""
-    ensure_venv("notes")
-    image = build_image(load_app(EXAMPLES / "notes"), kernel, tmp_path / "notes.krait").path
+    image = build_example("notes", kernel, tmp_path)
     from krait.vmm.qemu import free_port
 
     dsn = f"host={protocol.GATEWAY} port={free_port()} dbname=x user=x connect_timeout=3"

@@ -12,7 +12,7 @@ import pytest
 
 from krait.image.archive import open_image
 
-from ._examples import EXAMPLES, booted
+from ._examples import EXAMPLES, bare_copy, booted
 from .conftest import krait_cli
 
 pytestmark = pytest.mark.vm
@@ -48,9 +48,10 @@ def first_fetch(port: int, cert: Path) -> http.client.HTTPSConnection:
 
 def test_website_over_https(kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
     image = tmp_path / "website.krait"
-    proc = krait_cli("build", EXAMPLES / "website", "--self-signed", "-o", image, timeout=300)
+    folder = bare_copy(EXAMPLES / "website", tmp_path)
+    proc = krait_cli("build", folder, "--self-signed", "-o", image, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    cert = EXAMPLES / "website" / ".krait-tls" / "cert.pem"
+    cert = folder / ".krait-tls" / "cert.pem"
     assert "ssl" in open_image(image).manifest["modules"]
     with booted(image, guest_ports=(8443, 8080)) as vm:
         https = vm.ports[8443]
