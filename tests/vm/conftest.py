@@ -65,9 +65,23 @@ def build(kernel: Kernel) -> Callable[[Path], Path]:
 
 def krait_cli(*args: str | os.PathLike[str], timeout: float = 120,
               ) -> subprocess.CompletedProcess[str]:
-    """Run the real `krait` command line, as a user would."""
-    return subprocess.run([*KRAIT, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    """Run the real `krait` command line, as a user would. One that runs over its time is
+    stopped as a user would stop it (SIGTERM: krait stops its VM), never killed outright,
+    which would leave its QEMU behind; then the test fails."""
+    argv = [*KRAIT, *map(str, args)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                out, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            pytest.fail(f"`krait {' '.join(map(str, args))}` ran over {timeout}s:\n{out}{err}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="session")

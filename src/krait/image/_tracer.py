@@ -164,6 +164,18 @@ def _is_main_block(test):
             and test.comparators[0].value == "__main__")
 
 
+def _walk_outside_functions(node):
+    """ast.walk, without going into the functions and classes defined under ``node``."""
+    import ast
+
+    todo = [node]
+    while todo:
+        node = todo.pop()
+        yield node
+        todo.extend(child for child in ast.iter_child_nodes(node) if not isinstance(
+            child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)))
+
+
 def _literal_prefix(node):
     """The string, or the literal start of an f-string or of "x." + name; else None."""
     import ast
@@ -243,10 +255,21 @@ def _imports_in(path, name, is_package, command_line_tools=False):
                     else:
                         walk(handler.body, lazy, instead_of, out)
                 handled = [h for h in node.handlers if _catches_import_error(h)]
-                raises = any(isinstance(n, ast.Raise) for h in handled for n in ast.walk(h))
-                # Nothing instead and no error: the module works without it (an accelerator,
-                # an optional format). Marked so a module that never ran leaves it out.
-                optional = not fallbacks and not raises
+                raises = any(isinstance(n, ast.Raise) for h in handled
+                             for n in _walk_outside_functions(h))
+                bound = {(a.asname or a.name).partition(".")[0] for n in node.body
+                         if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+                stand_ins = {t.id for h in handled for n in ast.walk(h)
+                             if isinstance(n, ast.Assign) for t in n.targets
+                             if isinstance(t, ast.Name)}
+                stand_ins |= {n.name for h in handled for n in ast.walk(h)
+                              if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+                copes = bool(bound & stand_ins)
+                # Nothing instead, or the name given a stand-in (hmac's "_hashopenssl =
+                # None", hashlib's own pbkdf2_hmac); and no error, or only for the one
+                # function (tarfile's "bz2 module is not available"): the module works
+                # without it. Marked so a module that never ran leaves it out.
+                optional = (not fallbacks or copes) and (not raises or lazy)
                 out.extend((n, lazy, inst, certain, optional) for n, lazy, inst, certain, _
                            in primary)
                 out.extend(fallbacks)
@@ -319,7 +342,7 @@ def _save_scan_cache(path):
         os.replace(tmp, path)
 
 
-def _static_closure(skip_prefixes, startup, stdlib, roots=()):
+def _static_closure(traced, skip_prefixes, startup, stdlib, roots=()):
     """Modules the traced ones import later (in functions, on first use) that are on this
     interpreter's path: found without importing them, as modulefinder does; ``roots`` are
     more top-level modules to start from as if imported. Returns (name -> file, package
@@ -330,13 +353,13 @@ def _static_closure(skip_prefixes, startup, stdlib, roots=()):
     found, missing, locations, via = {}, set(), {}, {}
 
     def search_path(parent):
-        module = sys.modules.get(parent)
+        module = sys.modules.get(parent) if parent in traced else None
         if module is not None:
             return list(getattr(module, "__path__", None) or [])
         return locations.get(parent)
 
     def lookup(candidate):
-        if candidate in sys.modules or candidate in found or candidate in missing:
+        if candidate in traced or candidate in found or candidate in missing:
             return False
         top, _, rest = candidate.partition(".")
         if top in _NOT_STATIC or any(p in ("tests", "test", "conftest")
@@ -365,14 +388,14 @@ def _static_closure(skip_prefixes, startup, stdlib, roots=()):
             return True
         return spec.submodule_search_locations is not None  # a namespace package
 
-    # A traced module ran already, but its top level may take another branch in the guest
-    # (anyio imports eagerly when it cannot read its own sources), and its functions may
-    # import anything later. A module found here never ran: all its top level may run, and
-    # what its functions import within its own package (multiprocessing's parts start each
-    # other). A fallback (``except ImportError:``) counts only when its first choice is
-    # not there.
+    # Every import of every module counts: a traced module's top level may take another
+    # branch in the guest (anyio imports eagerly when it cannot read its own sources), and
+    # any function may import later. But a fallback (``except ImportError:``) counts only
+    # when its first choice is not there, and what a module that never ran can do without
+    # (an accelerator, an optional format) is left out.
     # What site and .pth hooks of the build environment loaded is not the app's.
-    queue = [(n, _origin(m), hasattr(m, "__path__"), True) for n, m in list(sys.modules.items())
+    queue = [(n, _origin(m), hasattr(m, "__path__"), True)
+             for n, m in [(n, sys.modules[n]) for n in sorted(traced) if n in sys.modules]
              if (n not in startup or (_origin(m) or "").startswith(stdlib + os.sep))
              and not any(n == p or n.startswith(p + ".") for p in skip_prefixes)]
 
@@ -382,35 +405,31 @@ def _static_closure(skip_prefixes, startup, stdlib, roots=()):
             queue.append((root, found.get(root), root in locations, False))
 
     def available(candidate):
-        return candidate in sys.modules or candidate in found or candidate in locations or \
+        return candidate in traced or candidate in found or candidate in locations or \
             candidate in sys.builtin_module_names
 
     while queue:
-        name, origin, is_package, traced = queue.pop()
+        name, origin, is_package, ran = queue.pop()
         if not origin or not origin.endswith(".py"):
             continue
-        top = name.partition(".")[0]
         in_stdlib = origin.startswith(stdlib + os.sep)
-        for target, lazy, instead_of, _, optional in _imports_in(origin, name, is_package,
-                                                                 in_stdlib):
+        for target, _lazy, instead_of, _, optional in _imports_in(origin, name, is_package,
+                                                                  in_stdlib):
             if target.startswith("importlib.metadata") and name.startswith(_IMPORT_SYSTEM):
                 continue  # only for importlib.metadata's callers, who import it themselves
-            if not traced and optional:
+            if not ran and optional:
                 continue
-            if not traced and lazy and target.partition(".")[0] != top:
-                continue
-            if instead_of:
-                for primary in instead_of:
-                    parts = primary.split(".")
-                    for i in range(1, len(parts) + 1):
-                        lookup(".".join(parts[:i]))
-                if all(available(p) for p in instead_of):
-                    continue  # the first choice is there: the fallback will not run
+            # The first choices come first in the list: by now they are in, or were
+            # left out (missing, or optional in a module that never ran).
+            if instead_of and all(available(p) for p in instead_of):
+                continue  # the first choice is there: the fallback will not run
             if target.endswith("*"):
                 package, _, start = target[:-1].rpartition(".")
                 if package == "encodings":
                     continue  # the codec search: see _encodings()
-                targets = [package] if lookup(package) or available(package) else []
+                if lookup(package):
+                    via[package] = name
+                targets = [package] if available(package) else []
                 for info in pkgutil.iter_modules(search_path(package) or []):
                     if info.name.startswith(start):
                         targets.append(f"{package}.{info.name}")
@@ -443,15 +462,23 @@ def _import_quietly(names):
 
 
 def _declared_top_levels():
-    """The top-level modules of every distribution in this environment: when krait made
-    the environment, exactly the app's locked dependencies. One the app never imports at
-    build time may still be used (tzdata, read through importlib.resources)."""
-    import importlib.metadata as md
-
+    """The top-level modules in this environment's site-packages: when krait made the
+    environment, exactly the app's locked dependencies. One the app never imports at
+    build time may still be used (tzdata, read through importlib.resources). Read from
+    the folder itself: importlib.metadata would import a dozen modules into the trace."""
     names = set()
-    for top, dists in md.packages_distributions().items():
-        if top.isidentifier() and not top.startswith("_") and dists:
-            names.add(top)
+    for key in ("purelib", "platlib"):
+        folder = sysconfig.get_paths()[key]
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(folder):
+                stem = entry.partition(".")[0]
+                path = os.path.join(folder, entry)
+                if entry.startswith("_") or not stem.isidentifier():
+                    continue
+                if os.path.isdir(path) and "." not in entry:
+                    names.add(entry)
+                elif entry.endswith((".py", ".so")) and os.path.isfile(path):
+                    names.add(stem)
     return sorted(names)
 
 
@@ -544,6 +571,9 @@ def main():
                 "traceback": traceback.format_exc(),
             }
     heap_kib = _heap_kib()
+    # What the app (and its runtime) imported. From here on the tracer imports modules of
+    # its own (ast, pkgutil, importlib.metadata): they are not the app's.
+    traced = set(sys.modules) - {"__main__", "__mp_main__"}
     stdlib_dir = os.path.realpath(sysconfig.get_paths()["stdlib"])
     static, static_packages, static_via = {}, {}, {}
     if not failed:
@@ -551,14 +581,16 @@ def main():
         skip = [p for x in request.get("exclude", []) for p in (x, "_" + x)]
         roots = _declared_top_levels() if request.get("declared_roots") else ()
         args = (skip, set(startup), stdlib_dir, roots)
-        static, static_packages, static_via = _static_closure(*args)
+        static, static_packages, static_via = _static_closure(traced, *args)
         app_root = os.path.abspath(request["app_root"])
         third_party = [n for n, o in static.items()
                        if not o.startswith((stdlib_dir + os.sep, app_root + os.sep,
                                             os.path.abspath(request["runtime_path"])))]
         if third_party:
+            before = set(sys.modules)
             _import_quietly(sorted(third_party))
-            static, static_packages, static_via = _static_closure(*args)
+            traced |= set(sys.modules) - before - {"__main__", "__mp_main__"}
+            static, static_packages, static_via = _static_closure(traced, *args)
         _save_scan_cache(request.get("scan_cache"))
     if not failed:
         # site: a child started as sys.executable (subprocess, multiprocessing's spawn)
@@ -568,12 +600,13 @@ def main():
             if module is not None and _origin(module):
                 static.setdefault(name, _origin(module))
         for name, origin in _encodings().items():
-            if name not in sys.modules:
+            if name not in traced:
                 static.setdefault(name, origin)
     modules = {}
     packages = {}
-    for name, module in sorted(sys.modules.items()):
-        if name in ("__main__", "__mp_main__"):  # the tracer itself, under other names
+    for name in sorted(traced):
+        module = sys.modules.get(name)
+        if module is None:
             continue
         origin = _origin(module)
         if origin:
@@ -605,7 +638,7 @@ def main():
         "distributions": _distributions(top_levels),
         "startup": startup,
         "absent": sorted(n for n in absent
-                         if "." in n and n not in sys.modules and n not in static),
+                         if "." in n and n not in traced and n not in static),
         "static": static,
         "static_via": static_via,
         "heap_kib": heap_kib,
