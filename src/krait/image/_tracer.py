@@ -312,6 +312,7 @@ def _imports_in(path, name, is_package, command_line_tools=False):
 # What each source file imports, kept between builds (krait passes the file; a file's
 # entry is keyed by its path, size and mtime).
 _SCANNED: dict = {}
+_LOADED: set = set()
 
 
 def _load_scan_cache(path):
@@ -319,6 +320,7 @@ def _load_scan_cache(path):
         return
     with contextlib.suppress(OSError, ValueError), open(path) as f:
         _SCANNED.update(json.load(f))
+    _LOADED.update(_SCANNED)
 
 
 def _save_scan_cache(path):
@@ -334,11 +336,13 @@ def _save_scan_cache(path):
             return False
         return str(st.st_size) == size and str(st.st_mtime_ns) == mtime
 
+    if _SCANNED.keys() == _LOADED:
+        return  # nothing new
     kept = {k: v for k, v in _SCANNED.items() if current(k)}
     tmp = f"{path}.{os.getpid()}.tmp"
     with contextlib.suppress(OSError):
         with open(tmp, "w") as f:
-            json.dump(kept, f)
+            f.write(json.dumps(kept))  # dumps: the C encoder (dump() is pure Python)
         os.replace(tmp, path)
 
 

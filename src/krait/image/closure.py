@@ -12,6 +12,7 @@ Three layers, from the least to the most often changed:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from krait.errors import BuildError
 from krait.guest import protocol
 from krait.image.trace import Trace
+from krait.paths import cache_dir, write_atomically
 from krait.run import run
 
 LAYERS = ("base", "packages", "app")
@@ -125,7 +127,9 @@ def kept_modules(trace: Trace, exclude: tuple[str, ...]) -> dict[str, Path]:
 
 
 def _under(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+    # Strings, not path.parents: this runs some ten thousand times a build.
+    p, r = str(path), str(root)
+    return p == r or p.startswith(r.rstrip("/") + "/")
 
 
 def _path_entry(path: Path, entries: list[Path]) -> Path | None:
@@ -253,13 +257,37 @@ def elf_closure(binaries: list[Path]) -> list[Path]:
     """The binaries plus every shared library they load, as the dynamic loader finds them."""
     seen: dict[Path, None] = {}
     todo = list(dict.fromkeys(binaries))
+    known = _needed_cache()
+    added = False
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen[path] = None
-        todo += [p for p in _needed(path) if p not in seen]
+        st = path.stat()
+        key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
+        if key not in known:
+            known[key] = [str(p) for p in _needed(path)]
+            added = True
+        todo += [Path(p) for p in known[key] if Path(p) not in seen]
+    if added:
+        write_atomically(_needed_file(), json.dumps(known).encode())
     return sorted(seen)
+
+
+def _needed_file() -> Path:
+    return cache_dir() / "objects" / "needed.json"
+
+
+def _needed_cache() -> dict[str, list[str]]:
+    """What the dynamic loader said each ELF file needs, by path, size and mtime: asking
+    it is a process per file, and a build asks about every extension module."""
+    try:
+        known: dict[str, list[str]] = json.loads(_needed_file().read_text())
+        return known
+    except (OSError, ValueError):
+        _needed_file().parent.mkdir(parents=True, exist_ok=True)
+        return {}
 
 
 def _needed(path: Path) -> list[Path]:

@@ -180,7 +180,8 @@ def build_environment(interpreter: Interpreter, lock: Lock | None, step: Step) -
 def _install(uv: str, python: Path, lock: Lock, step: Step) -> None:
     """``uv pip sync`` the lock into the environment, its progress shown line by line."""
     step(f"installing {len(lock.pins)} locked packages with uv")
-    argv = [uv, "pip", "sync", "--python", str(python), str(lock.path)]
+    # Bytecode compiled once here: the tracer imports the packages at every build.
+    argv = [uv, "pip", "sync", "--compile-bytecode", "--python", str(python), str(lock.path)]
     proc = spawn(argv, env=uv_env())
     lines: list[str] = []
     assert proc.stdout is not None
