@@ -13,9 +13,10 @@ from krait.bench.compare.surface import (
     surface_of_tree,
     tree_bytes,
 )
-from krait.image.archive import Image
-from krait.image.cpio import Entry, write_cpio
-from krait.image.layers import compress
+from krait.image.entry import Entry
+from krait.image.erofs import listing
+
+from ._manifests import image
 
 DPKG_STATUS = """\
 Package: bash
@@ -81,14 +82,12 @@ def test_count_surface_from_entries() -> None:
                                       "packages": 0}
 
 
-def test_image_layers_are_counted(tmp_path: Path) -> None:
-    layer_a = write_cpio([Entry.folder("/usr"), Entry.folder("/usr/bin"),
-                          Entry.file("/usr/bin/python3.11", b"elf", executable=True),
-                          Entry.file("/init", b"#!", executable=True)])
-    layer_b = write_cpio([Entry.file("/app/app.pyc", b"pyc"),
-                          Entry.symlink("/usr/bin/python3", "python3.11")])
-    image = Image(tmp_path / "x.krait",
-                  {"layers": [{"member": "a"}, {"member": "b"}]}, "0" * 64,
-                  {"a": compress(layer_a), "b": compress(layer_b)})
-    assert surface_of_image(image) == {"files": 4, "executables": 2, "setuid": 0,
-                                       "shells": 0, "packages": 0}
+def test_image_layers_are_counted() -> None:
+    layer_a = listing([Entry.folder("/usr"), Entry.folder("/usr/bin"),
+                       Entry.file("/usr/bin/python3.11", b"elf", executable=True),
+                       Entry.file("/init", b"#!", executable=True)])
+    layer_b = listing([Entry.file("/krait/app/app.pyc", b"pyc"),
+                       Entry.symlink("/krait/app/python3", "python3.11")])
+    img = image({"layers/base.files.json": layer_a, "layers/app.files.json": layer_b})
+    assert surface_of_image(img) == {"files": 4, "executables": 2, "setuid": 0,
+                                     "shells": 0, "packages": 0}

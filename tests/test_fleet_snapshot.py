@@ -7,14 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-from krait.bench.serve import parse_wrk
+from krait.bench.http import parse_wrk
 from krait.fleet import snapshot
 from krait.vmm.accel import Accel
-from krait.vmm.base import VmSpec
+from krait.vmm.base import Disk, VmSpec
 from krait.vmm.options import Incoming, PortForward
 from krait.vmm.qemu import QemuBackend
 
-SPEC = VmSpec(name="demo", kernel=Path("/k/vmlinux"), initrd=Path("/k/initrd"),
+SPEC = VmSpec(name="demo", kernel=Path("/k/vmlinux"), disks=(Disk("base", Path("/k/b")),),
               cmdline=("console=ttyS0", "krait.guest=1"), memory=48, vcpus=1,
               accel=Accel("tcg", "x"), ports=(PortForward(8080, 8080),),
               workdir=Path("/run/krait/demo"))

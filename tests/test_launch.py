@@ -1,26 +1,15 @@
-"""The kernel command line and the initramfs choice, from an image manifest."""
+"""The kernel command line, from an image manifest."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from krait.guest import protocol
-from krait.image.archive import Image
 from krait.vmm.accel import Accel
-from krait.vmm.launch import RunOptions, initrd_compressed, kernel_cmdline
+from krait.vmm.launch import RunOptions, kernel_cmdline
+
+from ._manifests import disk, image
 
 TCG = Accel("tcg", "test")
 KVM = Accel("kvm", "test")
-
-
-def image(cpio_mib: float = 13.0, cmdline: str = "", name: str = "hello") -> Image:
-    manifest: dict[str, Any] = {
-        "name": name,
-        "boot": {"memory": 48, "vcpus": 1, "cmdline": cmdline},
-        "layers": [{"cpio_size": int(cpio_mib * 2**20)}],
-    }
-    return Image(Path("x.krait"), manifest, "0" * 64, {})
 
 
 def test_marker_console_and_network_are_always_there() -> None:
@@ -54,8 +43,10 @@ def test_hostname_is_sanitised() -> None:
     assert any(":my-app-1:eth0:" in a for a in args)
 
 
-def test_initramfs_is_compressed_only_when_memory_is_short() -> None:
-    assert initrd_compressed(image(cpio_mib=13.0), 40)
-    assert not initrd_compressed(image(cpio_mib=13.0), 48)
-    assert not initrd_compressed(image(cpio_mib=13.0), 256)
-    assert initrd_compressed(image(cpio_mib=60.0), 128)
+def test_the_base_layer_is_the_root_and_the_others_follow_in_order() -> None:
+    args = kernel_cmdline(image(), RunOptions(), TCG)
+    assert {"root=/dev/vda", "rootfstype=erofs", "ro", "init=/init"} <= set(args)
+    assert f"{protocol.DISKS_PARAM}=app" in args
+    three = image(layers=(disk("base", "/"), disk("packages", "/krait/packages"),
+                          disk("app", "/krait/app")))
+    assert f"{protocol.DISKS_PARAM}=packages,app" in kernel_cmdline(three, RunOptions(), TCG)

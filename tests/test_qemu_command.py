@@ -8,7 +8,7 @@ import pytest
 
 from krait.vmm import accel as accel_mod
 from krait.vmm.accel import Accel, detect_accel
-from krait.vmm.base import VmSpec
+from krait.vmm.base import Disk, VmSpec
 from krait.vmm.options import (
     Accelerator,
     Chardev,
@@ -26,7 +26,7 @@ def spec(**changes: object) -> VmSpec:
     values: dict[str, object] = {
         "name": "demo",
         "kernel": Path("/images/vmlinux"),
-        "initrd": Path("/images/initrd.cpio.zst"),
+        "disks": (Disk("base", Path("/cache/base.erofs")), Disk("app", Path("/cache/app.erofs"))),
         "cmdline": ("console=ttyS0", "quiet", "krait.guest=1"),
         "memory": 48,
         "vcpus": 2,
@@ -80,11 +80,17 @@ def test_flags() -> None:
         assert argv.count(flag) == 1, flag
 
 
-def test_direct_boot() -> None:
+def test_direct_boot_from_read_only_disks_in_order() -> None:
     argv = QemuBackend().command(spec())
     assert one(argv, "-kernel") == "/images/vmlinux"
-    assert one(argv, "-initrd") == "/images/initrd.cpio.zst"
+    assert "-initrd" not in argv
     assert one(argv, "-append") == "console=ttyS0 quiet krait.guest=1"
+    assert option(argv, "-drive") == [
+        "file=/cache/base.erofs,if=none,id=disk-base,format=raw,readonly=on",
+        "file=/cache/app.erofs,if=none,id=disk-app,format=raw,readonly=on"]
+    devices = option(argv, "-device")
+    assert devices.index("virtio-blk-device,drive=disk-base") < devices.index(
+        "virtio-blk-device,drive=disk-app")
 
 
 def test_port_forward() -> None:

@@ -205,7 +205,7 @@ def test_self_signed_pair_is_baked_into_the_app_layer(tmp_path: Path) -> None:
     assert cert.startswith("-----BEGIN CERTIFICATE-----")
     files = tls_files(app)
     assert [(f.layer, f.guest) for f in files] == [("app", GUEST_CERT),
-                                                   ("app", "/krait/tls/key.pem")]
+                                                   ("app", "/krait/app/.krait/tls/key.pem")]
     assert tls_env(app)["KRAIT_TLS_CERT"] == GUEST_CERT
     again = with_self_signed(load_app(folder))  # kept: rebuilds reuse the pair
     assert (folder / again.tls_cert).read_text() == cert

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 import socket
 import tarfile
 from pathlib import Path
@@ -55,7 +58,7 @@ def test_app_crash_at_import_in_the_guest(make_app, build, no_leftover_qemu) -> 
 
 
 def test_kernel_panic_is_reported(hello_image: Path, no_leftover_qemu) -> None:
-    proc = krait_cli("run", hello_image, "--cmdline", "rdinit=/does-not-exist")
+    proc = krait_cli("run", hello_image, "--cmdline", "init=/does-not-exist")
     assert proc.returncode == 1
     assert "kernel panicked" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -71,20 +74,50 @@ def test_host_port_already_taken(hello_image: Path, no_leftover_qemu) -> None:
     assert f"port 127.0.0.1:{port} is already in use" in proc.stderr
 
 
-def test_tampered_image_is_refused(hello_image: Path, tmp_path: Path, no_leftover_qemu) -> None:
-    tampered = tmp_path / "tampered.krait"
-    with tarfile.open(hello_image) as src, tarfile.open(tampered, "w") as dst:
+def rewrite(image: Path, out: Path, member_name: str, change) -> Path:  # type: ignore[no-untyped-def]
+    """A copy of ``image`` with one member changed (``change(data)``; None drops it)."""
+    with tarfile.open(image) as src, tarfile.open(out, "w") as dst:
         for member in src.getmembers():
             data = src.extractfile(member).read()  # type: ignore[union-attr]
-            if member.name == "layers/app.cpio.zst":
-                data = data[:-8] + bytes(b ^ 0xFF for b in data[-8:])
-            import io
-
+            if member.name == member_name:
+                data = change(data)
+                if data is None:
+                    continue
+                member.size = len(data)
             dst.addfile(member, io.BytesIO(data))
-    proc = krait_cli("run", tampered)
+    return out
+
+
+@pytest.mark.parametrize("part", ["layers/app.erofs.zst", "layers/base.erofs.zst",
+                                  "kernel.zst"])
+def test_a_changed_part_is_refused_by_name(hello_image: Path, tmp_path: Path, part: str,
+                                           no_leftover_qemu) -> None:
+    copy = rewrite(hello_image, tmp_path / "copy.krait", part,
+                   lambda data: data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))
+    proc = krait_cli("run", copy)
     assert proc.returncode == 1
-    assert "does not match its digest" in proc.stderr
-    assert "tampered" in proc.stderr
+    assert f"{part} does not match its digest" in proc.stderr
+    assert "corrupted or tampered with" in proc.stderr
+
+
+def test_a_missing_disk_layer_is_refused_by_name(hello_image: Path, tmp_path: Path) -> None:
+    copy = rewrite(hello_image, tmp_path / "copy.krait", "layers/base.erofs.zst",
+                   lambda data: None)
+    proc = krait_cli("run", copy)
+    assert proc.returncode == 1
+    assert "layers/base.erofs.zst is missing" in proc.stderr
+
+
+def test_a_changed_disk_in_the_cache_is_unpacked_again(hello_image: Path) -> None:
+    from krait.image.archive import open_image, unpack_for_boot
+
+    image = open_image(hello_image)
+    [(part, disk)] = [(p, d) for p, d in unpack_for_boot(image).disks if p.name == "app"]
+    os.chmod(disk, 0o644)
+    disk.write_bytes(disk.read_bytes()[:-1] + b"X")  # same size, other content
+    [(_, again)] = [(p, d) for p, d in unpack_for_boot(image).disks if p.name == "app"]
+    assert again == disk
+    assert hashlib.sha256(again.read_bytes()).hexdigest() == part.unpacked_sha256
 
 
 def test_truncated_image_is_refused(hello_image: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.vm
 
 def test_aiohttp(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
     image = build_example("aiohttp", kernel, tmp_path)
-    modules = set(open_image(image).manifest["modules"])
+    modules = set(open_image(image).manifest.modules)
     assert {"aiohttp._http_parser", "multidict._multidict", "yarl._quoting_c"} <= modules
     with booted(image) as vm:
         status, _, body = request(vm.url("/"))

@@ -25,8 +25,8 @@ def assert_stops_gracefully(vm: Booted) -> None:
 def test_flask_on_waitress(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
     image = build_example("flask", kernel, tmp_path)
     manifest = open_image(image).manifest
-    assert manifest["settings"]["server"] == "waitress"
-    assert {"flask", "waitress.server", "markupsafe._speedups"} <= set(manifest["modules"])
+    assert manifest.settings["server"] == "waitress"
+    assert {"flask", "waitress.server", "markupsafe._speedups"} <= set(manifest.modules)
     with booted(image) as vm:
         status, _, body = request(vm.url("/"))
         assert status == 200 and body.startswith(b"Hello from Flask 3.11"), body
@@ -46,7 +46,7 @@ def test_fastapi_on_uvicorn_with_pydantic_and_numpy(kernel: Kernel, tmp_path: Pa
                                                     no_leftover_qemu: None) -> None:
     image = build_example("fastapi", kernel, tmp_path)
     img = open_image(image)
-    modules = set(img.manifest["modules"])
+    modules = set(img.manifest.modules)
     assert {"uvicorn.protocols.http.h11_impl", "uvicorn.lifespan.on",
             "pydantic_core._pydantic_core", "numpy._core._multiarray_umath"} <= modules
     assert not {"uvloop", "httptools"} & modules  # one asyncio loop, pure-Python h11

@@ -29,7 +29,7 @@ def postgres() -> Iterator[Postgres]:
 def test_notes_survive_a_reboot(kernel: Kernel, tmp_path: Path, postgres: Postgres,
                                 no_leftover_qemu: None) -> None:
     image = build_example("notes", kernel, tmp_path)
-    modules = set(open_image(image).manifest["modules"])
+    modules = set(open_image(image).manifest.modules)
     assert "psycopg_binary._psycopg" in modules  # the compiled driver, libpq bundled
     env = {"NOTES_DSN": postgres.dsn(protocol.GATEWAY)}  # the host, seen from the guest
     written = []

@@ -55,16 +55,15 @@ def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet:
         return
     m = result.manifest
     table = Table("part", "stored", "unpacked", "files", "sha256", box=None)
-    table.add_row("kernel", human_size(m["kernel"]["size"]),
-                  human_size(m["kernel"]["unpacked_size"]), "", m["kernel"]["sha256"][:16])
-    for layer in m["layers"]:
-        note = " (cached)" if layer["name"] in result.cached_layers else ""
-        table.add_row(f"{layer['name']}{note}", human_size(layer["size"]),
-                      human_size(layer["cpio_size"]), str(layer["files"]), layer["sha256"][:16])
+    for part in m.parts:
+        note = " (cached)" if part.name in result.cached_layers else ""
+        table.add_row(f"{part.name}{note}", human_size(part.size),
+                      human_size(part.unpacked_size), str(part.files or ""), part.sha256[:16])
     console.print(table)
     size = result.path.stat().st_size
     console.print(f"[bold]{escape(str(result.path))}[/]  {human_size(size)}, "
-                  f"{len(m['modules'])} modules, digest {result.digest[:16]}, "
+                  f"{len(m.modules)} modules, digest {result.digest[:16]}, "
                   f"built in {result.seconds:.2f}s")
-    console.print(f"memory    needs at least {m['memory']['minimum_mib']} MiB; boots with "
-                  f"{m['boot']['memory']} MiB unless --memory says otherwise")
+    console.print(f"memory    needs at least {m.memory.minimum_mib} MiB "
+                  f"({m.memory.explain()}); boots with {m.boot.memory} MiB unless --memory "
+                  "says otherwise")

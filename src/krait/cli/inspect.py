@@ -7,12 +7,11 @@ import stat
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from krait.cli._output import console, human_size
 from krait.image.archive import open_image
-from krait.image.cpio import read_cpio
-from krait.image.layers import decompress
 
 
 @click.command("inspect")
@@ -25,33 +24,31 @@ def command(image: Path, show_files: bool, as_json: bool, top: int) -> None:
     img = open_image(image)
     m = img.manifest
     if as_json:
-        click.echo(json.dumps({"digest": img.digest, **m}, indent=2))
+        click.echo(json.dumps({"digest": img.digest, **json.loads(m.to_json())}, indent=2))
         return
-    s = m["settings"]
-    console.print(f"[bold]{img.name}[/]  {image}  ({human_size(image.stat().st_size)})")
+    s = m.settings
+    console.print(f"[bold]{escape(img.name)}[/]  {escape(str(image))}  "
+                  f"({human_size(image.stat().st_size)})")
     console.print(f"digest    {img.digest}")
     console.print(f"entry     {s['entry']} ({s['kind']}), ports {s['ports'] or '-'}")
-    console.print(f"python    {m['interpreter']['path']} {m['interpreter']['version']}")
-    k = m["kernel"]
-    console.print(f"kernel    {k['version']}, {k['format']}, {human_size(k['size'])} stored, "
-                  f"{human_size(k['unpacked_size'])} unpacked, sha256 {k['sha256'][:16]}")
-    console.print(f"boot      {m['boot']['memory']} MiB, {m['boot']['vcpus']} vCPU"
-                  + (f", cmdline {m['boot']['cmdline']!r}" if m["boot"]["cmdline"] else ""))
-    table = Table("layer", "stored", "unpacked", "files", "sha256", box=None)
-    all_files = []
-    for layer, blob in img.layer_blobs():
-        table.add_row(layer["name"], human_size(layer["size"]), human_size(layer["cpio_size"]),
-                      str(layer["files"]), layer["sha256"][:16])
-        for entry in read_cpio(decompress(blob)):
-            if entry.data and not entry.path.startswith("/dev"):
-                all_files.append((layer["name"], entry))
+    console.print(f"python    {m.interpreter['path']} {m.interpreter['version']}")
+    console.print(f"kernel    {m.kernel_identity.version}, {m.kernel.format}, "
+                  f"{human_size(m.kernel.size)} stored, {human_size(m.kernel.unpacked_size)} "
+                  f"unpacked, sha256 {m.kernel.sha256[:16]}")
+    console.print(f"boot      {m.boot.memory} MiB, {m.boot.vcpus} vCPU"
+                  + (f", cmdline {m.boot.cmdline!r}" if m.boot.cmdline else ""))
+    console.print(f"memory    needs at least {m.memory.minimum_mib} MiB: {m.memory.explain()}")
+    table = Table("layer", "mount", "stored", "unpacked", "files", "sha256", box=None)
+    for layer in m.layers:
+        table.add_row(layer.name, layer.mount, human_size(layer.size),
+                      human_size(layer.unpacked_size), str(layer.files), layer.sha256[:16])
     console.print(table)
-    files = sorted(all_files, key=lambda f: -len(f[1].data))
+    everything = img.files()
+    files = sorted((f for f in everything if stat.S_ISREG(f.mode)), key=lambda f: -f.size)
     listing = Table("layer", "size", "path", box=None, title=None if show_files else
                     f"largest {min(top, len(files))} files")
-    for layer_name, entry in files if show_files else files[:top]:
-        listing.add_row(layer_name, human_size(len(entry.data)), entry.path)
+    for f in files if show_files else files[:top]:
+        listing.add_row(f.layer, human_size(f.size), f.path)
     console.print(listing)
-    executables = [e.path for _, e in all_files if stat.S_ISREG(e.mode) and e.mode & 0o111
-                   and not e.path.endswith(".so") and ".so." not in e.path]
-    console.print(f"modules   {len(m['modules'])}; executables: {', '.join(executables)}")
+    runnable = [f"{f.path} ({f.runs})" for f in everything if f.runs]
+    console.print(f"modules   {len(m.modules)}; what can be run: {', '.join(runnable)}")

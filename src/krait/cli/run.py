@@ -84,7 +84,7 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...], accel: 
                           f"{spec.accel.reason}); `krait logs -f {folder.name}` shows its console")
         click.echo(folder.name)
         return
-    declared = set(img.manifest["settings"].get("ports", []))
+    declared = set(img.manifest.ports)
     for forward in spec.ports:
         if declared and forward.guest not in declared:
             err_console.print(f"[yellow]warning:[/] the app listens on {sorted(declared)}, "

@@ -118,7 +118,7 @@ class QemuDriver(Driver):
 
     def _spec(self, image: ImageRef, folder: InstanceDir, port: int) -> VmSpec:
         img: Image = image.image
-        guest_port = (img.manifest["settings"].get("ports") or [8080])[0]
+        guest_port = img.manifest.first_port
         options = replace(self.options, ports=(PortForward(port, guest_port),),
                           workdir=folder.path, console_log=folder.console_log)
         _, spec = prepare(image.path, options, image=img)

@@ -14,14 +14,35 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import unquote
+
+# Not typing itself: importing it costs 0.14 s at every boot under emulation.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_HEADER = 64 * 1024
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently",
            302: "Found", 304: "Not Modified", 400: "Bad Request", 404: "Not Found",
            405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error",
            503: "Service Unavailable"}
+
+
+def unquote(text: str) -> str:
+    """urllib.parse.unquote (%XX escapes decoded as UTF-8), without importing urllib: it
+    costs some 35 ms at every boot under emulation."""
+    if "%" not in text:
+        return text
+    head, *rest = text.split("%")
+    out = bytearray(head.encode())
+    for part in rest:
+        try:
+            out += bytes.fromhex(part[:2]) if len(part) >= 2 else b""
+            if len(part) < 2:
+                raise ValueError
+            out += part[2:].encode()
+        except ValueError:
+            out += b"%" + part.encode()
+    return out.decode("utf-8", "replace")
 
 
 class BadRequest(Exception):
@@ -88,7 +109,10 @@ def response_head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-Handler = Callable[[Request, asyncio.StreamWriter], Any]
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    Handler: TypeAlias = Callable[[Request, asyncio.StreamWriter], Any]
 
 
 async def serve(handler: Handler, port: int, ready: Callable[[], None],

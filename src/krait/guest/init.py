@@ -5,7 +5,8 @@ work, each step as cheap as we can make it under emulation:
 
 1. refuse to act unless we are PID 1 *and* the kernel command line carries
    krait's marker (a container's PID 1 has the host's command line, without it);
-2. mount /proc, /dev (devtmpfs) and a small /tmp, then remount / read-only;
+2. mount the image's other layers (read-only erofs disks; the kernel mounted the base
+   layer as the root itself), /dev/shm and a small /tmp;
 3. the network was already configured by the kernel (``ip=`` on the command line);
    entropy is ready because the host passes ``random.trust_cpu=on`` and a virtio-rng;
 4. import the app and run it as its kind says; print one readiness line;
@@ -24,9 +25,13 @@ import marshal
 import os
 import sys
 import time
-from typing import Any
 
 from krait.guest import protocol
+
+# Not typing itself: importing it costs 0.14 s at every boot under emulation.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 LINUX_REBOOT_CMD_RESTART = 0x01234567
@@ -41,6 +46,10 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str = "") ->
         raise OSError(errno, f"mount {target}: {os.strerror(errno)}")
 
 
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
 def _is_krait_guest() -> tuple[bool, str]:
     if os.getpid() != 1:
         return False, ""
@@ -49,10 +58,6 @@ def _is_krait_guest() -> tuple[bool, str]:
     with open("/proc/cmdline") as f:
         cmdline = f.read()
     return protocol.MARKER in cmdline.split(), cmdline
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
 def _set_clock(ns: int) -> None:
@@ -99,13 +104,56 @@ class Control:
         _thread.start_new_thread(read, ())
 
 
-def _prepare_system() -> None:
-    _mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
+# When each step of the boot was done, in seconds since the kernel started (monotonic);
+# sent to the host after the readiness signal, for `krait bench boot --timeline`.
+TIMELINE: dict[str, float] = {}
+
+
+def _mark(step: str) -> None:
+    TIMELINE[step] = time.monotonic()
+
+
+def _exec_time() -> float | None:
+    """When the kernel ran /init: the time stamp of its "Run /init as init process" in
+    the kernel's log (seconds since boot); read after the app is ready."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        while True:
+            try:
+                record = os.read(fd, 4096).decode(errors="replace")
+            except BlockingIOError:
+                return None  # the end of the log
+            except OSError:  # EPIPE: a record was overwritten; go on with the next
+                continue
+            head, _, text = record.partition(";")
+            if text.startswith("Run ") and "as init process" in text:
+                return int(head.split(",")[2]) / 1e6
+    finally:
+        os.close(fd)
+
+
+def _mount_layers(cmdline: str) -> None:
+    """The image's other layers, in the order the host attached them (/dev/vdb, ...)."""
+    for arg in cmdline.split():
+        key, _, value = arg.partition("=")
+        if key == protocol.DISKS_PARAM:
+            for i, name in enumerate(value.split(",")):
+                _mount(f"/dev/vd{chr(ord('b') + i)}", protocol.MOUNTS[name], "erofs",
+                       MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _prepare_system(cmdline: str) -> None:
+    if not os.path.exists("/dev/null"):  # a root disk: the kernel mounted /dev already
+        _mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
+    _mount_layers(cmdline)
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=25%,mode=1777")
     # POSIX semaphores and shared memory (multiprocessing's locks and queues) live here.
     os.mkdir("/dev/shm", 0o1777)
     _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=25%,mode=1777")
-    _mount("rootfs", "/", "", MS_REMOUNT | MS_RDONLY)
+    _mount("none", "/", "", MS_REMOUNT | MS_RDONLY)
 
 
 def _load_app(config: dict[str, Any]) -> Any:
@@ -146,13 +194,20 @@ def run_app(config: dict[str, Any], control: Control) -> int:
     """Import and run the app; return its exit status (tracebacks go to the console)."""
     try:
         target = _load_app(config)
+        _mark("imported")
         kind = config["kind"]
         control.watch(lambda: os.kill(os.getpid(), _signal.SIGTERM))
 
         def ready() -> None:
+            _mark("ready")
             print(_ready_line(config), flush=True)
             control.send(protocol.READY)
-            print(_memory_line(), flush=True)  # after READY: not on the boot-time path
+            # After READY: not on the boot-time path.
+            if (ran := _exec_time()) is not None:
+                TIMELINE["exec"] = ran
+            control.send(protocol.TIMELINE + " " + " ".join(
+                f"{k}={v:.4f}" for k, v in sorted(TIMELINE.items(), key=lambda kv: kv[1])))
+            print(_memory_line(), flush=True)
 
         if kind == "main":
             ready()
@@ -202,15 +257,31 @@ def _idna_fallback(name: str) -> Any:
     return codecs.CodecInfo(encode, decode, name="idna")
 
 
+def _power_off_on(error: BaseException) -> NoReturn:
+    """Set-up failed before the app could run: say why, and end the VM (never return:
+    PID 1 exiting would panic the kernel)."""
+    print(f"krait: the guest could not start the app: {type(error).__name__}: {error}",
+          file=sys.stderr, flush=True)
+    Control().send(f"{protocol.EXIT} 1")
+    _libc.reboot(LINUX_REBOOT_CMD_RESTART)
+    while True:
+        time.sleep(60)
+
+
 def main() -> None:
+    _mark("main")
     ok, cmdline = _is_krait_guest()
     if not ok:
         print("krait: not a krait guest (not PID 1, or no krait.guest=1 on the kernel "
               "command line); doing nothing", file=sys.stderr)
         sys.exit(2)
-    _prepare_system()
-    with open(protocol.CONFIG_PATH, "rb") as f:
-        config = marshal.load(f)
+    try:
+        _prepare_system(cmdline)
+        with open(protocol.CONFIG_PATH, "rb") as f:
+            config = marshal.load(f)
+    except (OSError, ValueError, EOFError) as e:
+        _power_off_on(e)
+    _mark("mounted")
     boot = protocol.decode_boot(cmdline)
     os.environ.update(config.get("env", {}))
     os.environ.update(boot.get("env", {}))

@@ -504,16 +504,19 @@ def _encodings():
     return dict(names)
 
 
-def _heap_kib():
-    """Anonymous memory in use once the app is imported (the guest's heap, roughly)."""
+def _resident_kib():
+    """(anonymous, file-backed) memory resident once the app is imported: the guest's
+    heap, and the interpreter and library pages it keeps mapped, roughly."""
+    found = {}
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1])
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "RssFile"):
+                    found[key] = int(value.split()[0])
     except (OSError, ValueError):
         pass
-    return 0
+    return found.get("RssAnon", 0), found.get("RssFile", 0)
 
 
 def main():
@@ -574,7 +577,7 @@ def main():
                 "missing": e.name if isinstance(e, ModuleNotFoundError) else None,
                 "traceback": traceback.format_exc(),
             }
-    heap_kib = _heap_kib()
+    heap_kib, mapped_kib = _resident_kib()
     # What the app (and its runtime) imported. From here on the tracer imports modules of
     # its own (ast, pkgutil, importlib.metadata): they are not the app's.
     traced = set(sys.modules) - {"__main__", "__mp_main__"}
@@ -646,6 +649,7 @@ def main():
         "static": static,
         "static_via": static_via,
         "heap_kib": heap_kib,
+        "mapped_kib": mapped_kib,
     }
     json.dump(report, report_out)
     report_out.flush()

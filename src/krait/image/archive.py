@@ -1,11 +1,14 @@
 """The ``NAME.krait`` file: a plain tar holding a manifest, the kernel and the layers.
 
-    manifest.json          name, settings, kernel identity, each part's sha256 and size
-    kernel.zst             the kernel (ELF vmlinux for PVH boot, or a bzImage), zstd
-    layers/NAME.cpio.zst   one deterministic newc archive per layer, zstd
+    manifest.json              name, settings, each part's digests and sizes (manifest.py)
+    kernel.zst                 the kernel (ELF vmlinux for PVH boot, or a bzImage), zstd
+    layers/NAME.erofs.zst      one read-only erofs disk per layer, zstd
+    layers/NAME.files.json     what the layer holds (for inspect)
 
 Members are written in that order with zeroed metadata, so the same inputs give the
-same bytes. Every part is checked against the manifest before it is booted.
+same bytes. Every part is checked against the manifest when the image is opened, and
+what QEMU boots (the unpacked kernel and disks, kept once per digest in the cache, shared
+by every instance) is checked against it before each boot.
 """
 
 from __future__ import annotations
@@ -13,17 +16,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from krait.errors import ImageError
 from krait.image.layers import decompress
+from krait.image.manifest import Manifest, Part
 from krait.paths import cache_dir, write_atomically
 
-FORMAT = 1
 SUFFIX = ".krait"
+log = logging.getLogger("krait")
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:
@@ -33,15 +38,20 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_image(path: Path, manifest: dict[str, Any], parts: dict[str, bytes]) -> str:
+def write_image(path: Path, manifest: Manifest, parts: dict[str, bytes]) -> str:
     """Write the image; return its digest (the sha256 of its manifest)."""
-    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        tar.addfile(_info("manifest.json", len(manifest_bytes)), io.BytesIO(manifest_bytes))
-        for name, blob in parts.items():
-            tar.addfile(_info(name, len(blob)), io.BytesIO(blob))
-    tmp.replace(path)
+    manifest_bytes = manifest.to_json()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            tar.addfile(_info("manifest.json", len(manifest_bytes)),
+                        io.BytesIO(manifest_bytes))
+            for name, blob in parts.items():
+                tar.addfile(_info(name, len(blob)), io.BytesIO(blob))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return hashlib.sha256(manifest_bytes).hexdigest()
 
 
@@ -50,16 +60,29 @@ class Image:
     """A .krait file, read and checked."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     digest: str
     parts: dict[str, bytes]
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return self.manifest.name
 
-    def layer_blobs(self) -> list[tuple[dict[str, Any], bytes]]:
-        return [(layer, self.parts[layer["member"]]) for layer in self.manifest["layers"]]
+    def files(self) -> list[GuestFileInfo]:
+        """Every file, folder and symlink of every layer, at its guest path."""
+        return [GuestFileInfo(layer.name, *row)
+                for layer in self.manifest.layers
+                for row in json.loads(self.parts[layer.listing])]
+
+
+@dataclass(frozen=True)
+class GuestFileInfo:
+    layer: str
+    path: str
+    mode: int
+    size: int
+    target: str = ""  # a symlink's
+    runs: str = ""  # "script", "program", "loader" or "" (see erofs.runnable)
 
 
 def open_image(path: Path) -> Image:
@@ -80,42 +103,82 @@ def open_image(path: Path) -> Image:
     raw = parts.pop("manifest.json", None)
     if raw is None:
         raise ImageError(f"{path}: no manifest inside", hint="rebuild it with `krait build`")
-    try:
-        manifest = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ImageError(f"{path}: the manifest is not valid JSON",
-                         hint="the file is damaged; rebuild it with `krait build`") from None
-    if manifest.get("format") != FORMAT:
-        raise ImageError(f"{path}: image format {manifest.get('format')} is not {FORMAT}",
-                         hint="rebuild it with this version of krait")
-    described = {manifest["kernel"]["member"]: manifest["kernel"]["sha256"]}
-    described |= {layer["member"]: layer["sha256"] for layer in manifest["layers"]}
-    for member, want in described.items():
-        blob = parts.get(member)
+    manifest = Manifest.from_json(raw, path)
+    described = {p.member: p.sha256 for p in manifest.parts}
+    described |= {p.listing: p.listing_sha256 for p in manifest.layers if p.listing}
+    for name, want in described.items():
+        blob = parts.get(name)
         if blob is None:
-            raise ImageError(f"{path}: {member} is missing", hint="rebuild it with `krait build`")
+            raise ImageError(f"{path}: {name} is missing", hint="rebuild it with `krait build`")
         got = hashlib.sha256(blob).hexdigest()
         if got != want:
             raise ImageError(
-                f"{path}: {member} does not match its digest (sha256 {got[:16]}..., manifest "
+                f"{path}: {name} does not match its digest (sha256 {got[:16]}..., manifest "
                 f"says {want[:16]}...): the image was corrupted or tampered with",
                 hint="do not boot it; rebuild it with `krait build`")
     return Image(path, manifest, hashlib.sha256(raw).hexdigest(), parts)
 
 
-def unpack_for_boot(image: Image, compressed_initrd: bool = True) -> tuple[Path, Path]:
-    """The kernel and initramfs files QEMU boots, kept in a cache keyed by image digest.
+@dataclass(frozen=True)
+class BootFiles:
+    """What QEMU boots: the kernel and one read-only disk per layer, in attach order."""
 
-    The kernel is decompressed on the host (the guest then has nothing to unpack
-    for it). The layers are concatenated as stored (zstd frames, which the guest
-    kernel decompresses) or, with ``compressed_initrd=False``, decompressed here.
-    """
-    folder = cache_dir() / "boot" / f"{image.digest[:24]}-{'z' if compressed_initrd else 'u'}"
-    kernel, initrd = folder / "kernel", folder / "initrd"
-    if kernel.exists() and initrd.exists():
-        return kernel, initrd
+    kernel: Path
+    disks: tuple[tuple[Part, Path], ...]
+
+
+def unpack_for_boot(image: Image) -> BootFiles:
+    """The unpacked kernel and disks, each kept once per digest in the cache (one host copy
+    for every image and instance that uses it) and checked before it is booted."""
+    folder = cache_dir() / "disks"
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomically(kernel, decompress(image.parts[image.manifest["kernel"]["member"]]))
-    layers = [blob if compressed_initrd else decompress(blob) for _, blob in image.layer_blobs()]
-    write_atomically(initrd, b"".join(layers))
-    return kernel, initrd
+    kernel = _unpacked(image, image.manifest.kernel, folder)
+    disks = tuple((p, _unpacked(image, p, folder)) for p in image.manifest.layers)
+    return BootFiles(kernel, disks)
+
+
+def _unpacked(image: Image, part: Part, folder: Path) -> Path:
+    suffix = ".vmlinux" if part.kind == "kernel" else f".{part.format}"
+    path = folder / f"{part.unpacked_sha256}{suffix}"
+    if path.exists():
+        if _verified(path, part.unpacked_sha256):
+            return path
+        log.warning("%s: the unpacked %s in the cache does not match its digest; unpacking "
+                    "it again", path, part.name)
+    data = decompress(image.parts[part.member])
+    if hashlib.sha256(data).hexdigest() != part.unpacked_sha256:
+        raise ImageError(f"{image.path}: {part.member} does not unpack to what the manifest "
+                         "says", hint="do not boot it; rebuild it with `krait build`")
+    write_atomically(path, data, mode=0o444)  # shared by every instance: never written
+    _remember_verified(path)
+    return path
+
+
+# A file's identity when its digest was last checked: a change to the file changes its
+# ctime, which no one can set back; so a boot re-reads a disk only if it was touched.
+def _identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _remember_verified(path: Path) -> None:
+    write_atomically(path.with_name(path.name + ".verified"),
+                     json.dumps(_identity(path)).encode())
+
+
+def _verified(path: Path, sha256: str) -> bool:
+    """Is ``path`` (still) what its digest says? Hashed again only if it was changed."""
+    stamp = path.with_name(path.name + ".verified")
+    try:
+        if json.loads(stamp.read_text()) == _identity(path):
+            return True
+    except (OSError, ValueError):
+        pass
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        return False
+    _remember_verified(path)
+    return True

@@ -9,22 +9,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from krait import __version__
 from krait.config import AppConfig
 from krait.errors import BuildError
 from krait.guest import protocol
 from krait.image import layers as L
-from krait.image.archive import FORMAT, SUFFIX, write_image
+from krait.image.archive import SUFFIX, write_image
 from krait.image.closure import LAYERS, GuestFile, kept_modules, plan_files
 from krait.image.compile import compile_all, stripped
 from krait.image.environment import prepare_python
 from krait.image.lock import LockMode
+from krait.image.manifest import BootDefaults, Dependencies, KernelIdentity, Manifest, Part
 from krait.image.memory import memory_needed
 from krait.image.tls import tls_env, tls_files
 from krait.image.trace import trace_app
-from krait.kernel import Kernel
+from krait.kernel import Kernel, kernel_format
 from krait.paths import cache_dir, write_atomically
 
 Step = Callable[[str], None]
@@ -34,7 +34,7 @@ Step = Callable[[str], None]
 class BuildResult:
     path: Path
     digest: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     cached_layers: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -81,10 +81,7 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
         if not members and name == "packages":
             continue
         extra = b"".join(e.path.encode() + e.data for e in extras[name])
-        # v3: bytecode compiled in a fresh process only; ELF files outside the base layer
-        # are no longer stripped.
-        salt = b"\0v3"
-        key = L.layer_key(name, members, extra + trace.magic.encode() + salt)
+        key = L.layer_key(name, members, extra + trace.magic.encode())
         was_built = False
 
         def make(name: str = name, members: list[GuestFile] = members) -> L.Layer:
@@ -97,16 +94,17 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
         built.append(L.cached_layer(key, make))
         if not was_built:
             cached.append(name)
-    kernel_blob = _kernel_blob(kernel)
+    kernel_blob, kernel_digest = _kernel_blob(kernel)
     parts = {"kernel.zst": kernel_blob}
-    layer_meta = []
+    layers = []
     for layer in built:
-        member = f"layers/{layer.name}.cpio.zst"
-        parts[member] = layer.blob
-        layer_meta.append({"name": layer.name, "member": member, "sha256": layer.digest,
-                           "size": len(layer.blob), "cpio_sha256": layer.cpio_digest,
-                           "cpio_size": layer.cpio_size, "files": layer.files})
-    needs = memory_needed(layer_meta, trace.heap_kib,
+        member, listing = f"layers/{layer.name}.erofs.zst", f"layers/{layer.name}.files.json"
+        parts[member], parts[listing] = layer.blob, layer.listing
+        layers.append(Part(layer.name, "disk", "erofs", member, layer.digest, len(layer.blob),
+                           layer.disk_digest, layer.disk_size, layer.files, layer.mount,
+                           listing, hashlib.sha256(layer.listing).hexdigest()))
+    needs = memory_needed(trace.heap_kib, trace.mapped_kib,
+                          sum(layer.disk_size for layer in built),
                           starts_processes="multiprocessing" in trace.modules)
     boot = app.boot_defaults()
     if boot["memory"] is None:
@@ -116,35 +114,36 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
                          f"least {needs.minimum_mib} MiB ({needs.explain()})",
                          hint=f"raise `memory` to {needs.default_mib}M or more, or leave it "
                          "out: krait then boots with what the image needs")
-    manifest = {
-        "format": FORMAT,
-        "name": app.name,
-        "krait": __version__,
-        "settings": app.build_settings(),
-        "boot": boot,
-        "memory": needs.to_json(),
-        "dependencies": {"managed": build_python.managed,
-                         "lock_sha256": (hashlib.sha256(build_python.lock.text.encode())
-                                         .hexdigest() if build_python.lock else None),
-                         "packages": build_python.lock.pins if build_python.lock else {}},
-        "interpreter": {"path": str(trace.executable),
-                        "version": ".".join(map(str, trace.version))},
-        "kernel": {**kernel.identity(), "member": "kernel.zst",
-                   "sha256": hashlib.sha256(kernel_blob).hexdigest(), "size": len(kernel_blob),
-                   "unpacked_size": kernel.image.stat().st_size},
-        "layers": layer_meta,
-        "modules": sorted(kept_modules(trace, app.exclude)),
-    }
+    lock = build_python.lock
+    manifest = Manifest(
+        name=app.name, krait=__version__, settings=app.build_settings(),
+        boot=BootDefaults(**boot), memory=needs,
+        interpreter={"path": str(trace.executable),
+                     "version": ".".join(map(str, trace.version))},
+        kernel=Part("kernel", "kernel", kernel_format(kernel.image), "kernel.zst",
+                    hashlib.sha256(kernel_blob).hexdigest(), len(kernel_blob), kernel_digest,
+                    kernel.image.stat().st_size),
+        kernel_identity=KernelIdentity(kernel.version, kernel.key),
+        layers=tuple(layers),
+        modules=tuple(sorted(kept_modules(trace, app.exclude))),
+        dependencies=Dependencies(
+            build_python.managed,
+            hashlib.sha256(lock.text.encode()).hexdigest() if lock else None,
+            lock.pins if lock else {}))
     out = output or app.root / f"{app.name}{SUFFIX}"
     step(f"writing {out}")
     digest = write_image(out, manifest, parts)
     return BuildResult(out, digest, manifest, cached, time.perf_counter() - started)
 
 
-def _kernel_blob(kernel: Kernel) -> bytes:
-    """The compressed kernel, compressed once per kernel (it takes seconds)."""
-    cached = cache_dir() / "objects" / "kernel" / f"{kernel.key}.zst"
-    if not cached.exists():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(cached, L.compress(kernel.image.read_bytes()))
-    return cached.read_bytes()
+def _kernel_blob(kernel: Kernel) -> tuple[bytes, str]:
+    """The compressed kernel and the digest of the kernel itself, worked out once per
+    kernel (compressing takes seconds)."""
+    folder = cache_dir() / "objects" / "kernel"
+    blob, digest = folder / f"{kernel.key}.zst", folder / f"{kernel.key}.sha256"
+    if not (blob.exists() and digest.exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        data = kernel.image.read_bytes()
+        write_atomically(blob, L.compress(data))
+        write_atomically(digest, hashlib.sha256(data).hexdigest().encode())
+    return blob.read_bytes(), digest.read_text()

@@ -1,8 +1,10 @@
-"""Image layers: one deterministic newc cpio archive each, zstd-compressed.
+"""Image layers: one erofs disk each, stored zstd-compressed in the image.
 
-Linux unpacks concatenated archives into one root file system, so the base layer
-(interpreter, libraries, standard library, guest runtime) is built once and cached
-by a key over what went into it; an app-only change rebuilds the small app layer.
+The guest mounts each layer read-only where it belongs (the base layer is the root the
+kernel mounts itself), so the base layer (interpreter, libraries, standard library,
+guest runtime) is built once and cached by a key over what went into it; an app-only
+change rebuilds the small app layer. On the host every instance of every image reads
+one unpacked copy of a layer (see :mod:`krait.image.archive`).
 """
 
 from __future__ import annotations
@@ -16,25 +18,31 @@ from dataclasses import dataclass
 import zstandard
 
 from krait import __version__
+from krait.guest import protocol
 from krait.image.closure import GuestFile
-from krait.image.cpio import Entry, write_cpio
+from krait.image.entry import Entry
+from krait.image.erofs import build_erofs, listing
 from krait.paths import cache_dir, write_atomically
 
-# A 1 MiB window: the guest kernel decompresses with little memory (-m 32M).
-_ZSTD = zstandard.ZstdCompressionParameters.from_level(19, window_log=20, write_checksum=True)
+_ZSTD = zstandard.ZstdCompressionParameters.from_level(19, write_checksum=True)
 
 
 @dataclass(frozen=True)
 class Layer:
     name: str
-    cpio_digest: str  # sha256 of the uncompressed archive
-    cpio_size: int
+    disk_digest: str  # sha256 of the erofs image
+    disk_size: int
     files: int
-    blob: bytes  # the compressed archive as stored in the image
+    blob: bytes  # the compressed image as stored in the .krait file
+    listing: bytes  # what it holds, for inspect (see erofs.listing)
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.blob).hexdigest()
+
+    @property
+    def mount(self) -> str:
+        return protocol.MOUNTS[self.name]
 
 
 def compress(data: bytes) -> bytes:
@@ -46,9 +54,21 @@ def decompress(blob: bytes) -> bytes:
 
 
 def make_layer(name: str, entries: list[Entry]) -> Layer:
-    data = write_cpio(entries)
-    return Layer(name, hashlib.sha256(data).hexdigest(), len(data),
-                 sum(1 for e in entries if stat.S_ISREG(e.mode)), compress(data))
+    """The disk for layer ``name``: entries at guest paths, placed under its mount point."""
+    mount = protocol.MOUNTS[name]
+    inside = [_relative(e, mount) for e in entries]
+    disk = build_erofs(inside)
+    return Layer(name, hashlib.sha256(disk).hexdigest(), len(disk),
+                 sum(1 for e in inside if stat.S_ISREG(e.mode)), compress(disk),
+                 listing(entries))
+
+
+def _relative(entry: Entry, mount: str) -> Entry:
+    if mount == "/":
+        return entry
+    if not entry.path.startswith(mount + "/"):
+        raise ValueError(f"{entry.path} is not under {mount}")
+    return Entry(entry.path[len(mount):], entry.mode, entry.data)
 
 
 def entries_for(files: list[GuestFile], content: Callable[[GuestFile], bytes]) -> list[Entry]:
@@ -64,7 +84,7 @@ def entries_for(files: list[GuestFile], content: Callable[[GuestFile], bytes]) -
 
 def layer_key(name: str, files: list[GuestFile], extra: bytes) -> str:
     """A cache key from what the layer is made of: paths, sizes and mtimes, not contents."""
-    h = hashlib.sha256(f"{__version__}\0{name}\0".encode() + extra)
+    h = hashlib.sha256(f"{__version__}\0{name}\0erofs\0".encode() + extra)
     for f in files:
         st = f.host.lstat() if f.how != "symlink" else None
         h.update(f"{f.guest}\0{f.host}\0{f.how}\0".encode())
@@ -76,19 +96,24 @@ def layer_key(name: str, files: list[GuestFile], extra: bytes) -> str:
 def cached_layer(key: str, build: Callable[[], Layer]) -> Layer:
     folder = cache_dir() / "layers"
     folder.mkdir(parents=True, exist_ok=True)
-    meta, blob = folder / f"{key}.json", folder / f"{key}.cpio.zst"
-    if meta.exists() and blob.exists():
+    meta, blob, files = (folder / f"{key}.json", folder / f"{key}.erofs.zst",
+                         folder / f"{key}.files.json")
+    if meta.exists() and blob.exists() and files.exists():
         m = json.loads(meta.read_text())
-        return Layer(m["name"], m["cpio_digest"], m["cpio_size"], m["files"], blob.read_bytes())
+        return Layer(m["name"], m["disk_digest"], m["disk_size"], m["files"],
+                     blob.read_bytes(), files.read_bytes())
     layer = build()
     write_atomically(blob, layer.blob)
-    meta.write_text(json.dumps({"name": layer.name, "cpio_digest": layer.cpio_digest,
-                                "cpio_size": layer.cpio_size, "files": layer.files}))
+    write_atomically(files, layer.listing)
+    # The metadata last, so a layer whose parts are all there is complete.
+    write_atomically(meta, json.dumps({"name": layer.name, "disk_digest": layer.disk_digest,
+                                       "disk_size": layer.disk_size,
+                                       "files": layer.files}).encode())
     return layer
 
 
 def system_entries(interpreter: str, dynload: str) -> list[Entry]:
-    """What every guest has besides Python's files: /init, mount points, the console."""
+    """What every guest's root holds besides Python's files: /init and mount points."""
     init = (f"#!{interpreter} -IS\n"
             "import sys\n"
             "sys.path.insert(0, '/krait/runtime')\n"
@@ -102,7 +127,6 @@ def system_entries(interpreter: str, dynload: str) -> list[Entry]:
         Entry.folder("/sys", 0o555),
         Entry.folder("/dev"),
         Entry.folder("/tmp", 0o1777),
+        *(Entry.folder(mount) for name, mount in protocol.MOUNTS.items() if mount != "/"),
         Entry.folder(dynload),
-        # The kernel opens /dev/console for PID 1 before anything is mounted.
-        Entry.chardev("/dev/console", 5, 1),
     ]

@@ -1,10 +1,12 @@
-"""How much guest memory an image needs, from what it holds and the heap measured at build.
+"""How much guest memory an image needs, from the heap and mappings measured at build.
 
-The initramfs lives in guest RAM for good (ramfs pages are never reclaimed); while the
-kernel unpacks it, the archive is held too, and it is freed before Python starts. So a
-guest needs, besides the kernel's own share, its files plus the larger of the archive
-and the app's heap. The heap is what the app's interpreter had in anonymous memory
-once the app was imported at build time, with a margin for what serving allocates.
+The image's files live on read-only disks, not in guest RAM: the guest's page cache
+holds what the app touches and gives it back under pressure. What must fit is the
+kernel's own share, the app's heap (anonymous memory once the app is imported at build
+time, with a margin for what serving allocates), the shared libraries and interpreter
+pages it keeps mapped, and, for an app that imports multiprocessing, two more
+interpreters. Below that the guest thrashes its page cache or its OOM killer ends the app;
+the default adds room so that files stay cached.
 """
 
 from __future__ import annotations
@@ -15,56 +17,63 @@ from typing import Any
 
 # The kernel's own share of a small guest (its code and data, page tables, struct page
 # for every frame, slab, the reserves the page allocator keeps free). Calibrated with
-# `krait bench memory` on hello and flask (see the README).
-KERNEL_MIB = 12.0
+# `krait bench memory` (see the README).
+KERNEL_MIB = 8.0
 HEAP_MARGIN = 1.5  # what serving requests allocates beyond the imported app
 # An app that imports multiprocessing at build time gets room for two more interpreters
 # (a pool's workers, spawn's resource tracker): each is ~7 MiB of heap and page tables.
 CHILD_MIB = 8.0
 CHILDREN = 2
-DEFAULT_HEADROOM = 1.25  # the default memory: the minimum and a quarter more
-# The measured heap varies by a few pages from one build to the next; recorded in steps of
-# this much, two builds of the same app give the same manifest (and digest).
-HEAP_STEP_MIB = 4
+# The default: the minimum and half as much again for the page cache, at least 16 MiB.
+DEFAULT_HEADROOM = 1.5
+DEFAULT_EXTRA_MIN = 16
+# Measurements vary by a few pages from one build to the next; recorded in steps of this
+# much, two builds of the same app give the same manifest (and digest).
+STEP_MIB = 4
 
 
 @dataclass(frozen=True)
 class MemoryNeeds:
-    files_mib: float  # what the initramfs unpacks to
-    archive_mib: float  # the initramfs as the guest receives it (compressed)
-    heap_mib: float
+    heap_mib: int  # anonymous memory once the app was imported, in STEP_MIB steps
+    mapped_mib: int  # interpreter and libraries mapped (file-backed, resident), in steps
+    files_mib: float = 0.0  # what the disks hold (not in RAM: for the record)
     children_mib: float = 0.0  # other interpreters the app starts
 
     @property
     def minimum_mib(self) -> int:
-        heap = self.heap_mib * HEAP_MARGIN + self.children_mib
-        return _round_up(KERNEL_MIB + self.files_mib + max(self.archive_mib, heap), 4)
+        need = KERNEL_MIB + self.heap_mib * HEAP_MARGIN + self.mapped_mib + self.children_mib
+        return _round_up(need, 4)
 
     @property
     def default_mib(self) -> int:
-        return _round_up(self.minimum_mib * DEFAULT_HEADROOM, 8)
+        room = max(self.minimum_mib * DEFAULT_HEADROOM, self.minimum_mib + DEFAULT_EXTRA_MIN)
+        return _round_up(room, 8)
 
     def explain(self) -> str:
         children = (f", {self.children_mib:.0f} MiB for child processes"
                     if self.children_mib else "")
-        return (f"{self.files_mib:.1f} MiB of files held in guest RAM, a "
-                f"{self.heap_mib:.1f} MiB heap{children}, the kernel's {KERNEL_MIB:.0f} MiB")
+        return (f"a {self.heap_mib} MiB heap, {self.mapped_mib} MiB of mapped code{children}, "
+                f"the kernel's {KERNEL_MIB:.0f} MiB")
 
     def to_json(self) -> dict[str, Any]:
         return {"minimum_mib": self.minimum_mib, "default_mib": self.default_mib,
-                "files_mib": round(self.files_mib, 2), "archive_mib": round(self.archive_mib, 2),
-                "heap_mib": round(self.heap_mib, 2), "children_mib": self.children_mib}
+                "heap_mib": self.heap_mib, "mapped_mib": self.mapped_mib,
+                "files_mib": round(self.files_mib, 2), "children_mib": self.children_mib}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MemoryNeeds:
+        return cls(int(data["heap_mib"]), int(data["mapped_mib"]), float(data["files_mib"]),
+                   float(data["children_mib"]))
 
 
 def _round_up(mib: float, step: int) -> int:
     return int(math.ceil(mib / step) * step)
 
 
-def memory_needed(layers: list[dict[str, Any]], heap_kib: int,
+def memory_needed(heap_kib: int, mapped_kib: int, files_bytes: int,
                   starts_processes: bool = False) -> MemoryNeeds:
-    """From the manifest's layer entries (their unpacked and stored sizes), the heap, and
-    whether the app starts other interpreters."""
-    files = sum(layer["cpio_size"] for layer in layers) / 2**20
-    archive = sum(layer["size"] for layer in layers) / 2**20
-    return MemoryNeeds(files, archive, _round_up(heap_kib / 1024, HEAP_STEP_MIB),
-                       CHILD_MIB * CHILDREN if starts_processes else 0.0)
+    """From what the tracer measured, what the disks hold, and whether the app starts
+    other interpreters."""
+    return MemoryNeeds(_round_up(heap_kib / 1024, STEP_MIB), _round_up(mapped_kib / 1024,
+                                                                      STEP_MIB),
+                       files_bytes / 2**20, CHILD_MIB * CHILDREN if starts_processes else 0.0)

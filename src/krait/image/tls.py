@@ -14,8 +14,8 @@ from krait.errors import BuildError
 from krait.image.closure import GuestFile
 from krait.run import run
 
-GUEST_CERT = "/krait/tls/cert.pem"
-GUEST_KEY = "/krait/tls/key.pem"
+GUEST_CERT = "/krait/app/.krait/tls/cert.pem"
+GUEST_KEY = "/krait/app/.krait/tls/key.pem"
 # Where --self-signed writes its pair when the app names no files.
 SELF_SIGNED_DIR = ".krait-tls"
 

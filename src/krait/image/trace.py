@@ -53,6 +53,7 @@ class Trace:
     # sources; and the codecs Python looks up by name.
     static: dict[str, Path] = field(default_factory=dict)
     heap_kib: int = 0  # anonymous memory in use once the app was imported
+    mapped_kib: int = 0  # file-backed memory resident then (interpreter, libraries)
 
     @property
     def python_name(self) -> str:
@@ -140,6 +141,7 @@ def trace_app(app: AppConfig, python: Path, declared_roots: bool = False) -> Tra
         absent=frozenset(report.get("absent", [])),
         static={k: Path(v) for k, v in report.get("static", {}).items()},
         heap_kib=int(report.get("heap_kib", 0)),
+        mapped_kib=int(report.get("mapped_kib", 0)),
     )
 
 

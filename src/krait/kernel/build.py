@@ -41,9 +41,6 @@ class Kernel:
     key: str  # cache key, or the sha256 of a custom kernel file
     config: Path | None = None
 
-    def identity(self) -> dict[str, str]:
-        return {"version": self.version, "key": self.key, "format": kernel_format(self.image)}
-
 
 def kernel_format(path: Path) -> str:
     """'elf' (booted through PVH, nothing to decompress) or 'bzimage'."""

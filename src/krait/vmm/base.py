@@ -21,10 +21,19 @@ QMP_SOCKET = "qmp.sock"
 
 
 @dataclass(frozen=True)
+class Disk:
+    """A disk attached to the guest, in order (the first is /dev/vda)."""
+
+    name: str  # the image layer it holds ("base", "packages", "app")
+    path: Path
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
 class VmSpec:
     name: str
     kernel: Path
-    initrd: Path
+    disks: tuple[Disk, ...]
     cmdline: tuple[str, ...]
     memory: int  # MiB
     vcpus: int

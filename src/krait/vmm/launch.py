@@ -9,7 +9,7 @@ from krait.errors import VmError
 from krait.guest import protocol
 from krait.image.archive import Image, open_image, unpack_for_boot
 from krait.vmm.accel import Accel, detect_accel
-from krait.vmm.base import VmSpec
+from krait.vmm.base import Disk, VmSpec
 from krait.vmm.options import PortForward
 
 # Always on the command line. Later arguments win, so the user's extras come last.
@@ -25,8 +25,11 @@ BASE_CMDLINE = (
     # One program and no other user in the guest: nothing for speculation mitigations to
     # protect, and patching them in costs a quarter second under emulation.
     "mitigations=off",
-    # The initramfs root on ramfs: tmpfs would cap it at half the guest's memory.
-    "rootfstype=ramfs",
+    # The base layer is the root, mounted read-only by the kernel itself: no initramfs.
+    "root=/dev/vda",
+    "rootfstype=erofs",
+    "ro",
+    "init=/init",
 )
 
 
@@ -38,7 +41,6 @@ class RunOptions:
     env: dict[str, str] = field(default_factory=dict)
     cmdline: str = ""
     accel: str | None = None
-    compressed_initrd: bool | None = None  # None: decide by memory (see initrd_compressed)
     workdir: Path | None = None
     console_log: Path | None = None
     # Refuse less memory than the image needs (benchmarks looking for the limit do not).
@@ -54,50 +56,37 @@ def kernel_cmdline(image: Image, options: RunOptions, accel: Accel) -> tuple[str
     name = "".join(c if c.isalnum() or c == "-" else "-" for c in image.name)[:63] or "krait"
     network = f"ip={protocol.GUEST_ADDR}::{protocol.GATEWAY}:255.255.255.0:{name}:eth0:off"
     boot = {"env": options.env} if options.env else {}
-    extras = (image.manifest["boot"].get("cmdline", "") + " " + options.cmdline).split()
+    extras = (image.manifest.boot.cmdline + " " + options.cmdline).split()
     boot_args = [protocol.encode_boot(boot)] if boot else []
     tuned = TCG_CMDLINE if accel.name == "tcg" else ()
-    return (*BASE_CMDLINE, *tuned, network, protocol.MARKER, *boot_args, *extras)
-
-
-# What the guest needs besides its files while it boots: kernel, page tables, Python's heap.
-_GUEST_OVERHEAD_MIB = 20
-
-
-def initrd_compressed(image: Image, memory_mib: int) -> bool:
-    """Hand the guest zstd layers only when it is short of memory.
-
-    An uncompressed initramfs boots faster under emulation (nothing to decompress),
-    but the guest holds it twice while unpacking: the archive and the files.
-    """
-    unpacked = sum(layer["cpio_size"] for layer in image.manifest["layers"]) / 2**20
-    return memory_mib < 2 * unpacked + _GUEST_OVERHEAD_MIB
+    others = [p.name for p in image.manifest.layers if p.mount != "/"]
+    disks = [f"{protocol.DISKS_PARAM}={','.join(others)}"] if others else []
+    return (*BASE_CMDLINE, *tuned, network, protocol.MARKER, *disks, *boot_args, *extras)
 
 
 def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
             image: Image | None = None) -> tuple[Image, VmSpec]:
     """Check the image, unpack what QEMU needs, and describe the VM to start."""
     image = image or open_image(image_path)
-    boot = image.manifest["boot"]
-    memory = options.memory or int(boot["memory"])
-    minimum = int(image.manifest.get("memory", {}).get("minimum_mib", 0))
+    boot = image.manifest.boot
+    memory = options.memory or boot.memory
+    minimum = image.manifest.memory.minimum_mib
     if options.check_memory and memory < minimum:
         raise VmError(f"this image needs at least {minimum} MiB of guest memory; "
-                      f"{memory} MiB would end in a kernel panic",
-                      hint=f"give it --memory {image.manifest['boot']['memory']}M (its default) "
-                      f"or at least {minimum}M")
-    compressed = options.compressed_initrd
-    if compressed is None:
-        compressed = initrd_compressed(image, memory)
-    kernel, initrd = unpack_for_boot(image, compressed)
+                      f"{memory} MiB is too little ({image.manifest.memory.explain()})",
+                      hint=f"give it --memory {boot.memory}M (its default) or at least "
+                      f"{minimum}M")
+    files = unpack_for_boot(image)
+    # The root first (/dev/vda), then the others in the order krait.disks names them.
+    ordered = sorted(files.disks, key=lambda d: d[0].mount != "/")
     accel = accel or detect_accel(options.accel)
     spec = VmSpec(
         name=image.name,
-        kernel=kernel,
-        initrd=initrd,
+        kernel=files.kernel,
+        disks=tuple(Disk(part.name, path) for part, path in ordered),
         cmdline=kernel_cmdline(image, options, accel),
         memory=memory,
-        vcpus=options.vcpus or int(boot["vcpus"]),
+        vcpus=options.vcpus or boot.vcpus,
         accel=accel,
         ports=options.ports,
         workdir=options.workdir,

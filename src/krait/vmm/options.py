@@ -73,12 +73,26 @@ class Memory(Option):
 @dataclass(frozen=True)
 class DirectBoot(Option):
     kernel: Path
-    initrd: Path
     append: tuple[str, ...]
+    initrd: Path | None = None  # krait's guests have none; a general-purpose VM does
 
     def args(self) -> list[str]:
-        return ["-kernel", str(self.kernel), "-initrd", str(self.initrd),
-                "-append", " ".join(self.append)]
+        initrd = ["-initrd", str(self.initrd)] if self.initrd else []
+        return ["-kernel", str(self.kernel), *initrd, "-append", " ".join(self.append)]
+
+
+@dataclass(frozen=True)
+class Drive(Option):
+    """A raw disk image as a virtio-blk device on the MMIO bus (no PCI on microvm)."""
+
+    id: str
+    path: Path
+    readonly: bool = True
+
+    def args(self) -> list[str]:
+        drive = _props((("file", self.path), ("if", "none"), ("id", self.id),
+                        ("format", "raw"), ("readonly", self.readonly)))
+        return ["-drive", drive, "-device", f"virtio-blk-device,drive={self.id}"]
 
 
 @dataclass(frozen=True)

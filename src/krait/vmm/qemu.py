@@ -25,6 +25,7 @@ from krait.vmm.options import (
     Cpu,
     Device,
     DirectBoot,
+    Drive,
     Flag,
     Incoming,
     Machine,
@@ -67,7 +68,8 @@ class QemuBackend(Backend):
             Flag("-nographic"),
             # The guest resets to end; -no-reboot turns that into QEMU exiting.
             Flag("-no-reboot"),
-            DirectBoot(spec.kernel, spec.initrd, spec.cmdline),
+            DirectBoot(spec.kernel, spec.cmdline),
+            *(Drive(f"disk-{d.name}", d.path, d.readonly) for d in spec.disks),
             console,
             Serial("con"),
             Chardev("ctl", "socket", (("path", workdir / CONTROL_SOCKET), ("server", True),
@@ -146,6 +148,10 @@ class QemuVm(Vm):
         self._ended = threading.Event()
         self._status: int | None = None
         self._crashed = False
+        # When the guest did each step of its boot (seconds since its kernel started).
+        self.timeline: dict[str, float] = {}
+        self.started_at = time.monotonic()
+        self.ready_at: float | None = None  # time.monotonic() of the first "ready"
         self._control: socket.socket | None = None
         self.on_console = on_console
         self._lock = threading.Lock()
@@ -211,11 +217,20 @@ class QemuVm(Vm):
     def _on_message(self, message: str) -> None:
         word, _, arg = message.partition(" ")
         if word == protocol.READY:
+            if not self._ready.is_set():
+                self.ready_at = time.monotonic()
             self._ready.set()
         elif word == protocol.CRASH:
             self._crashed = True
         elif word == protocol.EXIT and arg.lstrip("-").isdigit():
             self._status = int(arg)
+        elif word == protocol.TIMELINE:
+            for item in arg.split():
+                step, _, seconds = item.partition("=")
+                try:
+                    self.timeline[step] = float(seconds)
+                except ValueError:
+                    continue
 
     # -- the Vm interface -----------------------------------------------------------------
     def wait_ready(self, timeout: float) -> bool:

@@ -166,7 +166,7 @@ def gpvm_command(kernel: Path, initrd: Path, disk: Path, settings: Settings, por
         Flag("-no-user-config"),
         Flag("-nographic"),
         Flag("-no-reboot"),
-        DirectBoot(kernel, initrd, tuple(append)),
+        DirectBoot(kernel, tuple(append), initrd),
         Chardev("con", "file", (("path", console_log),)),
         Serial("con"),
         Drive("disk0", disk),

@@ -13,8 +13,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from krait.image.archive import Image
-from krait.image.cpio import read_cpio
-from krait.image.layers import decompress
 
 SHELLS = frozenset({"sh", "bash", "rbash", "dash", "zsh", "ksh", "mksh", "ash", "csh", "tcsh",
                     "fish", "busybox"})
@@ -80,9 +78,7 @@ def surface_of_tree(root: Path) -> dict[str, int | None]:
 
 
 def surface_of_image(image: Image) -> dict[str, int | None]:
-    entries = [(e.path, e.mode) for _, blob in image.layer_blobs()
-               for e in read_cpio(decompress(blob))]
-    return count_surface(entries)
+    return count_surface((f.path, f.mode) for f in image.files())
 
 
 def surface_of_host(folders: tuple[str, ...] = HOST_SYSTEM) -> dict[str, int | None]:
