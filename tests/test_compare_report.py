@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from krait.bench.compare import VariantResult, build_document, markdown, write_outputs
-from krait.bench.compare._common import parse_wrk
 from krait.bench.compare.report import ratios
-from krait.errors import KraitError
 
 NOW = datetime.datetime(2026, 11, 28, 8, 0, tzinfo=datetime.UTC)
 SURFACE = {"files": 9800, "executables": 742, "setuid": 11, "shells": 5, "packages": 133,
@@ -105,10 +103,3 @@ def test_write_outputs(tmp_path: Path) -> None:
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_parse_wrk() -> None:
-    out = ("Running 5s test @ http://127.0.0.1:1/\n  1 threads and 4 connections\n"
-           "  9554 requests in 5.00s, 1.46MB read\nRequests/sec:   1910.73\n"
-           "Transfer/sec:    299.50KB\n")
-    assert parse_wrk(out) == 1910.73
-    with pytest.raises(KraitError):
-        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")

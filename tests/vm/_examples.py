@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from krait.config import load_app
 from krait.image.build import build_image
 from krait.kernel import Kernel
-from krait.vmm.launch import RunOptions, prepare
-from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, QemuVm, free_port
+from krait.vmm.booted import Booted, booted
+
+__all__ = ["EXAMPLES", "TEST_APPS", "Booted", "bare_copy", "booted", "build_example",
+           "get_json", "request"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -38,38 +36,6 @@ def build_example(name: str, kernel: Kernel, tmp_path: Path) -> Path:
     """Build examples/NAME from a bare copy (krait installs what it declares)."""
     folder = bare_copy(EXAMPLES / name, tmp_path)
     return build_image(load_app(folder), kernel, tmp_path / f"{name}.krait").path
-
-
-@dataclass
-class Booted:
-    vm: QemuVm
-    port: int  # host port forwarded to the app's first port
-    ports: dict[int, int]  # guest port -> host port
-
-    def url(self, path: str = "/", guest_port: int | None = None) -> str:
-        port = self.ports[guest_port] if guest_port else self.port
-        return f"http://127.0.0.1:{port}{path}"
-
-
-@contextlib.contextmanager
-def booted(image: Path, guest_ports: tuple[int, ...] = (8080,), env: dict[str, str] | None = None,
-           ready_timeout: float = 120) -> Iterator[Booted]:
-    """Boot ``image`` with each guest port forwarded; always stopped at the end."""
-    ports = {g: free_port() for g in guest_ports}
-    _, spec = prepare(image, RunOptions(ports=tuple(PortForward(h, g) for g, h in ports.items()),
-                                        env=env or {}))
-    vm = QemuBackend().start(spec)
-    try:
-        assert vm.wait_ready(ready_timeout), "the app never said ready:\n" + vm.console_tail()
-        yield Booted(vm, ports[guest_ports[0]], ports)
-    except BaseException:
-        print("--- guest console ---\n" + vm.console_tail())
-        raise
-    finally:
-        vm.request_stop()
-        if vm.wait(30) is None:
-            vm.kill()
-            vm.wait()
 
 
 def request(url: str, method: str = "GET", data: Any = None, timeout: float = 30,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from krait.bench.boot import first_response
+from krait.bench.http import first_answer
+from krait.image.archive import open_image
+from krait.vmm.booted import booted
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
 from krait.vmm.qemu import QemuBackend, free_port
@@ -26,17 +29,34 @@ def test_hello_answers_http_200_and_stops_gracefully(hello_image: Path,
         assert vm.wait_ready(90), vm.console_tail()
         import time
 
-        status, body = first_response(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
+        status, body = first_answer(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
         assert status == 200
         assert body.startswith(b"Hello from a krait unikernel")
         assert b"pid 1)" in body  # the app really is PID 1's interpreter
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=10)
         assert missing.value.code == 404
+        # The guest reported when each step of its boot was done, in order.
+        steps = sorted(vm.timeline, key=vm.timeline.__getitem__)
+        assert steps == ["exec", "main", "mounted", "imported", "ready"], vm.timeline
+        assert 0 < vm.timeline["exec"] < vm.timeline["ready"] < 60
     finally:
         result = vm.stop(grace=20)
     assert result.exit_status == 0, result.console_tail
     assert "hello ready on port 8080" in result.console_tail
+
+
+def test_nothing_of_the_image_is_held_in_guest_ram(hello_image: Path,
+                                                   no_leftover_qemu: None) -> None:
+    """The layers are read-only disks, paged in as used: hello answers in a guest whose
+    RAM could not hold its files and its heap at once."""
+    base = open_image(hello_image).manifest.layer("base")
+    assert base is not None and base.unpacked_size > 15 * 2**20
+    with booted(hello_image, memory=32, check_memory=False) as vm:
+        assert [d.name for d in vm.spec.disks] == ["base", "app"]
+        assert all(d.readonly for d in vm.spec.disks)
+        status, body = first_answer(vm.url("/"), time.monotonic() + 60)
+        assert status == 200 and body.startswith(b"Hello from a krait unikernel")
 
 
 def test_main_exit_status_becomes_krait_run_status(make_app, build, no_leftover_qemu) -> None:
@@ -115,7 +135,7 @@ def test_ctrl_c_stops_krait_run_gracefully(hello_image: Path, no_leftover_qemu) 
                              "-p", f"{port}:8080"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
-        status, _ = first_response(f"http://127.0.0.1:{port}/", time.monotonic() + 90)
+        status, _ = first_answer(f"http://127.0.0.1:{port}/", time.monotonic() + 90)
         assert status == 200
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)

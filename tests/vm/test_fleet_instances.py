@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from krait.bench.boot import first_response
+from krait.bench.http import first_answer
 from krait.vmm.qemu import free_port
 
 from .conftest import krait_cli
@@ -54,7 +54,7 @@ def test_run_detached_ps_logs_stop_rm(hello_image: Path, state: Path) -> None:
     assert info["ports"] == [[port, 8080]]
     assert info["owner"] == "run"
     assert info["rss_mb"] > 10 and info["uptime_s"] >= 0
-    status, body = first_response(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
+    status, body = first_answer(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
     assert status == 200 and body.startswith(b"Hello from a krait unikernel")
     table = krait_cli("ps")
     assert "web" in table.stdout and "running" in table.stdout

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import statistics
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from krait.bench.http import run_wrk
 from krait.bench.result import machine_info, summarize
 from krait.errors import VmError
 from krait.fleet import snapshot
@@ -62,36 +62,9 @@ async def _first_request(image: ImageRef, options: RunOptions, snapshots: bool,
         await gateway.close()
 
 
-_WRK_LATENCY = re.compile(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
-_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-
-
-def parse_wrk(text: str) -> dict[str, Any]:
-    """The numbers of a `wrk --latency` report."""
-    out: dict[str, Any] = {"requests": 0, "errors": 0}
-    if m := re.search(r"(\d+) requests in ([\d.]+)(\w+)", text):
-        out["requests"] = int(m.group(1))
-    if m := re.search(r"Requests/sec:\s+([\d.]+)", text):
-        out["requests_per_s"] = float(m.group(1))
-    socket_errors = {}
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                      text):
-        socket_errors = dict(zip(("connect", "read", "write", "timeout"),
-                                 map(int, m.groups()), strict=True))
-    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) \
-        else 0
-    out["socket_errors"] = socket_errors
-    out["non_2xx"] = non_2xx
-    out["errors"] = sum(socket_errors.values()) + non_2xx
-    out["latency_ms"] = {f"p{p}": round(float(v) * _UNIT[u] * 1000, 2)
-                         for p, v, u in _WRK_LATENCY.findall(text)}
-    return out
-
-
 async def _load(image: ImageRef, options: RunOptions, seconds: int, connections: int,
                 max_instances: int) -> dict[str, Any]:
-    wrk = shutil.which("wrk")
-    if wrk is None:
+    if shutil.which("wrk") is None:
         return {"skipped": "wrk is not installed (apt-get install wrk)"}
     driver = QemuDriver(options, use_snapshots=True)
     policy = ScalePolicy(idle_seconds=3600, max_instances=max_instances,
@@ -102,13 +75,10 @@ async def _load(image: ImageRef, options: RunOptions, seconds: int, connections:
         status, _ = await http_get(gateway.port)  # warm: the load measures serving
         if status != 200:
             raise VmError(f"the app answered {status} through the proxy")
-        argv = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout",
-                "10s", f"http://127.0.0.1:{gateway.port}/"]
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
-        text = (await proc.communicate())[0].decode(errors="replace")
-        result = parse_wrk(text)
-        result.update(command=" ".join(argv[:-1]) + " http://127.0.0.1:PROXY/",
+        result = await asyncio.to_thread(run_wrk, f"http://127.0.0.1:{gateway.port}/", seconds,
+                                         connections, 2, "10s")
+        result.pop("output")
+        result.update(command=result["command"].rsplit(" ", 1)[0] + " http://127.0.0.1:PROXY/",
                       seconds=seconds, connections=connections, max_instances=max_instances,
                       instances_booted=gateway.stats.boots,
                       proxy_upstream_errors=gateway.stats.upstream_errors)

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import click
+from rich.table import Table
 
-from krait.bench import compare
+from krait.bench import compare, timeline
 from krait.bench.boot import bench_boot, bench_memory
 from krait.bench.rebuild import bench_rebuild
 from krait.bench.result import Result
@@ -43,10 +44,55 @@ def command() -> None:
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("-n", "--runs", default=10, show_default=True)
 @click.option("-m", "--memory", type=int, help="Guest memory in MiB (default: the image's).")
+@click.option("--timeline", "timeline_png", type=click.Path(path_type=Path), default=None,
+              is_flag=False, flag_value=Path("boot-timeline.png"),
+              help="Also show where the time goes, step by step (from the guest's own "
+              "timestamps), and draw it to this PNG (default boot-timeline.png).")
 @_output
-def boot(image: Path, runs: int, memory: int | None, output: Path | None) -> None:
+def boot(image: Path, runs: int, memory: int | None, timeline_png: Path | None,
+         output: Path | None) -> None:
     """Time from starting the VM to its first HTTP 200."""
-    _emit(bench_boot(image, runs, memory), output)
+    result = bench_boot(image, runs, memory)
+    steps = timeline.rows(result.extra["timelines"])
+    result.extra["timeline"] = steps
+    _emit(result, output)
+    if timeline_png is not None:
+        table = Table("step", "takes", "ends at", box=None)
+        for row in steps:
+            table.add_row(str(row["what"]), f"{row['takes_s']:.3f} s", f"{row['ends_s']:.3f} s")
+        err_console.print(table)
+        title = f"{image.name}: boot to first answer ({result.accelerator}, {runs} runs)"
+        drawn = timeline.plot(steps, timeline_png, title)
+        err_console.print(f"wrote {drawn}" if drawn else
+                          "no chart: matplotlib is not installed (pip install matplotlib)")
+
+
+@command.command("ab")
+@click.argument("image_a", type=click.Path(path_type=Path))
+@click.argument("image_b", type=click.Path(path_type=Path))
+@click.option("-n", "--runs", default=10, show_default=True, help="Boots of each image.")
+@click.option("-m", "--memory", type=int, help="Guest memory in MiB (default: each image's).")
+@_output
+def ab(image_a: Path, image_b: Path, runs: int, memory: int | None,
+       output: Path | None) -> None:
+    """Interleaved boots of two images, and whether the difference is real."""
+    from krait.bench.ab import bench_ab
+    from krait.bench.boot import boot_once
+
+    def boot_seconds(image: Path) -> float:
+        return float(boot_once(image, memory)["seconds"])  # type: ignore[arg-type]
+
+    doc = bench_ab(image_a, image_b, boot_seconds, runs,
+                   progress=lambda m: err_console.print(m, highlight=False),
+                   accelerator=detect_accel().name)
+    text = json.dumps(doc, indent=2)
+    if output:
+        output.write_text(text + "\n")
+        err_console.print(f"wrote {output}")
+    click.echo(text)
+    err_console.print(f"A median {doc['a']['median']} s, B median {doc['b']['median']} s "
+                      f"({doc['accelerator']}): B/A {doc['b_over_a']}, p {doc['p_value']}: "
+                      f"{doc['verdict']}")
 
 
 @command.command("memory")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from krait.bench.http import run_wrk
 from krait.errors import KraitError
-from krait.run import run
 
 # The path the comparison's stats wrapper answers on (see payload.py).
 STATS_PATH = "/_krait/stats"
@@ -56,22 +55,14 @@ def require_tool(name: str, package: str) -> str:
     return path
 
 
-def parse_wrk(output: str) -> float:
-    """Requests per second from wrk's summary."""
-    m = re.search(r"Requests/sec:\s*([\d.]+)", output)
-    if not m:
-        raise KraitError("wrk printed no Requests/sec line", hint=output[-300:])
-    return float(m.group(1))
-
-
-def run_wrk(url: str, settings: Settings) -> float:
-    """A bounded load: a few connections, one thread, a fixed duration, on loopback."""
-    wrk = shutil.which("wrk")
-    if not wrk:
+def run_wrk_rps(url: str, settings: Settings) -> float:
+    """Requests per second under a bounded load: a few connections, one thread."""
+    if not shutil.which("wrk"):
         raise VariantSkipped("`wrk` is not installed", hint="apt-get install wrk")
-    out = run([wrk, "-t1", f"-c{settings.wrk_connections}", f"-d{settings.wrk_seconds}s",
-               "--timeout", "5s", url], timeout=settings.wrk_seconds + 30).stdout
-    return parse_wrk(out)
+    load = run_wrk(url, settings.wrk_seconds, settings.wrk_connections, threads=1)
+    if not load["requests_per_s"]:
+        raise KraitError("wrk measured no requests", hint=load["output"][-300:])
+    return float(load["requests_per_s"])
 
 
 def guest_used_mb(stats: dict[str, Any]) -> float | None:

@@ -10,15 +10,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from krait.bench.boot import first_response
 from krait.bench.compare._common import (
     STATS_PATH,
     Settings,
     VariantResult,
     VariantSkipped,
     guest_used_mb,
-    run_wrk,
+    run_wrk_rps,
 )
+from krait.bench.http import first_answer
 from krait.config import AppConfig
 from krait.errors import KraitError
 from krait.vmm.qemu import free_port
@@ -85,8 +85,8 @@ def measure(variant: Variant, progress: Any = lambda _: None) -> VariantResult:
             port = free_port()
             started = time.monotonic()
             with variant.started(port) as running:
-                status, body = first_response(f"http://127.0.0.1:{port}/",
-                                              started + s.boot_timeout)
+                status, body = first_answer(f"http://127.0.0.1:{port}/",
+                                            started + s.boot_timeout)
                 elapsed = time.monotonic() - started
                 if status != 200:
                     raise KraitError(f"{variant.name}: the app answered {status}, not 200: "
@@ -100,7 +100,8 @@ def measure(variant: Variant, progress: Any = lambda _: None) -> VariantResult:
                 listening = set(stats.get("listening", []))
                 if i == s.runs - 1:
                     progress(f"{variant.name}: wrk for {s.wrk_seconds}s")
-                    result.requests_per_s = round(run_wrk(f"http://127.0.0.1:{port}/", s), 1)
+                    result.requests_per_s = round(run_wrk_rps(f"http://127.0.0.1:{port}/", s),
+                                                  1)
         result.surface["listening_ports"] = len(listening)
         result.details = {**variant.details, "listening": sorted(listening)}
     except VariantSkipped as e:

@@ -12,6 +12,7 @@ from krait.bench.compare.surface import surface_of_image
 from krait.image.archive import open_image
 from krait.image.build import build_image
 from krait.kernel import Kernel, build_kernel
+from krait.vmm.booted import booted
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
 from krait.vmm.qemu import QemuBackend, QemuVm
@@ -37,7 +38,7 @@ class UnikernelVariant(Variant):
         self.image = open_image(self.image_path)
         _, spec = prepare(self.image_path, self._options(8080), image=self.image)
         cmd = QemuBackend().build_command(spec, self.payload.parent)
-        self.details = {"machine": "microvm", "kernel": self.image.manifest["kernel"]["version"],
+        self.details = {"machine": "microvm", "kernel": self.image.manifest.kernel_identity.version,
                         "cmdline": " ".join(spec.cmdline), "qemu_argv": cmd.argv(),
                         "image": str(self.image_path)}
 
@@ -53,13 +54,11 @@ class UnikernelVariant(Variant):
 
     @contextlib.contextmanager
     def started(self, port: int) -> Iterator[Running]:
-        _, spec = prepare(self.image_path, self._options(port), image=self.image)
-        vm = QemuBackend().start(spec)
-        try:
-            yield _Vm(vm)
-        except BaseException:
-            self.details["console_tail"] = vm.console_tail().splitlines()[-30:]
-            raise
-        finally:
-            vm.kill()
-            vm.wait()
+        def keep_console(tail: str) -> None:
+            self.details["console_tail"] = tail.splitlines()[-30:]
+
+        guest = self.app.ports[0]
+        with booted(self.image, guest_ports=(guest,), host_ports={guest: port},
+                    memory=self.settings.memory_mib, ready_timeout=self.settings.boot_timeout,
+                    on_failure=keep_console) as vm:
+            yield _Vm(vm.vm)
