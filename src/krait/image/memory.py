@@ -6,7 +6,7 @@ kernel's own share, the app's heap (anonymous memory once the app is imported at
 time, with a margin for what serving allocates), the shared libraries and interpreter
 pages it keeps mapped, and, for an app that imports multiprocessing, two more
 interpreters. Below that the guest thrashes its page cache or its OOM killer ends the app;
-the default adds room so that files stay cached.
+the default adds room so that files stay cached. Below the minimum `krait run` refuses.
 """
 
 from __future__ import annotations
@@ -15,18 +15,20 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-# The kernel's own share of a small guest (its code and data, page tables, struct page
-# for every frame, slab, the reserves the page allocator keeps free). Calibrated with
-# `krait bench memory` (see the README).
+# Calibrated with `krait bench memory` on hello, flask, fastapi and a numpy app (TCG,
+# 2026-12-01; see the README): the smallest memory each served at was within 4 MiB of
+# KERNEL_MIB + heap + half the mapped code, and ran at full speed a quarter above it.
+# The kernel's own share of a small guest (its code and data, struct page for every
+# frame, the first MiB, slab, the reserves the page allocator keeps free).
 KERNEL_MIB = 8.0
-HEAP_MARGIN = 1.5  # what serving requests allocates beyond the imported app
+HEAP_MARGIN = 1.0  # the build host's heap is already larger than the guest's
+MAPPED_SHARE = 0.5  # of the mapped code, what must stay in the guest's page cache
 # An app that imports multiprocessing at build time gets room for two more interpreters
 # (a pool's workers, spawn's resource tracker): each is ~7 MiB of heap and page tables.
 CHILD_MIB = 8.0
 CHILDREN = 2
-# The default: the minimum and half as much again for the page cache, at least 16 MiB.
-DEFAULT_HEADROOM = 1.5
-DEFAULT_EXTRA_MIN = 16
+# The default: the minimum and a quarter more, for the page cache.
+DEFAULT_HEADROOM = 1.25
 # Measurements vary by a few pages from one build to the next; recorded in steps of this
 # much, two builds of the same app give the same manifest (and digest).
 STEP_MIB = 4
@@ -41,13 +43,13 @@ class MemoryNeeds:
 
     @property
     def minimum_mib(self) -> int:
-        need = KERNEL_MIB + self.heap_mib * HEAP_MARGIN + self.mapped_mib + self.children_mib
+        need = (KERNEL_MIB + self.heap_mib * HEAP_MARGIN + self.mapped_mib * MAPPED_SHARE
+                + self.children_mib)
         return _round_up(need, 4)
 
     @property
     def default_mib(self) -> int:
-        room = max(self.minimum_mib * DEFAULT_HEADROOM, self.minimum_mib + DEFAULT_EXTRA_MIN)
-        return _round_up(room, 8)
+        return _round_up(self.minimum_mib * DEFAULT_HEADROOM, 8)
 
     def explain(self) -> str:
         children = (f", {self.children_mib:.0f} MiB for child processes"
