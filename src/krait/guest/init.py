@@ -50,6 +50,32 @@ class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
+# <linux/random.h>: add entropy (and count it), then reseed the kernel's generator now.
+RNDADDENTROPY, RNDRESEEDCRNG = 0x40085203, 0x5207
+
+
+def _woke(words: list[str]) -> None:
+    """A resume or a snapshot wake: the clock; for a clone, fresh randomness everywhere a
+    generator was seeded before the snapshot (the kernel's, Python's random, OpenSSL's)."""
+    _set_clock(int(words[0]))
+    if len(words) < 2:
+        return
+    seed = bytes.fromhex(words[1])
+    import fcntl
+
+    fd = os.open("/dev/urandom", os.O_WRONLY)
+    try:
+        info = (len(seed) * 8).to_bytes(4, "little") + len(seed).to_bytes(4, "little") + seed
+        fcntl.ioctl(fd, RNDADDENTROPY, info)
+        fcntl.ioctl(fd, RNDRESEEDCRNG)
+    finally:
+        os.close(fd)
+    if "random" in sys.modules:
+        sys.modules["random"].seed()  # from os.urandom: the kernel's, reseeded above
+    if "ssl" in sys.modules:
+        sys.modules["ssl"].RAND_add(seed, len(seed))
+
+
 def _is_krait_guest() -> tuple[bool, str]:
     if os.getpid() != 1:
         return False, ""
@@ -97,9 +123,10 @@ class Control:
                     text = line.strip().decode(errors="replace")
                     if text == protocol.STOP:
                         on_stop()
-                    elif text.startswith(protocol.SET_TIME + " "):
-                        _set_clock(int(text.split()[1]))
-                        self.send(protocol.READY)
+                    elif text.startswith(protocol.WAKE + " "):
+                        _woke(text.split()[1:])
+                        if len(text.split()) > 2:
+                            self.send(protocol.READY)
 
         _thread.start_new_thread(read, ())
 

@@ -64,6 +64,7 @@ CRASH = "crash"  # "crash <status>": the app raised
 TIMELINE = "timeline"
 # host -> guest
 STOP = "stop"
-# "time <ns since the epoch>": sent after a snapshot wake (the guest's wall clock stood
-# still while it was saved); the guest sets its clock and answers "ready".
-SET_TIME = "time"
+# "wake <ns since the epoch> [<64 hex digits>]": sent after a resume from pause and after
+# a snapshot wake (the guest's wall clock stood still); with the digits (a clone), fresh
+# entropy for the kernel and Python, and the guest answers "ready" once it is in.
+WAKE = "wake"

@@ -20,7 +20,7 @@ _KRAIT_PACKAGE = Path(__file__).resolve().parents[1]
 # The guest runtime each kind needs inside the VM, traced like the app itself.
 # The guest runtime imports some modules only when needed (a crash, --env, the last
 # message before power-off); they must be in the image all the same.
-_GUEST_LAZY = ["krait.guest.init", "termios", "traceback", "base64", "json",
+_GUEST_LAZY = ["krait.guest.init", "termios", "fcntl", "traceback", "base64", "json",
                "krait.guest.missing"]
 RUNTIME_MODULES = {
     "main": _GUEST_LAZY,

@@ -42,7 +42,9 @@ class VmSpec:
     workdir: Path | None = None  # sockets and logs; a temporary folder when None
     console_log: Path | None = None  # write the console here instead of a pipe
     qmp: bool = False  # a QMP monitor socket in the workdir (snapshots, run state)
-    incoming: Path | None = None  # wake from this snapshot instead of booting
+    ram_file: Path | None = None  # guest RAM in this file (see RamFile) ...
+    ram_shared: bool = False  # ... written by the guest (a template), or mapped privately
+    incoming: bool = False  # start paused, for a saved state to be loaded (a wake)
 
 
 @dataclass(frozen=True)

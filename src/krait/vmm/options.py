@@ -6,7 +6,6 @@ Each object renders its own option family; :class:`QemuCommand` puts them in ord
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,13 +170,29 @@ class Monitor(Option):
 
 
 @dataclass(frozen=True)
-class Incoming(Option):
-    """Start paused, loading a saved state from a file instead of booting."""
+class RamFile(Option):
+    """Guest RAM in a file. ``shared``: the guest writes into the file (a snapshot's
+    template); otherwise the file is mapped privately (a clone: its pages are read from
+    the one host copy until the guest writes one)."""
 
     path: Path
+    mib: int
+    shared: bool
+    id: str = "ram"
 
     def args(self) -> list[str]:
-        return ["-incoming", f"exec:cat {shlex.quote(str(self.path))}"]
+        props = _props((("id", self.id), ("size", f"{self.mib}M"), ("mem-path", self.path),
+                        ("share", self.shared)))
+        return ["-object", f"memory-backend-file,{props}"]
+
+
+@dataclass(frozen=True)
+class Incoming(Option):
+    """Start paused, waiting for a saved state that krait hands over QMP (as a file
+    descriptor: no exec: URI, no file QEMU must be able to open)."""
+
+    def args(self) -> list[str]:
+        return ["-incoming", "defer"]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import socket
 import subprocess
@@ -33,6 +34,7 @@ from krait.vmm.options import (
     Monitor,
     Object,
     QemuCommand,
+    RamFile,
     Serial,
     UserNetwork,
 )
@@ -58,11 +60,15 @@ class QemuBackend(Backend):
         tcg = spec.accel.name == "tcg"
         console = (Chardev("con", "file", (("path", spec.console_log),)) if spec.console_log
                    else Chardev("con", "stdio", (("signal", False),)))
+        machine = Machine()
+        if spec.ram_file is not None:
+            machine = Machine(props=(*machine.props, ("memory-backend", "ram")))
         command = QemuCommand(QEMU).add(
-            Machine(),
+            machine,
             Accelerator(spec.accel.name, tb_size_mib=64 if tcg else None),
             Cpu("max" if tcg else "host", spec.vcpus),
             Memory(spec.memory),
+            *([RamFile(spec.ram_file, spec.memory, spec.ram_shared)] if spec.ram_file else []),
             Flag("-nodefaults"),
             Flag("-no-user-config"),
             Flag("-nographic"),
@@ -82,8 +88,8 @@ class QemuBackend(Backend):
         )
         if spec.qmp:
             command.add(Monitor(workdir / QMP_SOCKET))
-        if spec.incoming is not None:
-            command.add(Incoming(spec.incoming))
+        if spec.incoming:
+            command.add(Incoming())
         return command
 
     def command(self, spec: VmSpec) -> list[str]:
@@ -100,20 +106,17 @@ class QemuBackend(Backend):
         proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return QemuVm(spec, proc, workdir, owned, on_console)
 
-    def restore(self, spec: VmSpec, snapshot: Path, timeout: float = 30.0) -> QemuVm:
-        vm = self.start(replace(spec, qmp=True, incoming=snapshot))
+    def restore(self, spec: VmSpec, state: Path, timeout: float = 30.0) -> QemuVm:
+        """Wake a clone: guest RAM mapped privately from ``spec.ram_file``, its devices'
+        state loaded from ``state``; ready (the guest confirmed) when this returns."""
+        vm = self.start(replace(spec, qmp=True, incoming=True))
         try:
-            qmp.resume_restored(vm.workdir / QMP_SOCKET, timeout)
+            qmp.load_state(vm.workdir / QMP_SOCKET, state, timeout)
+            vm.wake()
         except VmError:
             vm.kill()
             vm.wait()
             raise
-        # The guest's wall clock stood still while its state was saved: set it; the guest
-        # answers "ready". An image from before this protocol does not answer.
-        if not (vm.send_control(f"{protocol.SET_TIME} {time.time_ns()}")
-                and vm.wait_ready(2.0)):
-            log.debug("the guest did not confirm its clock after the wake")
-        vm._ready.set()  # the guest was ready when its state was saved
         return vm
 
 
@@ -272,10 +275,29 @@ class QemuVm(Vm):
             time.sleep(0.005)
         return False
 
-    def snapshot(self, path: Path, resume: bool = True) -> None:
-        if not self.spec.qmp:
-            raise VmError("this VM was started without a QMP socket (VmSpec.qmp)")
-        qmp.save_state(self.workdir / QMP_SOCKET, path, resume)
+    def save(self, state: Path) -> None:
+        if not (self.spec.qmp and self.spec.ram_file and self.spec.ram_shared):
+            raise VmError("only a VM started as a template (a shared RAM file and QMP) can be "
+                          "saved")
+        qmp.save_state(self.workdir / QMP_SOCKET, state)
+
+    def pause(self) -> None:
+        qmp.pause(self.workdir / QMP_SOCKET)
+
+    def resume(self) -> None:
+        """Run a paused guest again, and set its clock (not waited for: a resume must be
+        quick, and a request that comes first sees the time it was paused at)."""
+        qmp.resume(self.workdir / QMP_SOCKET)
+        self.send_control(f"{protocol.WAKE} {time.time_ns()}")
+
+    def wake(self, timeout: float = 2.0) -> None:
+        """Tell a clone what time it is (its clock stood still in the snapshot) and give it
+        fresh entropy (every clone of a snapshot woke with the same random state); it
+        confirms with "ready". One that does not is a VmError: it must not serve."""
+        self._ready.clear()
+        message = f"{protocol.WAKE} {time.time_ns()} {secrets.token_hex(32)}"
+        if not (self.send_control(message) and self.wait_ready(timeout)):
+            raise VmError(f"the guest did not confirm its wake in {timeout:g}s")
 
     def wait(self, timeout: float | None = None) -> VmResult | None:
         try:

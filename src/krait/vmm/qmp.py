@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
+import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,10 +26,11 @@ logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 Command = tuple[str, dict[str, Any] | None]
 
 
-async def execute_async(path: Path, commands: list[Command], timeout: float = 10.0
-                        ) -> list[Any]:
+async def execute_async(path: Path, commands: list[Command], timeout: float = 10.0,
+                        fd: int | None = None) -> list[Any]:
     """Connect to the QMP socket at ``path`` (retrying until ``timeout``), run ``commands``
-    in order and return their results."""
+    in order and return their results. ``fd`` is handed to QEMU first (SCM_RIGHTS), for a
+    ``getfd`` among the commands."""
     deadline = time.monotonic() + timeout
     client = QMPClient("krait")
     while True:
@@ -38,8 +40,10 @@ async def execute_async(path: Path, commands: list[Command], timeout: float = 10
         except (QMPError, OSError, TimeoutError) as e:
             if time.monotonic() >= deadline:
                 raise VmError(f"QMP socket {path} does not answer: {e}") from e
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.002)
     try:
+        if fd is not None:
+            client.send_fd_scm(fd)
         results = []
         for name, args in commands:
             results.append(await asyncio.wait_for(client.execute(name, args), timeout))
@@ -51,18 +55,19 @@ async def execute_async(path: Path, commands: list[Command], timeout: float = 10
             await asyncio.wait_for(client.disconnect(), 2)
 
 
-def execute(path: Path, commands: list[Command], timeout: float = 10.0) -> list[Any]:
+def execute(path: Path, commands: list[Command], timeout: float = 10.0,
+            fd: int | None = None) -> list[Any]:
     """Synchronous :func:`execute_async`, safe to call from a thread running an event loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(execute_async(path, commands, timeout))
+        return asyncio.run(execute_async(path, commands, timeout, fd))
     out: list[Any] = []
     error: list[BaseException] = []
 
     def work() -> None:
         try:
-            out.extend(asyncio.run(execute_async(path, commands, timeout)))
+            out.extend(asyncio.run(execute_async(path, commands, timeout, fd)))
         except BaseException as e:
             error.append(e)
 
@@ -80,38 +85,63 @@ def query_status(path: Path, timeout: float = 2.0) -> str:
     return str(status["status"])
 
 
-def save_state(path: Path, target: Path, resume: bool, timeout: float = 120.0) -> None:
-    """Pause the VM, write its whole state to ``target`` (QEMU migration to a file),
-    then resume it if asked. The file appears only once it is complete."""
-    partial = target.with_name(target.name + ".partial")
-    uri = f"exec:cat > {shlex.quote(str(partial))}"
-    execute(path, [("stop", None), ("migrate", {"uri": uri})])
-    deadline = time.monotonic() + timeout
-    while True:
-        (info,) = execute(path, [("query-migrate", None)])
-        status = info.get("status")
-        if status == "completed":
-            break
-        if status in ("failed", "cancelled") or time.monotonic() > deadline:
-            partial.unlink(missing_ok=True)
-            raise VmError(f"saving the VM's state failed ({status}): "
-                          f"{info.get('error-desc', 'no reason given')}")
-        time.sleep(0.01)
-    partial.rename(target)
-    if resume:
-        execute(path, [("cont", None)])
+# Guest RAM lives in a file (RamFile): a snapshot holds only the devices' state.
+_IGNORE_SHARED = ("migrate-set-capabilities",
+                  {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
 
 
-def resume_restored(path: Path, timeout: float = 30.0) -> None:
-    """Wait until a VM started with ``-incoming`` has loaded its state, then run it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = query_status(path, timeout=max(0.5, deadline - time.monotonic()))
-        if status in ("paused", "postmigrate", "prelaunch"):
-            break
-        if status == "running":
-            return
-        if status not in ("inmigrate",) or time.monotonic() > deadline:
+def save_state(path: Path, target: Path, timeout: float = 60.0) -> None:
+    """Pause the VM and write its device state to ``target`` (its RAM is in its shared
+    RAM file already). The VM stays paused. The file appears only once complete, 0600."""
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        execute(path, [_IGNORE_SHARED, ("stop", None), ("getfd", {"fdname": "state"}),
+                       ("migrate", {"uri": "fd:state"})], fd=fd)
+        deadline = time.monotonic() + timeout
+        while True:
+            (info,) = execute(path, [("query-migrate", None)])
+            status = info.get("status")
+            if status == "completed":
+                break
+            if status in ("failed", "cancelled") or time.monotonic() > deadline:
+                raise VmError(f"saving the VM's state failed ({status}): "
+                              f"{info.get('error-desc', 'no reason given')}")
+            time.sleep(0.002)
+        os.fsync(fd)
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    finally:
+        os.close(fd)
+
+
+def load_state(path: Path, source: Path, timeout: float = 30.0) -> None:
+    """Load a saved device state into a VM started with -incoming defer, and run it."""
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        execute(path, [_IGNORE_SHARED, ("getfd", {"fdname": "state"}),
+                       ("migrate-incoming", {"uri": "fd:state"})], timeout, fd=fd)
+        deadline = time.monotonic() + timeout
+        while True:
+            status = query_status(path, timeout=max(0.5, deadline - time.monotonic()))
+            if status != "inmigrate":
+                break
+            if time.monotonic() > deadline:
+                raise VmError(f"the VM did not load its snapshot in {timeout:g}s")
+            time.sleep(0.002)
+        if status not in ("paused", "postmigrate", "prelaunch"):
             raise VmError(f"the VM did not load its snapshot (state {status})")
-        time.sleep(0.005)
+        execute(path, [("cont", None)])
+    finally:
+        os.close(fd)
+
+
+def pause(path: Path) -> None:
+    """Stop the guest's CPUs (QEMU keeps running; nothing runs inside)."""
+    execute(path, [("stop", None)])
+
+
+def resume(path: Path) -> None:
     execute(path, [("cont", None)])
