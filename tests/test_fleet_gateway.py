@@ -35,6 +35,8 @@ class FakeDriver(Driver):
         self.hang = False
         self.booted: list[tuple[str, int]] = []
         self.stopped: list[str] = []
+        self.paused: list[str] = []
+        self.resumed: list[str] = []
         self.handles: dict[str, Handle] = {}
 
     async def boot(self, image: ImageRef, instance_id: str) -> Handle:
@@ -48,8 +50,8 @@ class FakeDriver(Driver):
             writers.add(writer)
             try:
                 await reader.readline()
-                while self.hang:
-                    await asyncio.sleep(0.01)
+                while self.hang or self.handles[instance_id].extra["paused"]:
+                    await asyncio.sleep(0.01)  # a paused VM answers nothing
                 writer.write(f"HTTP/1.0 200 OK\r\n\r\ngen={image.generation} "
                              f"id={instance_id}".encode())
                 await writer.drain()
@@ -62,13 +64,21 @@ class FakeDriver(Driver):
         server = await asyncio.start_server(answer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         handle = Handle(instance_id, ("127.0.0.1", port), extra={
-            "server": server, "writers": writers, "dead": False})
+            "server": server, "writers": writers, "dead": False, "paused": False})
         self.handles[instance_id] = handle
         return handle
 
     async def stop(self, handle: Handle) -> None:
         self._end(handle)
         self.stopped.append(handle.id)
+
+    async def pause(self, handle: Handle) -> None:
+        handle.extra["paused"] = True
+        self.paused.append(handle.id)
+
+    async def resume(self, handle: Handle) -> None:
+        handle.extra["paused"] = False
+        self.resumed.append(handle.id)
 
     def alive(self, handle: Handle) -> bool:
         return not handle.extra["dead"]
@@ -248,3 +258,31 @@ def test_close_stops_booting_and_ready_instances() -> None:
         assert driver.running() == ["t-1"]
 
     run_gateway(test)  # run_gateway asserts nothing runs after close()
+
+
+def test_an_idle_instance_is_paused_then_resumed_by_the_next_connection() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        assert (await get(gw.port)).startswith(b"HTTP/1.0 200")
+        clock.now += 3  # past pause_seconds, far from idle_seconds
+        await until(lambda: driver.paused == ["t-1"])
+        assert gw.stats.pauses == 1 and driver.stopped == []
+        answer = await get(gw.port)
+        assert answer.startswith(b"HTTP/1.0 200") and b"id=t-1" in answer
+        assert driver.resumed == ["t-1"] and gw.stats.resumes == 1
+        assert len(driver.booted) == 1  # resumed, not booted
+        clock.now += 31  # and after idle_seconds, paused or not, it is stopped
+        await until(lambda: driver.stopped == ["t-1"])
+
+    run_gateway(test, ScalePolicy(idle_seconds=30, pause_seconds=2))
+
+
+def test_concurrent_connections_resume_a_paused_instance_once() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        await get(gw.port)
+        clock.now += 3
+        await until(lambda: driver.paused == ["t-1"])
+        answers = await asyncio.gather(*(get(gw.port) for _ in range(10)))
+        assert all(a.startswith(b"HTTP/1.0 200") for a in answers)
+        assert driver.resumed == ["t-1"]
+
+    run_gateway(test, ScalePolicy(idle_seconds=30, pause_seconds=2))

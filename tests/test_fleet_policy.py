@@ -6,6 +6,7 @@ import pytest
 
 from krait.fleet.policy import (
     BOOTING,
+    PAUSED,
     READY,
     STOPPING,
     InstanceView,
@@ -148,3 +149,30 @@ def test_restart_delay(policy: str, status: int | None, failures: int,
 def test_restart_delay_rejects_unknown_policy() -> None:
     with pytest.raises(ValueError):
         restart_delay("sometimes", 1, 0)
+
+
+# -- the paused tier ---------------------------------------------------------------------
+
+TIERED = ScalePolicy(max_instances=3, idle_seconds=30, pause_seconds=2, per_instance=2)
+
+
+def test_idle_past_pause_seconds_is_paused_past_idle_seconds_stopped() -> None:
+    assert plan(seen(101, 0, ready("a", 0, idle_since=100)), TIERED).pause == ()
+    assert plan(seen(103, 0, ready("a", 0, idle_since=100)), TIERED).pause == ("a",)
+    paused = InstanceView("a", 1, PAUSED, 0, idle_since=100)
+    assert plan(seen(120, 0, paused), TIERED) == Plan()
+    assert plan(seen(131, 0, paused), TIERED).stop == ("a",)
+
+
+def test_busy_instances_are_never_paused_and_none_when_pausing_is_off() -> None:
+    assert plan(seen(200, 0, ready("a", 1, idle_since=None)), TIERED).pause == ()
+    off = ScalePolicy(idle_seconds=30, pause_seconds=None)
+    assert plan(seen(120, 0, ready("a", 0, idle_since=100)), off).pause == ()
+
+
+def test_a_connection_prefers_a_running_instance_then_a_paused_one() -> None:
+    paused = InstanceView("p", 1, PAUSED, 0, 100)
+    assert pick((paused, ready("r", 3)), 1) == "r"
+    assert pick((paused,), 1) == "p"
+    # A paused instance of the current image counts as serving: no new boot for it.
+    assert plan(seen(100, 1, paused), TIERED).start == 0

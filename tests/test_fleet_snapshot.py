@@ -21,16 +21,22 @@ SPEC = VmSpec(name="demo", kernel=Path("/k/vmlinux"), disks=(Disk("base", Path("
 IMAGE = SimpleNamespace(digest="a" * 64, name="demo")
 
 
-def test_snapshot_key_follows_what_guest_memory_holds() -> None:
-    key = snapshot.key(IMAGE, SPEC)  # type: ignore[arg-type]
-    # Host port forwards live in the waking QEMU's command line, not in the snapshot.
-    assert snapshot.key(IMAGE, replace(SPEC, ports=(PortForward(9999, 8080),))) == key  # type: ignore[arg-type]
+def key(spec: VmSpec, image: object = IMAGE) -> str:
+    model = replace(spec, ports=(), workdir=None, console_log=None, qmp=True)
+    return snapshot.key(image, spec, QemuBackend().command(model))  # type: ignore[arg-type]
+
+
+def test_snapshot_key_follows_what_guest_memory_and_devices_hold() -> None:
+    base = key(SPEC)
+    # Host port forwards and folders live in the waking QEMU's command line, not in it.
+    assert key(replace(SPEC, ports=(PortForward(9999, 8080),))) == base
+    assert key(replace(SPEC, workdir=Path("/elsewhere"))) == base
     for changed in (replace(SPEC, memory=64), replace(SPEC, vcpus=2),
                     replace(SPEC, cmdline=(*SPEC.cmdline, "krait.boot=e30")),
-                    replace(SPEC, accel=Accel("kvm", "x"))):
-        assert snapshot.key(IMAGE, changed) != key  # type: ignore[arg-type]
-    other = SimpleNamespace(digest="b" * 64, name="demo")
-    assert snapshot.key(other, SPEC) != key  # type: ignore[arg-type]
+                    replace(SPEC, accel=Accel("kvm", "x")),
+                    replace(SPEC, disks=(Disk("base", Path("/k/b")), Disk("app", Path("/a"))))):
+        assert key(changed) != base
+    assert key(SPEC, SimpleNamespace(digest="b" * 64, name="demo")) != base
 
 
 def test_qmp_socket_only_when_asked() -> None:
@@ -39,10 +45,40 @@ def test_qmp_socket_only_when_asked() -> None:
     assert argv[argv.index("-qmp") + 1] == "unix:/run/krait/demo/qmp.sock,server=on,wait=off"
 
 
-def test_incoming_reads_the_snapshot_file_quoted() -> None:
-    argv = QemuBackend().command(replace(SPEC, incoming=Path("/s/demo.state")))
-    assert argv[argv.index("-incoming") + 1] == "exec:cat /s/demo.state"
-    assert Incoming(Path("/s/a b.state")).args() == ["-incoming", "exec:cat '/s/a b.state'"]
+def test_a_template_writes_its_ram_file_and_a_clone_maps_it_privately() -> None:
+    template = QemuBackend().command(replace(SPEC, ram_file=Path("/s/x.ram"), ram_shared=True))
+    assert template[template.index("-M") + 1] == "microvm,acpi=off,memory-backend=ram"
+    assert "memory-backend-file,id=ram,size=48M,mem-path=/s/x.ram,share=on" in template
+    clone = QemuBackend().command(replace(SPEC, ram_file=Path("/s/x.ram"), incoming=True))
+    assert "memory-backend-file,id=ram,size=48M,mem-path=/s/x.ram,share=off" in clone
+    # The state comes over QMP as a file descriptor: no exec: URI, nothing QEMU opens.
+    assert clone[clone.index("-incoming") + 1] == "defer"
+    assert Incoming().args() == ["-incoming", "defer"]
+
+
+def test_ram_files_are_private_and_prune_keeps_the_newest_within_the_cap(
+        tmp_path: Path, monkeypatch: object) -> None:
+    import os
+
+    monkeypatch.setenv("KRAIT_CACHE", str(tmp_path))  # type: ignore[attr-defined]
+    snaps = []
+    for i, name in enumerate(("old", "mid", "new")):
+        snap = snapshot.Snapshot(snapshot.snapshots_dir() / f"{name}.ram",
+                                 snapshot.snapshots_dir() / f"{name}.state")
+        ram = snapshot.new_ram_file(snap)
+        assert (ram.stat().st_mode & 0o777) == 0o600
+        ram.write_bytes(b"r" * 8192)
+        snap.state.write_bytes(b"s" * 100)
+        snapshot.complete(snap, ram)
+        snapshot.record_image(snap, f"digest-{name}")
+        os.utime(snap.state, (1000 + i, 1000 + i))
+        snaps.append(snap)
+    assert (snapshot.snapshots_dir().stat().st_mode & 0o777) == 0o700
+    assert [s.name for s in snapshot.all_snapshots()] == ["mid", "new", "old"]
+    removed = snapshot.prune(limit=2 * (8192 + 100) + 10)
+    assert [s.name for s in removed] == ["old"]
+    assert snapshot.prune(image_digest="digest-new")[0].name == "new"
+    assert [s.name for s in snapshot.all_snapshots()] == ["mid"]
 
 
 WRK = """Running 10s test @ http://127.0.0.1:4000/
@@ -77,3 +113,20 @@ def test_parse_wrk_clean_run_has_zero_errors() -> None:
     clean = "\n".join(line for line in WRK.splitlines()
                       if "Socket errors" not in line and "Non-2xx" not in line)
     assert parse_wrk(clean)["errors"] == 0
+
+
+def test_cli_lists_and_prunes(tmp_path: Path, monkeypatch: object) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("KRAIT_CACHE", str(tmp_path))  # type: ignore[attr-defined]
+    snap = snapshot.Snapshot(snapshot.snapshots_dir() / "one.ram",
+                             snapshot.snapshots_dir() / "one.state")
+    snap.ram.write_bytes(b"r" * 4096)
+    snap.state.write_bytes(b"s" * 10)
+    krait = [sys.executable, "-m", "krait.cli", "snapshot"]
+    listed = subprocess.run([*krait, "ls", "--json"], capture_output=True, text=True, check=True)
+    assert [row["name"] for row in __import__("json").loads(listed.stdout)] == ["one"]
+    pruned = subprocess.run([*krait, "prune", "--all"], capture_output=True, text=True,
+                            check=True)
+    assert "removed one" in pruned.stdout and not snap.exists()

@@ -23,6 +23,7 @@ from krait.cli import (
     run,
     serve,
     settings,
+    snapshot,
     stop,
 )
 from krait.cli._output import err_console
@@ -41,7 +42,7 @@ def cli(debug: bool) -> None:
 
 
 for module in (build, lock, run, inspect, kernel, bench, settings, ps, logs, stop, rm, serve,
-               replace):
+               replace, snapshot):
     cli.add_command(module.command)
 
 

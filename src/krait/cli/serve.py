@@ -35,6 +35,9 @@ def parse_duration(value: str) -> float:
 @click.option("--name", help="Name of this serve (default: IMAGE-NAME-PORT).")
 @click.option("--idle", default="30s", show_default=True,
               help="Stop an instance after this long with no connection (scale to zero).")
+@click.option("--pause", "pause_after", default="2s", show_default=True,
+              help="Pause an instance after this long with no connection (no guest CPU; the "
+              "next connection resumes it in milliseconds); 'off' never pauses.")
 @click.option("--max", "max_instances", default=1, show_default=True,
               help="Most instances to run under load.")
 @click.option("--min", "min_instances", default=0, show_default=True,
@@ -50,9 +53,9 @@ def parse_duration(value: str) -> float:
 @click.option("-m", "--memory", help="Guest memory, e.g. 48M (default: the image's).")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None)
 def command(image: Path, port: int, host: str, name: str | None, idle: str,
-            max_instances: int, min_instances: int, per_instance: int, snapshot: bool,
-            boot_timeout: str, env: tuple[str, ...], memory: str | None, accel: str | None,
-            **_: Any) -> None:
+            pause_after: str, max_instances: int, min_instances: int, per_instance: int,
+            snapshot: bool, boot_timeout: str, env: tuple[str, ...], memory: str | None,
+            accel: str | None, **_: Any) -> None:
     """Serve IMAGE on PORT, booting instances on demand.
 
     `krait replace NAME NEW_IMAGE` (or SIGHUP, to reload IMAGE) swaps the image with no
@@ -65,18 +68,23 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
         raise ConfigError("need 0 <= --min <= --max and --max >= 1")
     img = open_image(image)
     options = options_from_flags((), env, accel, {"memory": memory} if memory else {})
+    pause = None if pause_after == "off" else parse_duration(pause_after)
     policy = ScalePolicy(max_instances=max_instances, min_instances=min_instances,
-                         idle_seconds=parse_duration(idle), per_instance=per_instance)
+                         idle_seconds=parse_duration(idle), per_instance=per_instance,
+                         pause_seconds=pause)
     serve_name = name or f"{img.name}-{port}"
 
     def listening(gateway: Gateway) -> None:
         err_console.print(f"krait: serving {img.name} on http://{host}:{gateway.port} as "
-                          f"{serve_name} (idle {policy.idle_seconds:g}s, max {max_instances}"
+                          f"{serve_name} (idle {policy.idle_seconds:g}s"
+                          f"{f', pause {pause:g}s' if pause is not None else ''}, "
+                          f"max {max_instances}"
                           f"{', snapshot wake' if snapshot else ''})")
 
     gateway = run_server(image, port, policy, serve_name, options, snapshots=snapshot,
                          boot_timeout=parse_duration(boot_timeout), on_listening=listening)
     s = gateway.stats
     err_console.print(f"krait: stopped; {s.connections} connections, {s.boots} boots "
-                      f"({s.wakes} from snapshot), {s.boot_failures} failed, "
+                      f"({s.wakes} from snapshot), {s.resumes} resumes from pause, "
+                      f"{s.boot_failures} failed, "
                       f"{s.rejected} answered 503, {s.upstream_errors} cut")

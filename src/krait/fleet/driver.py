@@ -76,6 +76,18 @@ class Driver(ABC):
     def alive(self, handle: Handle) -> bool:
         """Is the instance still running (cheap: called often)?"""
 
+    async def pause(self, handle: Handle) -> None:
+        """Stop the instance's CPUs; it keeps its memory and resumes in milliseconds."""
+        raise NotImplementedError
+
+    async def resume(self, handle: Handle) -> None:
+        """Run a paused instance again."""
+        raise NotImplementedError
+
+    def forget_snapshots(self, image: ImageRef) -> None:
+        """An image is replaced: its snapshots will not be woken from again."""
+        return None
+
     async def close(self) -> None:
         """Release what the driver holds (all instances are stopped by then)."""
         return None
@@ -102,12 +114,17 @@ class QemuDriver(Driver):
         self._vms: dict[int, tuple[QemuVm, InstanceDir]] = {}
         self._lock = threading.Lock()
 
-    def _start_vm(self, spec: VmSpec, folder: InstanceDir, snap: Path | None) -> QemuVm:
-        vm = (self.backend.restore(spec, snap, self.boot_timeout) if snap is not None
+    def _start_vm(self, spec: VmSpec, folder: InstanceDir, state: Path | None) -> QemuVm:
+        vm = (self.backend.restore(spec, state, self.boot_timeout) if state is not None
               else self.backend.start(spec))
         with self._lock:
             self._vms[vm.pid] = (vm, folder)
         return vm
+
+    def _end_vm(self, vm: QemuVm) -> None:
+        vm.kill()
+        vm.wait()
+        self._forget(vm)
 
     def _forget(self, vm: QemuVm) -> None:
         with self._lock:
@@ -124,11 +141,17 @@ class QemuDriver(Driver):
         _, spec = prepare(image.path, options, image=img)
         return replace(spec, qmp=True)
 
+    def snapshot_for(self, image: ImageRef, spec: VmSpec) -> snapshot.Snapshot:
+        """The snapshot instances of ``image`` with ``spec`` wake from (it may not exist);
+        its device model is QEMU's command line for the spec, without what differs from
+        one instance to the next."""
+        model = replace(spec, ports=(), workdir=None, console_log=None, qmp=True)
+        return snapshot.for_image(image.image, spec, self.backend.command(model))
+
     async def boot(self, image: ImageRef, instance_id: str) -> Handle:
         started = time.monotonic()
         port = free_port()
         try:
-            img: Image = image.image
             record = InstanceRecord(
                 name=instance_id, image=str(image.path), image_name=image.name,
                 image_digest=image.digest, memory=0, vcpus=0, accel="", ports=[],
@@ -142,52 +165,111 @@ class QemuDriver(Driver):
             folder.write_run(run)
         except KraitError as e:
             raise BootFailed(e.message) from e
-        snap = snapshot.path_for(img, spec) if self.use_snapshots else None
+        snap = self.snapshot_for(image, spec) if self.use_snapshots else None
         vm: QemuVm | None = None
-        woke = False
         if snap is not None and snap.exists():
-            try:
-                vm = await self._call(self._start_vm, spec, folder, snap)
-                woke = True
-            except KraitError as e:
-                log.warning("%s: waking from %s failed (%s); booting instead",
-                            instance_id, snap.name, e.message)
-                snap.unlink(missing_ok=True)
+            vm = await self._wake(instance_id, spec, folder, snap)
+        woke = vm is not None
         if vm is None:
-            try:
-                vm = await self._call(self._start_vm, spec, folder, None)
-            except KraitError as e:
-                folder.remove()
-                raise BootFailed(e.message) from e
-        assert vm is not None
+            vm = await self._cold_boot(instance_id, spec, folder, snap, image.digest)
+            woke = vm.spec.ram_file is not None  # booted as a template, serving as a clone
         run.qemu_pid = vm.pid
-        folder.write_run(run)
-        if not woke:
-            ok = await self._call(vm.wait_ready, self.boot_timeout)
-            if not ok:
-                vm.kill()
-                result = await self._call(vm.wait)
-                self._forget(vm)
-                tail = [line for line in result.console_tail.splitlines() if line.strip()][-3:]
-                folder.remove()
-                raise BootFailed(result.reason + (": " + " | ".join(tail) if tail else ""))
-            if snap is not None:
-                try:
-                    seconds = await self._call(snapshot.save, vm, snap)
-                    log.info("%s: saved a snapshot for later wakes (%.2fs, %s)",
-                             instance_id, seconds, snap.name)
-                except KraitError as e:
-                    log.warning("%s: could not save a snapshot: %s", instance_id, e.message)
         run.ready = time.time()
-        run.snapshot = str(snap) if woke else None
+        run.snapshot = str(snap.state) if woke and snap else None
         folder.write_run(run)
         return Handle(instance_id, ("127.0.0.1", port), woke, time.monotonic() - started,
                       {"vm": vm, "folder": folder})
+
+    def _clone(self, spec: VmSpec, snap: snapshot.Snapshot) -> VmSpec:
+        return replace(spec, ram_file=snap.ram, ram_shared=False)
+
+    async def _wake(self, instance_id: str, spec: VmSpec, folder: InstanceDir,
+                    snap: snapshot.Snapshot) -> QemuVm | None:
+        """A clone of the snapshot; None (the snapshot removed) if it does not wake."""
+        try:
+            vm: QemuVm = await self._call(self._start_vm, self._clone(spec, snap), folder,
+                                          snap.state)
+            os.utime(snap.state)  # for prune: least recently used first
+            return vm
+        except KraitError as e:
+            log.warning("%s: waking from snapshot %s failed (%s); booting instead",
+                        instance_id, snap.name, e.message)
+            with self._lock:
+                stale = [v for v, f in self._vms.values() if f is folder]
+            for v in stale:
+                await self._call(self._end_vm, v)
+            snap.remove()
+            return None
+
+    async def _cold_boot(self, instance_id: str, spec: VmSpec, folder: InstanceDir,
+                         snap: snapshot.Snapshot | None, digest: str) -> QemuVm:
+        """Boot; with ``snap``, as its template: RAM in a new file, saved when ready, then
+        ended, and this instance wakes from it like every later one."""
+        ram = snapshot.new_ram_file(snap) if snap is not None else None
+        template = replace(spec, ram_file=ram, ram_shared=True) if ram else spec
+        try:
+            vm: QemuVm = await self._call(self._start_vm, template, folder, None)
+        except KraitError as e:
+            folder.remove()
+            if ram:
+                ram.unlink(missing_ok=True)
+            raise BootFailed(e.message) from e
+        ok = await self._call(vm.wait_ready, self.boot_timeout)
+        if not ok:
+            vm.kill()
+            result = await self._call(vm.wait)
+            self._forget(vm)
+            tail = [line for line in result.console_tail.splitlines() if line.strip()][-3:]
+            folder.remove()
+            if ram:
+                ram.unlink(missing_ok=True)
+            raise BootFailed(result.reason + (": " + " | ".join(tail) if tail else ""))
+        if snap is None or ram is None:
+            return vm
+        try:
+            saved = time.monotonic()
+            await self._call(vm.save, snap.state)
+            await self._call(self._end_vm, vm)
+            snapshot.complete(snap, ram)
+            snapshot.record_image(snap, digest)
+            log.info("%s: saved snapshot %s in %.3fs", instance_id, snap.name,
+                     time.monotonic() - saved)
+        except KraitError as e:
+            log.warning("%s: could not save a snapshot (%s); this instance boots without",
+                        instance_id, e.message)
+            snap.remove()
+            ram.unlink(missing_ok=True)
+            await self._call(self._end_vm, vm)
+            plain: QemuVm = await self._call(self._start_vm, spec, folder, None)
+            if not await self._call(plain.wait_ready, self.boot_timeout):
+                await self._call(self._end_vm, plain)
+                folder.remove()
+                raise BootFailed("the instance did not boot again after a failed snapshot"
+                                 ) from e
+            return plain
+        clone = await self._wake(instance_id, spec, folder, snap)
+        if clone is None:
+            folder.remove()
+            raise BootFailed("the instance did not wake from the snapshot it just saved")
+        return clone
+
+    async def pause(self, handle: Handle) -> None:
+        vm: QemuVm = handle.extra["vm"]
+        await self._call(vm.pause)
+        handle.extra["paused"] = True
+
+    async def resume(self, handle: Handle) -> None:
+        vm: QemuVm = handle.extra["vm"]
+        await self._call(vm.resume)
+        handle.extra["paused"] = False
 
     async def stop(self, handle: Handle) -> None:
         vm: QemuVm = handle.extra["vm"]
         folder: InstanceDir = handle.extra["folder"]
         try:
+            if handle.extra.get("paused"):  # a paused guest cannot stop gracefully
+                with contextlib.suppress(KraitError):
+                    await self.resume(handle)
             await self._call(vm.stop, self.stop_grace)
         finally:
             vm.kill()
@@ -197,6 +279,9 @@ class QemuDriver(Driver):
     def alive(self, handle: Handle) -> bool:
         vm: QemuVm = handle.extra["vm"]
         return vm.proc.poll() is None
+
+    def forget_snapshots(self, image: ImageRef) -> None:
+        snapshot.prune(image_digest=image.digest)
 
     def console_tail(self, handle: Handle) -> str:
         vm: QemuVm = handle.extra["vm"]

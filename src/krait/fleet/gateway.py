@@ -22,6 +22,7 @@ from krait.errors import ConfigError
 from krait.fleet.driver import BootFailed, Driver, Handle, ImageRef
 from krait.fleet.policy import (
     BOOTING,
+    PAUSED,
     READY,
     STOPPING,
     InstanceView,
@@ -44,8 +45,9 @@ class Instance:
     idle_since: float | None = None
     handle: Handle | None = None
     served: int = 0
-    # One connect at a time per instance (see connect_upstream).
+    # One connect at a time per instance (see connect_upstream); one pause or resume.
     connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tiering: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def view(self) -> InstanceView:
         return InstanceView(self.id, self.image.generation, self.state, self.connections,
@@ -58,6 +60,8 @@ class Stats:
 
     boots: int = 0
     wakes: int = 0  # boots that were snapshot wakes
+    pauses: int = 0
+    resumes: int = 0
     boot_failures: int = 0
     stops: int = 0
     deaths: int = 0  # instances that ended without being asked
@@ -158,6 +162,8 @@ class Gateway:
     def replace(self, image: ImageRef) -> None:
         """Serve ``image`` from now on: boot it, switch new connections once it is ready,
         let old connections finish, then stop the old instances."""
+        if image.digest != self.image.digest:
+            self.driver.forget_snapshots(self.image)
         self.image = image
         self.replaced_at = self.clock()
         self.last_failure = None
@@ -179,7 +185,7 @@ class Gateway:
 
     def reconcile(self) -> None:
         for inst in list(self.instances.values()):
-            if (inst.state == READY and inst.handle is not None
+            if (inst.state in (READY, PAUSED) and inst.handle is not None
                     and not self.driver.alive(inst.handle)):
                 log.warning("%s: instance %s died", self.name, inst.id)
                 self.stats.deaths += 1
@@ -196,6 +202,10 @@ class Gateway:
                        else f"idle for {self.policy.idle_seconds:g}s")
                 log.info("%s: stopping %s (%s)", self.name, found.id, why)
                 self._spawn(self._stop(found))
+        for inst_id in decision.pause:
+            found = self.instances.get(inst_id)
+            if found is not None and found.state == READY:
+                self._spawn(self._pause(found))
         if decision.reject_waiting != self.reject:
             self.reject = decision.reject_waiting
             self.notify()
@@ -222,8 +232,14 @@ class Gateway:
         try:
             handle = await asyncio.wait_for(self.driver.boot(inst.image, inst.id),
                                             self.boot_timeout + 30)
-        except (BootFailed, TimeoutError) as e:
-            reason = e.reason if isinstance(e, BootFailed) else "the instance did not start in time"
+        except Exception as e:  # a failed boot must answer its held connections, whatever
+            if isinstance(e, BootFailed):
+                reason = e.reason
+            elif isinstance(e, TimeoutError):
+                reason = "the instance did not start in time"
+            else:
+                log.debug("boot failed", exc_info=True)
+                reason = f"internal error while starting: {type(e).__name__}: {e}"
             self.stats.boot_failures += 1
             self.last_failure = self.clock()
             self.last_failure_reason = reason
@@ -244,6 +260,36 @@ class Gateway:
         log.info("%s: %s %s in %.2fs (port %d)", self.name, inst.id, how, handle.boot_seconds,
                  handle.address[1])
         self.notify()
+
+    async def _pause(self, inst: Instance) -> None:
+        async with inst.tiering:
+            if inst.state != READY or inst.connections or inst.handle is None:
+                return  # a connection came while the decision was made
+            try:
+                await self.driver.pause(inst.handle)
+            except Exception as e:
+                log.warning("%s: could not pause %s: %s", self.name, inst.id, e)
+                return
+            inst.state = PAUSED
+            self.stats.pauses += 1
+            log.debug("%s: paused %s", self.name, inst.id)
+
+    async def _resume(self, inst: Instance) -> bool:
+        """Run a paused instance again before a connection goes to it; False if it could
+        not be resumed (it is stopped, and the connection looks for another)."""
+        async with inst.tiering:
+            if inst.state != PAUSED:
+                return inst.state == READY
+            assert inst.handle is not None
+            try:
+                await self.driver.resume(inst.handle)
+            except Exception as e:
+                log.warning("%s: could not resume %s: %s", self.name, inst.id, e)
+                self._spawn(self._stop(inst))
+                return False
+            inst.state = READY
+            self.stats.resumes += 1
+            return True
 
     async def _stop(self, inst: Instance) -> None:
         if inst.state == STOPPING:
@@ -306,6 +352,8 @@ class Gateway:
                     return
                 try:
                     assert inst.handle is not None
+                    if inst.state == PAUSED and not await self._resume(inst):
+                        continue
                     try:
                         async with inst.connecting:
                             up_reader, up_writer = await connect_upstream(

@@ -1,5 +1,10 @@
-"""When to boot, where to send a connection, when to stop: pure functions of what was
-observed and the time, so every rule is tested with a fake clock and no VMs.
+"""When to boot, where to send a connection, when to pause, when to stop: pure functions
+of what was observed and the time, so every rule is tested with a fake clock and no VMs.
+
+An idle instance goes through tiers: ready (running) -> paused after ``pause_seconds``
+(QEMU stops its CPUs: no guest CPU, resumed in milliseconds by the next connection) ->
+stopped after ``idle_seconds`` (scale to zero; the next connection wakes a new instance
+from the snapshot).
 
 The gateway (:mod:`krait.fleet.gateway`) observes, calls :func:`plan`, and does what the
 :class:`Plan` says; it calls :func:`pick` for each connection that needs an instance.
@@ -10,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-BOOTING, READY, STOPPING = "booting", "ready", "stopping"
+BOOTING, READY, PAUSED, STOPPING = "booting", "ready", "paused", "stopping"
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,8 @@ class ScalePolicy:
     max_instances: int = 1
     min_instances: int = 0  # kept running even when idle (0: scale to zero)
     idle_seconds: float = 30.0  # an instance with no connection this long is stopped
+    # ... and paused after this long (None: never paused); must be below idle_seconds.
+    pause_seconds: float | None = 2.0
     # Connections one instance should carry before another is booted.
     per_instance: int = 10
     # After a failed boot, answer at once (503) for this long instead of booting again.
@@ -50,6 +57,7 @@ class Observed:
 class Plan:
     start: int = 0  # instances of the current generation to boot
     stop: tuple[str, ...] = field(default=())  # instances to stop (gracefully)
+    pause: tuple[str, ...] = field(default=())  # ready instances to pause
     reject_waiting: bool = False  # answer the held connections with an error now
 
 
@@ -61,6 +69,7 @@ def plan(seen: Observed, policy: ScalePolicy) -> Plan:
     current = _live(seen.instances, seen.generation)
     booting = [i for i in current if i.state == BOOTING]
     ready = [i for i in current if i.state == READY]
+    serving = [i for i in current if i.state in (READY, PAUSED)]
     old = [i for i in seen.instances if i.generation != seen.generation and i.state != STOPPING]
     in_backoff = (seen.last_failure is not None
                   and seen.now - seen.last_failure < policy.failure_backoff)
@@ -70,8 +79,8 @@ def plan(seen: Observed, policy: ScalePolicy) -> Plan:
         pass  # one boot at a time: concurrent cold-start connections wait for the same one
     elif not current and (seen.waiting or old or policy.min_instances):
         start = 1  # cold start, or the first instance of a new image (replace)
-    elif ready and len(current) < policy.max_instances:
-        demand = seen.waiting + sum(i.connections for i in ready)
+    elif serving and len(current) < policy.max_instances:
+        demand = seen.waiting + sum(i.connections for i in serving)
         wanted = max(policy.min_instances, math.ceil(demand / max(1, policy.per_instance)))
         if wanted > len(current):
             start = 1
@@ -79,29 +88,39 @@ def plan(seen: Observed, policy: ScalePolicy) -> Plan:
     stop: list[str] = []
     # Old generation: drain. Once an instance of the new image is ready, each old one
     # stops as soon as its last connection ends.
-    if ready:
+    if serving:
         drained = (seen.replaced_at is not None
                    and seen.now - seen.replaced_at >= policy.drain_seconds)
         stop += [i.id for i in old if i.connections == 0 or drained]
+
+    def idle_for(i: InstanceView, seconds: float) -> bool:
+        return (i.connections == 0 and i.idle_since is not None
+                and seen.now - i.idle_since >= seconds)
+
     # Scale to zero (or to min_instances): idle instances beyond the floor, longest idle
     # first; never while connections are waiting for one.
     if not seen.waiting:
-        idle = sorted((i for i in ready if i.connections == 0 and i.idle_since is not None
-                       and seen.now - i.idle_since >= policy.idle_seconds),
+        idle = sorted((i for i in serving if idle_for(i, policy.idle_seconds)),
                       key=lambda i: i.idle_since or 0.0)
         removable = max(0, len(current) - policy.min_instances)
         stop += [i.id for i in idle[:removable]]
+    # The tier before that: pause what has been idle a while (and is not being stopped).
+    pause: list[str] = []
+    if policy.pause_seconds is not None:
+        pause = [i.id for i in ready if idle_for(i, policy.pause_seconds) and i.id not in stop]
 
     reject = bool(seen.waiting) and in_backoff and not current and not [
-        i for i in old if i.state == READY]
-    return Plan(start=start, stop=tuple(stop), reject_waiting=reject)
+        i for i in old if i.state in (READY, PAUSED)]
+    return Plan(start=start, stop=tuple(stop), pause=tuple(pause), reject_waiting=reject)
 
 
 def pick(instances: tuple[InstanceView, ...], generation: int) -> str | None:
     """The instance a new connection goes to: a ready one of the current image with the
-    fewest connections; while none is ready, an old image's (a replace in progress)."""
+    fewest connections, else a paused one (resumed first); while the current image has
+    neither, an old image's (a replace in progress)."""
     for gen_ok in (lambda g: g == generation, lambda g: g != generation):
-        ready = [i for i in instances if i.state == READY and gen_ok(i.generation)]
-        if ready:
-            return min(ready, key=lambda i: (i.connections, i.id)).id
+        for state in (READY, PAUSED):
+            found = [i for i in instances if i.state == state and gen_ok(i.generation)]
+            if found:
+                return min(found, key=lambda i: (i.connections, i.id)).id
     return None

@@ -1,41 +1,156 @@
-"""Snapshot wake: save a freshly ready guest once, wake later instances from the file.
+"""Snapshot wake: boot a guest once with its RAM in a file, save its devices' state when
+it is ready, and wake every later instance from the pair.
 
-A snapshot holds the guest's memory, so it is only valid for the same image, kernel
-command line (boot-time settings live in guest memory), memory size, vCPU count and
-accelerator; its file name is a hash of exactly those. Host port forwards are not in
-it: QEMU's user-mode network is set up by the waking QEMU's own command line.
+    NAME-KEY.ram     guest RAM, written by the template VM (share=on); each clone maps it
+                     privately: one host copy of every page no clone has written to
+    NAME-KEY.state   the devices' state (migration with x-ignore-shared: kilobytes)
+
+A snapshot is valid only for what its memory and devices hold: the image, the kernel
+command line (boot-time settings live in guest memory), memory size, vCPU count,
+accelerator, the device model (QEMU's command line without per-instance paths and ports)
+and the QEMU and krait versions; its key is a hash of exactly those. Host port forwards
+are not in it: QEMU's user-mode network is set up by the waking QEMU's command line.
+Files are 0600, complete when their name appears, and pruned oldest first beyond a cap.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
+import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from krait import __version__
 from krait.image.archive import Image
 from krait.paths import cache_dir
-from krait.vmm.base import Vm, VmSpec
+from krait.run import run
+from krait.vmm.base import VmSpec
+
+log = logging.getLogger("krait.fleet")
+# Snapshots kept in all, largest RAM files first to go beyond it (KRAIT_SNAPSHOT_MAX_MB).
+DEFAULT_MAX_BYTES = 4 * 2**30
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    ram: Path
+    state: Path
+
+    @property
+    def name(self) -> str:
+        return self.state.stem
+
+    def exists(self) -> bool:
+        return self.ram.is_file() and self.state.is_file()
+
+    def size(self) -> tuple[int, int]:
+        """(bytes of RAM file allocated on disk, bytes of device state)."""
+        return self.ram.stat().st_blocks * 512, self.state.stat().st_size
+
+    def remove(self) -> None:
+        for path in (self.state, self.ram, self.state.with_suffix(".image")):
+            path.unlink(missing_ok=True)
 
 
 def snapshots_dir() -> Path:
     path = cache_dir() / "snapshots"
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
-def key(image: Image, spec: VmSpec) -> str:
+@functools.cache
+def qemu_version(binary: str = "qemu-system-x86_64") -> str:
+    try:
+        out = run([binary, "--version"], timeout=30).stdout
+    except Exception:
+        return "unknown"
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
+_PER_INSTANCE = re.compile(r"(hostfwd=[^,]*|path=[^,]*|mem-path=[^,]*|unix:[^,]*)")
+
+
+def key(image: Image, spec: VmSpec, argv: list[str]) -> str:
+    """What a snapshot depends on; ``argv`` is the QEMU command line of the template."""
+    devices = [_PER_INSTANCE.sub("", a) for a in argv]
     identity = {"image": image.digest, "cmdline": list(spec.cmdline), "memory": spec.memory,
-                "vcpus": spec.vcpus, "accel": spec.accel.name, "kernel": spec.kernel.name}
+                "vcpus": spec.vcpus, "accel": spec.accel.name, "devices": devices,
+                "qemu": qemu_version(argv[0]), "krait": __version__}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def path_for(image: Image, spec: VmSpec) -> Path:
-    return snapshots_dir() / f"{image.name}-{key(image, spec)}.state"
+def for_image(image: Image, spec: VmSpec, argv: list[str]) -> Snapshot:
+    folder = snapshots_dir()
+    stem = f"{image.name}-{key(image, spec, argv)}"
+    return Snapshot(folder / f"{stem}.ram", folder / f"{stem}.state")
 
 
-def save(vm: Vm, path: Path) -> float:
-    """Snapshot a running VM (it runs on afterwards); return the seconds it was paused."""
-    started = time.monotonic()
-    vm.snapshot(path, resume=True)
-    return time.monotonic() - started
+def new_ram_file(snapshot: Snapshot) -> Path:
+    """An empty RAM file for a template, 0600, under a name of its own until saved."""
+    path = snapshot.ram.with_name(f".{snapshot.ram.name}.{os.getpid()}.{time.monotonic_ns()}")
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+    return path
+
+
+def complete(snapshot: Snapshot, ram: Path) -> None:
+    """The template's RAM file becomes the snapshot's (its state was saved already)."""
+    os.replace(ram, snapshot.ram)
+    prune()
+
+
+def all_snapshots() -> list[Snapshot]:
+    folder = snapshots_dir()
+    return [Snapshot(state.with_suffix(".ram"), state)
+            for state in sorted(folder.glob("*.state"))]
+
+
+def max_bytes() -> int:
+    value = os.environ.get("KRAIT_SNAPSHOT_MAX_MB")
+    return int(value) * 2**20 if value and value.isdigit() else DEFAULT_MAX_BYTES
+
+
+def prune(limit: int | None = None, image_digest: str | None = None,
+          keep: Snapshot | None = None) -> list[Snapshot]:
+    """Remove snapshots beyond ``limit`` bytes (least recently used first), those that are
+    incomplete, and with ``image_digest`` those of that image; never ``keep``."""
+    limit = max_bytes() if limit is None else limit
+    removed = []
+    folder = snapshots_dir()
+    for stray in folder.glob(".*"):  # a template that never finished
+        if time.time() - stray.stat().st_mtime > 3600:
+            stray.unlink(missing_ok=True)
+    snapshots = all_snapshots()
+    for snap in snapshots:
+        gone = not snap.ram.exists() or (image_digest and _image_of(snap) == image_digest)
+        if gone and snap != keep:
+            snap.remove()
+            removed.append(snap)
+    alive = [s for s in snapshots if s not in removed and s.exists()]
+    alive.sort(key=lambda s: s.state.stat().st_mtime, reverse=True)  # woken: touched
+    total = 0
+    for snap in alive:
+        total += sum(snap.size())
+        if total > limit and snap != keep:
+            snap.remove()
+            removed.append(snap)
+    for snap in removed:
+        log.info("removed snapshot %s", snap.name)
+    return removed
+
+
+def record_image(snapshot: Snapshot, digest: str) -> None:
+    """Which image a snapshot is of (for prune on replace), beside it."""
+    snapshot.state.with_suffix(".image").write_text(digest)
+
+
+def _image_of(snapshot: Snapshot) -> str | None:
+    try:
+        return snapshot.state.with_suffix(".image").read_text().strip()
+    except OSError:
+        return None

@@ -1,0 +1,164 @@
+"""The tiers an instance of `krait serve` goes through, with real VMs: a cold boot, a
+snapshot wake, a resume from pause. The same assertions hold for each (Firecracker's
+uvm_booted / uvm_restored), each with a cache folder of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from krait.fleet.driver import ImageRef, QemuDriver
+from krait.fleet.gateway import Gateway
+from krait.fleet.policy import ScalePolicy
+from krait.vmm.launch import RunOptions
+
+from .fleet_support import assert_nothing_runs
+
+pytestmark = pytest.mark.vm
+
+# Answers with fresh randomness from the kernel and from Python's random, and the time.
+ENTROPY_APP = """
+    import json, os, random, time
+
+    SEEDED = random.random()  # the generator's state is in the snapshot
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = json.dumps({"urandom": os.urandom(16).hex(), "random": random.random(),
+                           "time": time.time(), "pid": os.getpid()}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+"""
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A cache (snapshots) and state folder of this test's own; the kernel is shared."""
+    from krait.paths import cache_dir
+
+    cache = tmp_path / "cache"
+    (cache / "objects").mkdir(parents=True)
+    for part in ("kernel", "objects/kernel", "disks"):
+        (cache_dir() / part).mkdir(parents=True, exist_ok=True)
+        (cache / part).symlink_to(cache_dir() / part)
+    # Short: QEMU's sockets live in it, and a socket path has 107 bytes at most.
+    state = Path(tempfile.mkdtemp(prefix="kt-", dir="/tmp"))
+    monkeypatch.setenv("KRAIT_CACHE", str(cache))
+    monkeypatch.setenv("KRAIT_STATE", str(state))
+    yield cache
+    try:
+        assert_nothing_runs(state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+async def ask(port: int, path: str = "/") -> dict[str, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: t\r\n\r\n".encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 60)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data[:300]
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+async def tier(image: Path, how: str) -> tuple[dict[str, Any], Gateway]:
+    """One answer from an instance reached the way ``how`` says."""
+    driver = QemuDriver(RunOptions(), use_snapshots=how != "cold")
+    policy = ScalePolicy(idle_seconds=3600, pause_seconds=0.5 if how == "paused" else None)
+    gateway = Gateway(driver, ImageRef.open(image, 1), policy, "tier", port=0)
+    await gateway.start()
+    try:
+        await ask(gateway.port)  # cold boot (for "snapshot": saves it, wakes a clone)
+        if how == "snapshot":
+            inst = next(iter(gateway.instances.values()))
+            await gateway._stop(inst)  # scale to zero: the next one wakes from the snapshot
+        elif how == "paused":
+            deadline = time.monotonic() + 20
+            while gateway.stats.pauses == 0:
+                assert time.monotonic() < deadline, "the instance was never paused"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1)  # its clock stands still meanwhile
+        answer = await ask(gateway.port)
+        return answer, gateway
+    finally:
+        await gateway.close()
+
+
+@pytest.mark.parametrize("how", ["cold", "snapshot", "paused"])
+def test_every_tier_answers_with_the_right_time(make_app, build, fresh: Path,
+                                                how: str) -> None:
+    image = build(make_app(ENTROPY_APP, kind="asgi", entry="app:app", name="entropy",
+                           extra="ports = [8080]\n"))
+    before = time.time()
+    answer, gateway = asyncio.run(tier(image, how))
+    after = time.time()
+    assert answer["pid"] == 1
+    assert before - 1 <= answer["time"] <= after + 1, (before, answer["time"], after)
+    stats = gateway.stats
+    if how == "cold":
+        assert (stats.boots, stats.wakes, stats.resumes) == (1, 0, 0)
+    elif how == "snapshot":
+        assert stats.wakes == 2  # the first boot serves as a clone of its own snapshot too
+        assert list((fresh / "snapshots").glob("*.state"))
+    else:
+        assert (stats.pauses, stats.resumes) == (1, 1)
+
+
+def test_clones_of_one_snapshot_do_not_share_randomness(make_app, build, fresh: Path) -> None:
+    image = build(make_app(ENTROPY_APP, kind="asgi", entry="app:app", name="entropy",
+                           extra="ports = [8080]\n"))
+
+    async def two_clones() -> list[dict[str, Any]]:
+        driver = QemuDriver(RunOptions(), use_snapshots=True)
+        ref = ImageRef.open(image, 1)
+        handles = [await driver.boot(ref, "clone-a"), await driver.boot(ref, "clone-b")]
+        try:
+            assert all(h.woke_from_snapshot for h in handles)
+            return [await ask(h.address[1]) for h in handles]
+        finally:
+            for h in handles:
+                await driver.stop(h)
+            await driver.close()
+
+    a, b = asyncio.run(two_clones())
+    assert a["urandom"] != b["urandom"]
+    assert a["random"] != b["random"]
+
+
+def test_a_corrupt_snapshot_is_skipped_and_the_instance_boots_cold(make_app, build,
+                                                                   fresh: Path) -> None:
+    image = build(make_app(ENTROPY_APP, kind="asgi", entry="app:app", name="entropy",
+                           extra="ports = [8080]\n"))
+
+    async def run() -> tuple[bool, bool]:
+        driver = QemuDriver(RunOptions(), use_snapshots=True)
+        ref = ImageRef.open(image, 1)
+        first = await driver.boot(ref, "first")
+        await driver.stop(first)
+        [state] = list((fresh / "snapshots").glob("*.state"))
+        state.write_bytes(state.read_bytes()[:200])  # cut short
+        second = await driver.boot(ref, "second")
+        try:
+            answer = await ask(second.address[1])
+            return answer["pid"] == 1, second.woke_from_snapshot
+        finally:
+            await driver.stop(second)
+            await driver.close()
+
+    answered, woke = asyncio.run(run())
+    # It answered; it booted cold as a new template and woke from the new snapshot.
+    assert answered and woke
+    assert len(list((fresh / "snapshots").glob("*.state"))) == 1
