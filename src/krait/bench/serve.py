@@ -20,9 +20,8 @@ import psutil
 from krait.bench.http import run_wrk
 from krait.bench.result import machine_info, summarize
 from krait.errors import VmError
-from krait.fleet import snapshot
 from krait.fleet.driver import Handle, ImageRef, QemuDriver
-from krait.fleet.gateway import Gateway
+from krait.fleet.gateway import Gateway, Stats
 from krait.fleet.policy import ScalePolicy
 from krait.vmm.launch import RunOptions, prepare
 
@@ -40,13 +39,24 @@ async def http_get(port: int, path: str = "/", timeout: float = 120.0) -> tuple[
     return status, data
 
 
-async def _first_request(image: ImageRef, options: RunOptions, snapshots: bool,
-                         warm_requests: int = 0) -> tuple[float, bool, list[float]]:
-    """Seconds from connecting to a proxy with no instance to the whole first response."""
-    driver = QemuDriver(options, use_snapshots=snapshots)
-    gateway = Gateway(driver, image, ScalePolicy(idle_seconds=3600), "bench", port=0)
+async def _first_request(image: ImageRef, options: RunOptions, how: str,
+                         warm_requests: int = 0) -> tuple[float, Stats, list[float]]:
+    """Seconds from connecting to the proxy to the whole response, for a request that finds
+    no instance (``how`` = "cold": booted; "snapshot": woken from the snapshot, which must
+    exist) or a paused one ("paused": resumed)."""
+    driver = QemuDriver(options, use_snapshots=how != "cold")
+    policy = ScalePolicy(idle_seconds=3600, pause_seconds=0.2 if how == "paused" else None)
+    gateway = Gateway(driver, image, policy, "bench", port=0)
     await gateway.start()
     try:
+        if how == "paused":
+            await http_get(gateway.port)
+            deadline = time.monotonic() + 30
+            while gateway.stats.pauses == 0:
+                if time.monotonic() > deadline:
+                    raise VmError("the instance was not paused")
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)
         started = time.monotonic()
         status, _ = await http_get(gateway.port)
         first = time.monotonic() - started
@@ -57,7 +67,7 @@ async def _first_request(image: ImageRef, options: RunOptions, snapshots: bool,
             started = time.monotonic()
             status, _ = await http_get(gateway.port)
             warm.append(round(time.monotonic() - started, 4))
-        return first, gateway.stats.wakes == 1, warm
+        return first, gateway.stats, warm
     finally:
         await gateway.close()
 
@@ -87,15 +97,16 @@ async def _load(image: ImageRef, options: RunOptions, seconds: int, connections:
         await gateway.close()
 
 
-def _memory_of(pid: int) -> tuple[float, float]:
-    info = psutil.Process(pid).memory_full_info()
-    return info.rss / 1e6, info.uss / 1e6
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: a page shared by n processes counts 1/n in each."""
+    return float(psutil.Process(pid).memory_full_info().pss) / 1e6
 
 
 async def _idle(image: ImageRef, options: RunOptions, most: int, reserve_mb: float,
                 progress: Progress) -> dict[str, Any]:
-    """Wake idle instances one after another (up to ``most``, keeping ``reserve_mb`` of
-    host memory free), check each answers, and measure what they cost at rest."""
+    """Wake idle instances from the snapshot one after another (up to ``most``, keeping
+    ``reserve_mb`` of host memory free), check each answers, pause them all (the idle
+    tier), and measure what they cost at rest; then check every one answers again."""
     driver = QemuDriver(options, use_snapshots=True)
     handles: list[Handle] = []
     available_before = psutil.virtual_memory().available / 1e6
@@ -105,30 +116,43 @@ async def _idle(image: ImageRef, options: RunOptions, most: int, reserve_mb: flo
             per = (available_before - available) / len(handles) if handles else 200.0
             if available - per < reserve_mb:
                 break
-            handles.append(await driver.boot(image, f"bench-idle-{len(handles) + 1}"))
-        answered = 0
-        for h in handles:
-            status, _ = await http_get(h.address[1], timeout=30)
-            answered += status == 200
-        await asyncio.sleep(3)  # let them settle into idle
+            handle = await driver.boot(image, f"bench-idle-{len(handles) + 1}")
+            status, _ = await http_get(handle.address[1], timeout=30)
+            if status != 200:
+                raise VmError(f"an idle instance answered {status}")
+            await driver.pause(handle)
+            handles.append(handle)
+            if len(handles) % 20 == 0:
+                progress(f"{len(handles)} idle instances held")
+        await asyncio.sleep(3)  # let the host settle
         procs = [psutil.Process(h.extra["vm"].pid) for h in handles]
         for p in procs:
             p.cpu_percent(None)
-        await asyncio.sleep(5)
+        window = 10.0
+        await asyncio.sleep(window)
         cpu = [p.cpu_percent(None) for p in procs]
-        memory = [_memory_of(p.pid) for p in procs]
+        pss = [round(_pss_mb(p.pid), 1) for p in procs]
+        rss = [round(p.memory_info().rss / 1e6, 1) for p in procs]
         available_held = psutil.virtual_memory().available / 1e6
-        rss = [round(r, 1) for r, _ in memory]
-        uss = [round(u, 1) for _, u in memory]
         per_instance = (available_before - available_held) / max(1, len(handles))
-        progress(f"held {len(handles)} idle instances: {statistics.median(rss):.0f} MB RSS, "
-                 f"{statistics.median(uss):.0f} MB unique each")
+        answered, resumed = 0, []
+        for h in handles:
+            started = time.monotonic()
+            await driver.resume(h)
+            status, _ = await http_get(h.address[1], timeout=30)
+            resumed.append(round(time.monotonic() - started, 4))
+            answered += status == 200
+        progress(f"held {len(handles)} paused instances: PSS median "
+                 f"{statistics.median(pss):.1f} MB each, CPU {sum(cpu):.1f} % of a core in "
+                 f"all; {answered} answered after a resume")
         return {
-            "held": len(handles), "answered": answered, "limit": most,
-            "rss_mb": summarize(rss), "uss_mb": summarize(uss),
+            "held": len(handles), "tier": "paused (woken from the snapshot, then stopped)",
+            "answered_after_resume": answered, "limit": most,
+            "pss_mb": summarize(pss), "rss_mb": summarize(rss),
             "host_memory_used_per_instance_mb": round(per_instance, 1),
-            "idle_cpu_percent_per_instance": summarize([round(c, 1) for c in cpu]),
-            "idle_cpu_percent_total": round(sum(cpu), 1),
+            "idle_cpu_percent_total": round(sum(cpu), 2),
+            "idle_cpu_window_s": window,
+            "resume_to_answer_s": summarize(resumed),
             "host_memory_available_before_mb": round(available_before),
             "host_memory_available_while_held_mb": round(available_held),
             "estimated_capacity_by_memory": int(available_before / max(1.0, per_instance)),
@@ -148,26 +172,32 @@ def bench_serve(image_path: Path, runs: int = 5, memory: int | None = None,
     options = RunOptions(memory=memory)
     image = ImageRef.open(image_path, 1)
     _, spec = prepare(image_path, options, image=image.image)
-    snap = snapshot.path_for(image.image, spec)
+    snap = QemuDriver(options).snapshot_for(image, spec)
 
     async def main() -> dict[str, Any]:
-        cold, wake = [], []
+        cold, wake, resume = [], [], []
         warm: list[float] = []
         for i in range(runs):
-            seconds, _, warm_samples = await _first_request(image, options, False, 10)
+            seconds, _, warm_samples = await _first_request(image, options, "cold", 10)
             cold.append(round(seconds, 4))
             warm += warm_samples
             progress(f"cold {i + 1}/{runs}: {seconds:.2f}s")
-        snap.unlink(missing_ok=True)
-        seconds, woke, _ = await _first_request(image, options, True)  # saves the snapshot
-        progress(f"first boot with snapshot saving: {seconds:.2f}s")
-        saved_bytes = snap.stat().st_size if snap.exists() else None
+        snap.remove()
+        seconds, stats, _ = await _first_request(image, options, "snapshot")
+        progress(f"first boot, saving the snapshot: {seconds:.2f}s")
+        ram_bytes, state_bytes = snap.size() if snap.exists() else (None, None)
         for i in range(runs):
-            seconds, woke, _ = await _first_request(image, options, True)
-            if not woke:
+            seconds, stats, _ = await _first_request(image, options, "snapshot")
+            if stats.wakes != 1 or stats.boots != 1:
                 raise VmError("the instance did not wake from its snapshot")
             wake.append(round(seconds, 4))
             progress(f"wake {i + 1}/{runs}: {seconds:.3f}s")
+        for i in range(runs):
+            seconds, stats, _ = await _first_request(image, options, "paused")
+            if stats.resumes != 1:
+                raise VmError("the instance was not resumed from pause")
+            resume.append(round(seconds, 4))
+            progress(f"resume {i + 1}/{runs}: {seconds * 1000:.1f} ms")
         progress(f"wrk through the proxy for {wrk_seconds}s ...")
         load = await _load(image, options, wrk_seconds, wrk_connections, max_instances)
         progress(f"wrk: {load.get('requests_per_s')} requests/s, {load.get('errors')} errors")
@@ -175,9 +205,11 @@ def bench_serve(image_path: Path, runs: int = 5, memory: int | None = None,
         return {
             "first_request_s": {"cold": {**summarize(cold), "samples": cold},
                                 "snapshot_wake": {**summarize(wake), "samples": wake},
+                                "resume_from_pause": {**summarize(resume), "samples": resume},
                                 "warm": {**summarize(warm), "samples": warm}},
             "wake_over_cold": round(statistics.median(wake) / statistics.median(cold), 3),
-            "snapshot_bytes": saved_bytes,
+            "snapshot": {"state_bytes": state_bytes, "ram_file_bytes_on_disk": ram_bytes,
+                         "ram_file_where": str(snap.ram.parent)},
             "load": load,
             "idle_instances": idle,
         }

@@ -159,7 +159,7 @@ def compare_cmd(app_dir: Path, runs: int, memory: int, only: str, wrk_seconds: i
 @click.option("--wrk-connections", default=16, show_default=True)
 @click.option("--max", "max_instances", default=1, show_default=True,
               help="Instances the proxy may run during the wrk load.")
-@click.option("--idle-max", default=20, show_default=True,
+@click.option("--idle-max", default=100, show_default=True,
               help="Most idle instances to hold at once.")
 @_output
 def serve(image: Path, runs: int, memory: int | None, wrk_seconds: int, wrk_connections: int,
