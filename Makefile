@@ -60,7 +60,8 @@ lint: venv
 
 bench: hello
 	mkdir -p docs/bench
-	$(KRAIT) bench boot examples/hello/hello.krait -n 10 -o docs/bench/boot.json
+	$(KRAIT) bench boot examples/hello/hello.krait -n 10 -o docs/bench/boot.json \
+		--timeline docs/bench/boot-timeline.png
 	$(KRAIT) bench memory examples/hello/hello.krait -o docs/bench/memory.json
 	$(KRAIT) bench rebuild examples/hello -n 5 -o docs/bench/rebuild.json
 	$(KRAIT) bench serve examples/hello/hello.krait -n 5 -o docs/bench/serve.json
