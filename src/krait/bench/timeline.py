@@ -42,7 +42,7 @@ def plot(table: list[dict[str, object]], path: Path, title: str) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(10, 2.8))
+    fig, ax = plt.subplots(figsize=(10, 3.6))
     left = 0.0
     colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
     for i, row in enumerate(table):
@@ -53,8 +53,8 @@ def plot(table: list[dict[str, object]], path: Path, title: str) -> Path | None:
     ax.set_yticks([])
     ax.set_xlabel("seconds since QEMU started (median of the boots)")
     ax.set_title(title)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2, fontsize=8)
-    fig.tight_layout()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=2, fontsize=8)
+    fig.subplots_adjust(left=0.03, right=0.97, top=0.88, bottom=0.52)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
