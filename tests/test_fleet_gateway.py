@@ -15,6 +15,7 @@ from krait.errors import ConfigError
 from krait.fleet.driver import BootFailed, Driver, Handle, ImageRef
 from krait.fleet.gateway import Gateway
 from krait.fleet.policy import ScalePolicy
+from krait.fleet.pool import Limits
 
 
 class FakeClock:
@@ -33,6 +34,7 @@ class FakeDriver(Driver):
         self.boot_delay = boot_delay
         self.fail: str | None = None
         self.hang = False
+        self.keep_alive = False  # answer, then leave the connection open
         self.booted: list[tuple[str, int]] = []
         self.stopped: list[str] = []
         self.paused: list[str] = []
@@ -55,6 +57,8 @@ class FakeDriver(Driver):
                 writer.write(f"HTTP/1.0 200 OK\r\n\r\ngen={image.generation} "
                              f"id={instance_id}".encode())
                 await writer.drain()
+                if self.keep_alive:
+                    await reader.read()
                 writer.close()
             except (ConnectionError, asyncio.CancelledError):
                 pass
@@ -118,12 +122,13 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 def run_gateway(test: Callable[[Gateway, FakeDriver, FakeClock], Awaitable[None]],
-                policy: ScalePolicy | None = None, **driver_args: Any) -> None:
+                policy: ScalePolicy | None = None, limits: Limits | None = None,
+                **driver_args: Any) -> None:
     async def main() -> None:
         clock = FakeClock()
         driver = FakeDriver(**driver_args)
         gateway = Gateway(driver, image(1), policy or ScalePolicy(idle_seconds=30),
-                          "t", clock=clock, boot_timeout=5)
+                          "t", clock=clock, boot_timeout=5, limits=limits)
         await gateway.start()
         try:
             await test(gateway, driver, clock)
@@ -167,7 +172,7 @@ def test_scale_out_under_load_up_to_max_and_spread() -> None:
         await asyncio.sleep(0.3)
         assert len(driver.booted) == 3  # --max
         later = [asyncio.create_task(get(gw.port)) for _ in range(4)]
-        await until(lambda: sum(i.connections for i in gw.instances.values()) == 7)
+        await until(lambda: sum(v.connections for v in gw.views()) == 7)
         driver.hang = False
         answers = await asyncio.gather(*first, *later)
         assert all(a.startswith(b"HTTP/1.0 200") for a in answers)
@@ -178,13 +183,16 @@ def test_scale_out_under_load_up_to_max_and_spread() -> None:
     run_gateway(test, ScalePolicy(max_instances=3, per_instance=1))
 
 
-def test_boot_failure_answers_503_quickly_with_the_reason() -> None:
+def test_boot_failure_answers_503_quickly_and_logs_the_reason(
+        caplog: pytest.LogCaptureFixture) -> None:
     async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
         driver.fail = "the guest kernel panicked: VFS: Unable to mount root"
         answers = await asyncio.gather(*(get(gw.port) for _ in range(3)))
         for a in answers:
             assert a.startswith(b"HTTP/1.1 503"), a
-            assert b"Unable to mount root" in a
+            # The client learns that it failed; the console's words go to the log only.
+            assert b"failed to start" in a and b"Unable to mount root" not in a
+        assert "Unable to mount root" in caplog.text
         assert len(driver.booted) == 1
         # Within the back-off: answered at once, no new boot.
         assert (await get(gw.port, timeout=1)).startswith(b"HTTP/1.1 503")
@@ -202,7 +210,7 @@ def test_instance_dies_mid_request_gives_502_and_next_request_boots() -> None:
         assert (await get(gw.port)).startswith(b"HTTP/1.0 200")
         driver.hang = True
         pending = asyncio.create_task(get(gw.port))
-        await until(lambda: gw.instances["t-1"].connections == 1)
+        await until(lambda: gw.view(gw.instances["t-1"]).connections == 1)
         driver.kill("t-1")
         answer = await pending
         assert answer.startswith(b"HTTP/1.1 502"), answer
@@ -284,5 +292,74 @@ def test_concurrent_connections_resume_a_paused_instance_once() -> None:
         answers = await asyncio.gather(*(get(gw.port) for _ in range(10)))
         assert all(a.startswith(b"HTTP/1.0 200") for a in answers)
         assert driver.resumed == ["t-1"]
+
+    run_gateway(test, ScalePolicy(idle_seconds=30, pause_seconds=2))
+
+
+async def hold_open(port: int, send: bytes = b"") -> tuple[asyncio.StreamReader,
+                                                           asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if send:
+        writer.write(send)
+        await writer.drain()
+    return reader, writer
+
+
+def test_a_client_that_sends_nothing_boots_nothing_and_is_closed() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        silent = [await hold_open(gw.port) for _ in range(50)]
+        for reader, _ in silent:
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the gateway
+        assert driver.booted == [] and gw.stats.timed_out == 50
+        assert gw.pool.connections == {}
+        assert (await get(gw.port)).startswith(b"HTTP/1.0 200")
+
+    run_gateway(test, limits=Limits(first_byte_timeout=0.3))
+
+
+def test_connections_over_a_clients_cap_get_503_and_others_are_served() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        held = [await hold_open(gw.port) for _ in range(3)]
+        await until(lambda: len(gw.pool.connections) == 3)
+        answer = await get(gw.port)
+        assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+        assert gw.stats.refused == 1 and driver.booted == []
+        for _, writer in held:
+            writer.close()
+        await until(lambda: not gw.pool.connections)
+        assert (await get(gw.port)).startswith(b"HTTP/1.0 200")
+
+    run_gateway(test, limits=Limits(max_per_client=3))
+
+
+def test_open_keep_alive_connections_do_not_keep_an_instance_from_scaling_to_zero() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        driver.keep_alive = True
+        idle = []
+        for _ in range(5):
+            reader, writer = await hold_open(gw.port, b"GET / HTTP/1.1\r\n\r\n")
+            assert (await reader.readuntil(b"id=t-1")).startswith(b"HTTP/1.0 200")
+            idle.append((reader, writer))
+        assert gw.view(gw.instances["t-1"]).connections == 5  # just answered: busy
+        clock.now += 6  # past busy_grace: open, silent connections do not count
+        assert gw.view(gw.instances["t-1"]).connections == 0
+        clock.now += 30
+        await until(lambda: driver.stopped == ["t-1"])
+        for reader, _ in idle:  # stopping the instance ends what was open on it
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+
+    run_gateway(test, ScalePolicy(idle_seconds=30), limits=Limits(busy_grace=5))
+
+
+def test_a_slow_answer_keeps_its_instance_however_long_it_takes() -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        driver.hang = True
+        pending = asyncio.create_task(get(gw.port))
+        await until(lambda: [v.connections for v in gw.views() if v.state == "ready"] == [1])
+        clock.now += 600
+        await asyncio.sleep(0.5)
+        assert driver.stopped == [] and driver.paused == []
+        driver.hang = False
+        assert (await pending).startswith(b"HTTP/1.0 200")
 
     run_gateway(test, ScalePolicy(idle_seconds=30, pause_seconds=2))

@@ -31,6 +31,7 @@ from krait.fleet.policy import (
     pick,
     plan,
 )
+from krait.fleet.pool import Connection, Limits, Pool
 
 log = logging.getLogger("krait.fleet")
 TICK = 0.2  # how often idle timers and instance health are looked at
@@ -41,17 +42,12 @@ class Instance:
     id: str
     image: ImageRef
     state: str = BOOTING
-    connections: int = 0
-    idle_since: float | None = None
+    idle_since: float | None = None  # when it got ready, or its last connection ended
     handle: Handle | None = None
     served: int = 0
     # One connect at a time per instance (see connect_upstream); one pause or resume.
     connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
     tiering: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def view(self) -> InstanceView:
-        return InstanceView(self.id, self.image.generation, self.state, self.connections,
-                            self.idle_since)
 
 
 @dataclass
@@ -67,6 +63,8 @@ class Stats:
     deaths: int = 0  # instances that ended without being asked
     connections: int = 0
     rejected: int = 0  # answered 503 (no instance could be had)
+    refused: int = 0  # answered 503 at once: over a connection limit
+    timed_out: int = 0  # closed: no first bytes in time, or idle too long
     upstream_errors: int = 0  # answered 502 or cut (an instance failed mid-connection)
     boot_seconds: list[float] = field(default_factory=list)
 
@@ -101,7 +99,8 @@ async def connect_upstream(address: tuple[str, int], attempt: float = 0.05,
 class Gateway:
     def __init__(self, driver: Driver, image: ImageRef, policy: ScalePolicy, name: str,
                  host: str = "127.0.0.1", port: int = 0, boot_timeout: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 limits: Limits | None = None) -> None:
         self.driver = driver
         self.image = image
         self.policy = policy
@@ -110,19 +109,20 @@ class Gateway:
         self.boot_timeout = boot_timeout
         self.clock = clock
         self.instances: dict[str, Instance] = {}
-        self.waiting = 0
+        self.pool = Pool(limits or Limits())
+        self._waiters: dict[int, asyncio.Event] = {}
         self.last_failure: float | None = None
         self.last_failure_reason = ""
         self.replaced_at: float | None = None
         self.reject = False
         self.stats = Stats()
         self._ids = itertools.count(1)
-        self._changed = asyncio.Event()
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._group: asyncio.TaskGroup | None = None  # boots, stops, pauses, the control loop
+        self._ready = asyncio.Event()
         self._clients: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
-        self._loop_task: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -135,7 +135,8 @@ class Gateway:
                               hint="pick another --port, or stop what is listening there"
                               ) from None
         self.port = self._server.sockets[0].getsockname()[1]
-        self._loop_task = asyncio.create_task(self._control_loop())
+        self._supervisor = asyncio.create_task(self._supervise())
+        await self._ready.wait()
 
     async def close(self, grace: float = 20.0) -> None:
         """Stop listening, cut connections, and stop every instance (gracefully for up to
@@ -144,15 +145,16 @@ class Gateway:
         log.info("%s: stopping (%d instances)", self.name, len(self.instances))
         if self._server is not None:
             self._server.close()
-        if self._loop_task is not None:
+        if self._supervisor is not None:
             self._wake.set()
-            self._loop_task.cancel()
-            await asyncio.wait([self._loop_task], timeout=2)
-        tasks = [*self._tasks, *self._clients]
-        for task in tasks:
+            self._supervisor.cancel()  # and with it every boot, stop and pause under way
+            await asyncio.wait([self._supervisor], timeout=5)
+        # Client connections are not in the group: one client's failure must end only
+        # its own connection, never the gateway.
+        for task in self._clients:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        if self._clients:
+            await asyncio.wait(self._clients, timeout=5)
         stops = [asyncio.ensure_future(self._stop(i)) for i in list(self.instances.values())]
         if stops:
             await asyncio.wait(stops, timeout=grace)
@@ -173,14 +175,12 @@ class Gateway:
 
     # -- observing and deciding --------------------------------------------------------
     def notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._assign()
         self._wake.set()
 
     def observed(self) -> Observed:
         return Observed(now=self.clock(), generation=self.image.generation,
-                        waiting=self.waiting,
-                        instances=tuple(i.view() for i in self.instances.values()),
+                        waiting=len(self.pool.waiting), instances=self.views(),
                         last_failure=self.last_failure, replaced_at=self.replaced_at)
 
     def reconcile(self) -> None:
@@ -220,10 +220,25 @@ class Gateway:
             if not self._closing:
                 self.reconcile()
 
+    async def _supervise(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            group.create_task(self._control_loop())
+            self._ready.set()
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Run an action on an instance in the gateway's task group. An action that fails
+        is logged; it does not end the gateway."""
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("%s: internal error", self.name)
+
+        if self._group is None or self._closing:
+            coro.close()
+            return
+        self._group.create_task(guarded())
 
     # -- acting -------------------------------------------------------------------------
     async def _boot(self, inst: Instance) -> None:
@@ -263,7 +278,8 @@ class Gateway:
 
     async def _pause(self, inst: Instance) -> None:
         async with inst.tiering:
-            if inst.state != READY or inst.connections or inst.handle is None:
+            if (inst.state != READY or self.pool.busy(inst.id, self.clock())
+                    or inst.handle is None):
                 return  # a connection came while the decision was made
             try:
                 await self.driver.pause(inst.handle)
@@ -305,51 +321,98 @@ class Gateway:
             self.notify()
 
     # -- connections --------------------------------------------------------------------
-    async def _acquire(self) -> Instance | None:
-        """Hold the connection until an instance is ready; None means answer 503."""
+    def view(self, inst: Instance) -> InstanceView:
+        """What the policy sees of an instance: the connections busy on it, and since
+        when it has carried nothing (open but silent connections do not count)."""
+        now = self.clock()
+        busy = self.pool.busy(inst.id, now)
+        idle = None
+        if busy == 0:
+            idle = max((t for t in (inst.idle_since, self.pool.idle_since(inst.id, now))
+                        if t is not None), default=None)
+        return InstanceView(inst.id, inst.image.generation, inst.state, busy, idle)
+
+    def views(self) -> tuple[InstanceView, ...]:
+        return tuple(self.view(i) for i in self.instances.values())
+
+    def _assign(self) -> None:
+        """Waiting connections get instances, oldest first, in one step."""
+        assigned = self.pool.assign(lambda: pick(self.views(), self.image.generation))
+        for conn in assigned:
+            if (event := self._waiters.get(conn.id)) is not None:
+                event.set()
+
+    async def _acquire(self, conn: Connection) -> Instance | str:
+        """Hold the connection until an instance is assigned to it; a str says why not
+        (the client gets 503)."""
+        refusal = self.pool.enqueue(conn)
+        if refusal is not None:
+            return refusal
         deadline = self.clock() + self.boot_timeout
-        self.waiting += 1
+        event = self._waiters[conn.id] = asyncio.Event()
         self.notify()
         try:
             while True:
-                chosen = pick(tuple(i.view() for i in self.instances.values()),
-                              self.image.generation)
-                if chosen is not None:
-                    inst = self.instances[chosen]
-                    inst.connections += 1
-                    inst.idle_since = None
-                    return inst
-                if self.reject or self._closing or self.clock() > deadline:
-                    return None
-                changed = self._changed
+                self._assign()
+                if conn.instance is not None and conn.instance in self.instances:
+                    return self.instances[conn.instance]
+                if self.reject:
+                    return "the app failed to start"
+                if self._closing:
+                    return "the server is stopping"
+                if self.clock() > deadline:
+                    return "no instance became ready in time"
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), TICK)
+                    await asyncio.wait_for(event.wait(), TICK)
+                event.clear()
         finally:
-            self.waiting -= 1
+            self._waiters.pop(conn.id, None)
+            if conn.id in self.pool.waiting:
+                self.pool.waiting.remove(conn.id)
 
-    def _release(self, inst: Instance) -> None:
-        inst.connections -= 1
+    def _release(self, inst: Instance, conn: Connection) -> None:
+        self.pool.release(conn)
         inst.served += 1
-        if inst.connections == 0:
-            inst.idle_since = self.clock()
+        inst.idle_since = self.clock()
         self.notify()
 
     async def _on_client(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if peer else "?"
+        admitted = self.pool.admit(client, self.clock())
+        if isinstance(admitted, str):
+            self.stats.refused += 1
+            log.warning("%s: refused a connection: %s", self.name, admitted)
+            await self._refuse(reader, writer)
+            return
+        conn = admitted
         me = asyncio.current_task()
         if me is not None:
             self._clients.add(me)
+        limits = self.pool.limits
         try:
+            # Nothing is booted or connected for a client that sends nothing.
+            try:
+                first = await asyncio.wait_for(reader.read(65536), limits.first_byte_timeout)
+            except TimeoutError:
+                self.stats.timed_out += 1
+                return
+            if not first:
+                return
+            self.pool.touch(conn, self.clock(), asked=True)
             for _attempt in range(3):
-                inst = await self._acquire()
-                if inst is None:
+                got = await self._acquire(conn)
+                if isinstance(got, str):
                     self.stats.rejected += 1
-                    reason = (f"the app failed to start: {self.last_failure_reason}"
-                              if self.last_failure_reason else "no instance is available")
-                    writer.write(http_error(503, reason))
-                    await writer.drain()
+                    if self.last_failure_reason:
+                        log.info("%s: 503 (%s; last failure: %s)", self.name, got,
+                                 self.last_failure_reason)
+                    writer.write(http_error(503, got))
+                    await asyncio.wait_for(writer.drain(), limits.write_timeout)
                     return
+                inst = got
                 try:
                     assert inst.handle is not None
                     if inst.state == PAUSED and not await self._resume(inst):
@@ -365,66 +428,95 @@ class Gateway:
                             self._spawn(self._stop(inst))
                             continue
                         self.stats.upstream_errors += 1
-                        writer.write(http_error(502, f"instance {inst.id} does not accept "
-                                                f"connections: {e}"))
-                        await writer.drain()
+                        log.warning("%s: %s does not accept connections: %s", self.name,
+                                    inst.id, e)
+                        writer.write(http_error(502, "the app does not accept connections"))
+                        await asyncio.wait_for(writer.drain(), limits.write_timeout)
                         return
-                    await self._forward(reader, writer, up_reader, up_writer, inst)
+                    up_writer.write(first)
+                    await self._forward(reader, writer, up_reader, up_writer, inst, conn)
                     return
                 finally:
-                    self._release(inst)
-        except (OSError, asyncio.IncompleteReadError):
+                    self._release(inst, conn)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
+            self.pool.close(conn)
             if me is not None:
                 self._clients.discard(me)
             with contextlib.suppress(Exception):
                 writer.close()
                 await writer.wait_closed()
 
+    async def _refuse(self, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        """503 to a connection over a limit. What the client sent is read (briefly) before
+        closing, or the kernel answers the unread bytes with a reset that can destroy the
+        503 before the client reads it."""
+        with contextlib.suppress(Exception):
+            writer.write(http_error(503, "too many connections"))
+            if writer.can_write_eof():
+                writer.write_eof()
+            await asyncio.wait_for(writer.drain(), 1.0)
+            await asyncio.wait_for(reader.read(65536), 1.0)
+        with contextlib.suppress(Exception):
+            writer.close()
+
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
-                       inst: Instance) -> None:
-        answered = asked = False
+                       inst: Instance, conn: Connection) -> None:
+        """Bytes both ways (the client's first bytes were sent already), each move
+        noted; nothing either way for idle_timeout, or a side that does not take what is
+        written for write_timeout, ends the connection."""
+        limits = self.pool.limits
+        answered = False
+        asked = True
 
-        async def client_to_upstream() -> None:
-            nonlocal asked
-            try:
-                while data := await reader.read(65536):
-                    asked = True
-                    up_writer.write(data)
-                    await up_writer.drain()
-                if up_writer.can_write_eof():
-                    up_writer.write_eof()
-            except OSError:
-                pass
-
-        async def upstream_to_client() -> None:
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                       upstream: bool) -> None:
             nonlocal answered
-            while data := await up_reader.read(65536):
-                answered = True
-                writer.write(data)
-                await writer.drain()
+            while True:
+                data = await src.read(65536)
+                if not data:
+                    break
+                self.pool.touch(conn, self.clock(), asked=upstream)
+                if not upstream:
+                    answered = True
+                dst.write(data)
+                await asyncio.wait_for(dst.drain(), limits.write_timeout)
+            if upstream and dst.can_write_eof():
+                dst.write_eof()
 
-        to_up = asyncio.create_task(client_to_upstream())
+        def idle() -> bool:
+            return self.clock() - conn.last_active >= limits.idle_timeout
+
+        to_up = asyncio.create_task(pump(reader, up_writer, True))
+        to_client = asyncio.create_task(pump(up_reader, writer, False))
         try:
-            await upstream_to_client()
-        except OSError:
-            pass
+            while not to_client.done():
+                await asyncio.wait([to_client], timeout=min(1.0, limits.idle_timeout))
+                if idle():
+                    self.stats.timed_out += 1
+                    break
+            if to_client.done() and not to_client.cancelled():
+                with contextlib.suppress(OSError, TimeoutError):
+                    to_client.result()
         finally:
-            to_up.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await to_up
+            for task in (to_up, to_client):
+                task.cancel()
+            for task in (to_up, to_client):
+                with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
+                    await task
             up_writer.close()
             with contextlib.suppress(Exception):
                 await up_writer.wait_closed()
-        if asked and not answered:
+        if asked and not answered and not idle():
             assert inst.handle is not None
             # Nothing came back: the instance failed this connection. Say so, cleanly.
             self.stats.upstream_errors += 1
             await asyncio.sleep(0.05)  # let a dying VM finish dying before we look
             dead = not self.driver.alive(inst.handle)
-            writer.write(http_error(502, f"instance {inst.id} "
-                                    f"{'died' if dead else 'closed the connection'} "
-                                    "before answering"))
-            await writer.drain()
+            log.warning("%s: %s %s before answering", self.name, inst.id,
+                        "died" if dead else "closed the connection")
+            writer.write(http_error(502, "the app ended the connection before answering"))
+            await asyncio.wait_for(writer.drain(), limits.write_timeout)
