@@ -14,6 +14,7 @@ from krait.cli.run import options_from_flags
 from krait.errors import ConfigError
 from krait.fleet.gateway import Gateway
 from krait.fleet.policy import ScalePolicy
+from krait.fleet.pool import Limits
 from krait.fleet.serve import run_server
 from krait.image.archive import open_image
 
@@ -48,13 +49,18 @@ def parse_duration(value: str) -> float:
               help="Save a ready instance's state once; wake later ones from it.")
 @click.option("--boot-timeout", default="60s", show_default=True,
               help="Give up on a boot (and answer 503) after this long.")
+@click.option("--max-connections", default=Limits.max_connections, show_default=True,
+              help="Open client connections accepted in all; more get 503.")
+@click.option("--max-per-client", default=Limits.max_per_client, show_default=True,
+              help="Open connections accepted from one client address; more get 503.")
 @click.option("-e", "--env", multiple=True, metavar="KEY=VALUE",
               help="Environment for each boot (passed on the kernel command line).")
 @click.option("-m", "--memory", help="Guest memory, e.g. 48M (default: the image's).")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None)
 def command(image: Path, port: int, host: str, name: str | None, idle: str,
             pause_after: str, max_instances: int, min_instances: int, per_instance: int,
-            snapshot: bool, boot_timeout: str, env: tuple[str, ...], memory: str | None,
+            snapshot: bool, boot_timeout: str, max_connections: int, max_per_client: int,
+            env: tuple[str, ...], memory: str | None,
             accel: str | None, **_: Any) -> None:
     """Serve IMAGE on PORT, booting instances on demand.
 
@@ -66,6 +72,9 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
         fleet_log.setLevel(logging.INFO)  # boots, wakes, stops: what a serve is for
     if max_instances < 1 or min_instances < 0 or min_instances > max_instances:
         raise ConfigError("need 0 <= --min <= --max and --max >= 1")
+    if max_connections < 1 or max_per_client < 1:
+        raise ConfigError("--max-connections and --max-per-client must be at least 1")
+    limits = Limits(max_connections=max_connections, max_per_client=max_per_client)
     img = open_image(image)
     options = options_from_flags((), env, accel, {"memory": memory} if memory else {})
     pause = None if pause_after == "off" else parse_duration(pause_after)
@@ -75,14 +84,16 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
     serve_name = name or f"{img.name}-{port}"
 
     def listening(gateway: Gateway) -> None:
-        err_console.print(f"krait: serving {img.name} on http://{host}:{gateway.port} as "
+        where = f"[{gateway.host}]" if ":" in gateway.host else gateway.host
+        err_console.print(f"krait: serving {img.name} on http://{where}:{gateway.port} as "
                           f"{serve_name} (idle {policy.idle_seconds:g}s"
                           f"{f', pause {pause:g}s' if pause is not None else ''}, "
                           f"max {max_instances}"
                           f"{', snapshot wake' if snapshot else ''})")
 
     gateway = run_server(image, port, policy, serve_name, options, snapshots=snapshot,
-                         boot_timeout=parse_duration(boot_timeout), on_listening=listening)
+                         boot_timeout=parse_duration(boot_timeout), on_listening=listening,
+                         host=host, limits=limits)
     s = gateway.stats
     err_console.print(f"krait: stopped; {s.connections} connections, {s.boots} boots "
                       f"({s.wakes} from snapshot), {s.resumes} resumes from pause, "

@@ -13,8 +13,9 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from krait.fleet.driver import Driver, ImageRef, QemuDriver
 from krait.fleet.gateway import Gateway
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
+from krait.fleet.pool import Limits
 from krait.paths import state_dir
 from krait.vmm.launch import RunOptions
 
@@ -65,11 +67,13 @@ async def control_request(name: str, request: dict[str, Any], timeout: float = 1
 
 class Server:
     def __init__(self, image: Path, port: int, policy: ScalePolicy, name: str,
-                 driver: Driver, boot_timeout: float = 60.0) -> None:
+                 driver: Driver, boot_timeout: float = 60.0, host: str = "127.0.0.1",
+                 limits: Limits | None = None) -> None:
         self.image_path = image
         self.generation = 1
-        self.gateway = Gateway(driver, ImageRef.open(image, 1), policy, name, port=port,
-                               boot_timeout=boot_timeout)
+        self.gateway = Gateway(driver, ImageRef.open(image, 1), policy, name, host=host,
+                               port=port, boot_timeout=boot_timeout,
+                               limits=file_limit_for(limits or Limits()))
         self.name = name
         self.stopping = asyncio.Event()
         self.record = serve_dir() / f"{name}.json"
@@ -95,8 +99,7 @@ class Server:
             elif request.get("op") == "status":
                 answer = {"ok": True, "stats": asdict(self.gateway.stats),
                           "generation": self.generation, "image": str(self.image_path),
-                          "instances": [i.view().__dict__ for i in
-                                        self.gateway.instances.values()]}
+                          "instances": [v.__dict__ for v in self.gateway.views()]}
             else:
                 answer = {"ok": False, "error": f"unknown request {request!r}"}
         except KraitError as e:
@@ -120,7 +123,8 @@ class Server:
         control = await asyncio.start_unix_server(self._on_control, path=str(self.control))
         try:
             self.record.write_text(json.dumps({
-                "pid": os.getpid(), "name": self.name, "port": self.gateway.port,
+                "pid": os.getpid(), "name": self.name, "host": self.gateway.host,
+                "port": self.gateway.port,
                 "image": str(self.image_path), "control": str(self.control)}) + "\n")
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_stop_signal)
@@ -150,10 +154,29 @@ class Server:
             log.error("%s: reload failed: %s", self.name, e.message)
 
 
+def file_limit_for(limits: Limits) -> Limits:
+    """Raise this process's open-file limit to what ``limits`` needs (two descriptors a
+    proxied connection, and some for QEMU and the control socket); where the hard limit
+    is lower, fewer connections are accepted, said once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * limits.max_connections + 256
+    if hard != resource.RLIM_INFINITY and hard < want:
+        fitting = max(16, (hard - 256) // 2)
+        log.warning("the open-file limit (%d) allows %d connections, not %d", hard,
+                    fitting, limits.max_connections)
+        limits = replace(limits, max_connections=fitting,
+                         max_per_client=min(limits.max_per_client, fitting))
+        want = hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return limits
+
+
 def run_server(image: Path, port: int, policy: ScalePolicy, name: str, options: RunOptions,
                snapshots: bool = True, boot_timeout: float = 60.0,
-               on_listening: Any = None) -> Gateway:
+               on_listening: Any = None, host: str = "127.0.0.1",
+               limits: Limits | None = None) -> Gateway:
     driver = QemuDriver(options, use_snapshots=snapshots, boot_timeout=boot_timeout)
-    server = Server(image, port, policy, name, driver, boot_timeout)
+    server = Server(image, port, policy, name, driver, boot_timeout, host, limits)
     asyncio.run(server.run(on_listening))
     return server.gateway
