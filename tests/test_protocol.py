@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from krait.guest.protocol import BOOT_PARAM, MARKER, decode_boot, encode_boot
+from krait.guest.protocol import BOOT_PARAM, MARKER, decode_boot, encode_boot, parse_status
 
 VALUES: dict[str, Any] = {
     "env": {"GREETING": "héllo wörld ☃", "URL": "postgres://u:p@h/db?a=b&c==d", "EMPTY": ""},
@@ -59,3 +59,11 @@ def test_decode_ignores_similar_names() -> None:
 def test_decode_takes_the_first_occurrence() -> None:
     first, second = encode_boot({"n": 1}), encode_boot({"n": 2})
     assert decode_boot(f"{first} {second}") == {"n": 1}
+
+
+@pytest.mark.parametrize(("arg", "status"), [
+    ("0", 0), ("1", 1), ("255", 255), ("256", None), ("-1", None), ("", None),
+    ("\uff11", None), ("1e3", None), ("0x1", None), (" 1", None), ("99999999999999999999", None),
+])
+def test_exit_status_is_0_to_255_in_decimal_or_nothing(arg: str, status: int | None) -> None:
+    assert parse_status(arg) == status

@@ -323,7 +323,7 @@ def main() -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-        control.send(f"{protocol.EXIT} {status}")
+        control.send(f"{protocol.EXIT} {status & 0xFF}")  # as a process's status is
         if control.fd >= 0:
             import termios
 

@@ -62,6 +62,17 @@ CRASH = "crash"  # "crash <status>": the app raised
 # "timeline exec=0.51 main=0.62 mounted=0.63 imported=0.88 ready=0.90": when each boot
 # step was done, seconds since the guest kernel started; sent once, after "ready".
 TIMELINE = "timeline"
+# No message is longer; the host drops a longer line (a guest cannot grow its memory).
+MAX_LINE = 1024
+
+
+def parse_status(arg: str) -> int | None:
+    """The status of an "exit"/"crash" message: 0-255 in decimal, else None (a failure)."""
+    if arg.isascii() and arg.isdigit() and len(arg) <= 3 and int(arg) <= 255:
+        return int(arg)
+    return None
+
+
 # host -> guest
 STOP = "stop"
 # "wake <ns since the epoch> [<64 hex digits>]": sent after a resume from pause and after

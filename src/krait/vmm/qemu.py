@@ -204,6 +204,7 @@ class QemuVm(Vm):
         with self._lock:
             self._control = sock
         buf = b""
+        skipping = False  # inside a line that was too long: drop it up to its newline
         while True:
             try:
                 chunk = sock.recv(256)
@@ -214,7 +215,13 @@ class QemuVm(Vm):
             buf += chunk
             while b"\n" in buf:
                 line, _, buf = buf.partition(b"\n")
-                self._on_message(line.decode(errors="replace").strip())
+                if not skipping:
+                    self._on_message(line.decode(errors="replace").strip())
+                skipping = False
+            if len(buf) > protocol.MAX_LINE:
+                if not skipping:
+                    log.warning("dropped a control message over %d bytes", protocol.MAX_LINE)
+                buf, skipping = b"", True
         self._ended.set()
 
     def _on_message(self, message: str) -> None:
@@ -225,8 +232,9 @@ class QemuVm(Vm):
             self._ready.set()
         elif word == protocol.CRASH:
             self._crashed = True
-        elif word == protocol.EXIT and arg.lstrip("-").isdigit():
-            self._status = int(arg)
+        elif word == protocol.EXIT:
+            # Anything but 0-255 is no status at all: the run ends as a failure.
+            self._status = protocol.parse_status(arg)
         elif word == protocol.TIMELINE:
             for item in arg.split():
                 step, _, seconds = item.partition("=")
