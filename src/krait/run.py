@@ -2,8 +2,12 @@
 
 Strict defaults, as in mkosi's ``run()``: an argument list (never a shell string),
 ``check=True``, stdin closed, the environment chosen rather than inherited, and the
-command logged under ``--debug``. Long-running children are owned by a context
-manager that ends them with SIGTERM, then SIGKILL.
+command logged under ``--debug``. A long-running child is owned by :func:`spawn`, a
+context manager that ends it and everything it started (its process group) with
+SIGTERM, then SIGKILL, however the block ends: an interrupted build or benchmark leaves
+nothing running. Two children outlive a block on purpose, and say so by using
+:func:`popen`: QEMU (its :class:`~krait.vmm.qemu.QemuVm` ends it) and the supervisor of
+``krait run -d`` (a daemon).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -64,16 +69,16 @@ def run(
     return proc
 
 
-def spawn(
+def popen(
     argv: Sequence[str | os.PathLike[str]],
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     stdout: int | None = subprocess.PIPE,
     stderr: int | None = subprocess.STDOUT,
-    new_session: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running command; the caller owns it (see :func:`terminate`)."""
+    """Start a long-running command in its own session; the caller owns it and must end
+    it (see :func:`terminate`). Use :func:`spawn` unless the child outlives a block."""
     args = [os.fspath(a) for a in argv]
     log.debug("+ %s &", shlex.join(args))
     try:
@@ -84,31 +89,49 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
-            start_new_session=new_session,
+            start_new_session=True,  # our Ctrl-C is ours to handle; terminate() ends it
         )
     except FileNotFoundError as e:
         raise CommandError(args, 127, f"{args[0]}: not found") from e
 
 
 def terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:
-    """End a child we started: SIGTERM, wait ``grace`` seconds, then SIGKILL."""
+    """End a child we started and its process group: SIGTERM, wait ``grace`` seconds,
+    then SIGKILL."""
     if proc.poll() is None:
-        proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait()
     return proc.returncode
 
 
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    # The child leads its own session (popen), so its group id is its pid. Called only
+    # before we reap it, so that id cannot belong to anyone else yet.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
 @contextlib.contextmanager
-def start(
-    argv: Sequence[str | os.PathLike[str]], **kwargs: object
+def spawn(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    grace: float = 5.0,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.STDOUT,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Own a child for the length of a ``with`` block, ending it however the block ends."""
-    proc = spawn(argv, **kwargs)  # type: ignore[arg-type]
+    """Own a long-running child for the length of a ``with`` block, ending it (and its
+    process group) however the block ends."""
+    proc = popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
     try:
         yield proc
     finally:
-        terminate(proc)
+        terminate(proc, grace)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -28,7 +28,7 @@ from krait.fleet.state import (
     new_name,
 )
 from krait.guest import protocol
-from krait.run import spawn
+from krait.run import popen
 from krait.vmm.launch import RunOptions, prepare
 
 
@@ -51,8 +51,9 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
         created=time.time(), owner="run", restart=restart, env=dict(options.env))
     folder = create_instance(record)
     with folder.supervisor_log.open("ab") as out:
-        spawn([sys.executable, "-m", "krait.fleet.supervisor", str(folder.path)],
-              stdout=out.fileno(), stderr=subprocess.STDOUT, new_session=True)
+        # A daemon: it outlives this command, and ends with its VM.
+        popen([sys.executable, "-m", "krait.fleet.supervisor", str(folder.path)],
+              stdout=out.fileno(), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = folder.run()

@@ -182,20 +182,15 @@ def _install(uv: str, python: Path, lock: Lock, step: Step) -> None:
     step(f"installing {len(lock.pins)} locked packages with uv")
     # Bytecode compiled once here: the tracer imports the packages at every build.
     argv = [uv, "pip", "sync", "--compile-bytecode", "--python", str(python), str(lock.path)]
-    proc = spawn(argv, env=uv_env())
     lines: list[str] = []
-    assert proc.stdout is not None
-    try:
+    with spawn(argv, env=uv_env()) as proc:
+        assert proc.stdout is not None
         for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip()
             if line.strip():
                 lines.append(line)
                 step(f"installing: {line.strip()}")
         code = proc.wait(timeout=900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     if code != 0:
         detail = "\n".join(lines[-25:])
         if network_trouble(detail):

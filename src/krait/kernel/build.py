@@ -170,15 +170,17 @@ def _build_kernel_locked(on_line: Callable[[str], None] | None, jobs: int | None
     env = reproducible_env(tarball)
     run([*make, "allnoconfig", f"KCONFIG_ALLCONFIG={fragment}"], env=env)
     _check_config(objdir / ".config", wanted_options(config))
-    proc = spawn([*make, f"-j{jobs or os.cpu_count() or 1}", "vmlinux", "bzImage"], env=env)
     tail: list[str] = []
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode(errors="replace").rstrip()
-        tail = [*tail[-30:], line]
-        if on_line:
-            on_line(line)
-    if proc.wait() != 0:
+    with spawn([*make, f"-j{jobs or os.cpu_count() or 1}", "vmlinux", "bzImage"],
+               env=env) as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            tail = [*tail[-30:], line]
+            if on_line:
+                on_line(line)
+        code = proc.wait()
+    if code != 0:
         raise KernelError("the kernel build failed:\n" + "\n".join(tail),
                           hint=f"the build tree is {objdir}")
     out = root / key

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from krait.errors import VmError
 from krait.guest import protocol
-from krait.run import spawn
+from krait.run import popen
 from krait.vmm import qmp
 from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET, Backend, Vm, VmResult, VmSpec
 from krait.vmm.options import (
@@ -103,7 +103,9 @@ class QemuBackend(Backend):
         workdir = spec.workdir or Path(tempfile.mkdtemp(prefix="krait-vm-"))
         workdir.mkdir(parents=True, exist_ok=True)
         argv = self.build_command(spec, workdir).argv()
-        proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # Not spawn(): the VM outlives this call; QemuVm ends it (stop, kill), and every
+        # VM is started in a booted() block or by a driver that ends all of its VMs.
+        proc = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return QemuVm(spec, proc, workdir, owned, on_console)
 
     def restore(self, spec: VmSpec, state: Path, timeout: float = 30.0) -> QemuVm:

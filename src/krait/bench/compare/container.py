@@ -31,7 +31,7 @@ from krait.bench.compare.rootfs import build_debian_root
 from krait.bench.compare.surface import surface_of_tree, tree_bytes
 from krait.errors import VmError
 from krait.paths import cache_dir
-from krait.run import run, spawn, terminate
+from krait.run import run, spawn
 
 APP_DIR = "/opt/app"
 
@@ -100,10 +100,9 @@ def slirp_forward(slirp: str, pid: int, host_port: int, guest_port: int,
     """Wire the network namespace of ``pid`` to the host with slirp4netns and forward
     127.0.0.1:host_port to the container's guest_port; own the slirp4netns process."""
     api = workdir / "slirp.sock"
-    proc = spawn([slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
-                  "--api-socket", api, str(pid), "tap0"],
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with spawn([slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
+                "--api-socket", api, str(pid), "tap0"], grace=1,
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
         deadline = time.monotonic() + 10
         while not api.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -120,8 +119,6 @@ def slirp_forward(slirp: str, pid: int, host_port: int, guest_port: int,
         if b'"error"' in reply:
             raise VmError(f"slirp4netns refused the port forward: {reply.decode()}")
         yield proc
-    finally:
-        terminate(proc, grace=1)
 
 
 class _Container(Running):
@@ -189,18 +186,18 @@ class ContainerVariant(Variant):
         bundle = self.bundle / cid
         bundle.mkdir()
         (bundle / "config.json").write_text(json.dumps(config, indent=2))
-        proc = spawn(self._crun("run", "--bundle", bundle, cid),
-                     stdout=subprocess.DEVNULL, stderr=None)
         try:
-            pid = self._init_pid(cid, proc)
-            with contextlib.ExitStack() as stack:
-                slirp = (stack.enter_context(slirp_forward(self.slirp, pid, port, guest_port,
-                                                           bundle))
-                         if self.slirp else None)
-                yield _Container(proc.pid, pid, slirp.pid if slirp else None)
+            with spawn(self._crun("run", "--bundle", bundle, cid),
+                       stdout=subprocess.DEVNULL, stderr=None) as proc:
+                try:
+                    pid = self._init_pid(cid, proc)
+                    with contextlib.ExitStack() as stack:
+                        slirp = (stack.enter_context(slirp_forward(
+                            self.slirp, pid, port, guest_port, bundle)) if self.slirp else None)
+                        yield _Container(proc.pid, pid, slirp.pid if slirp else None)
+                finally:
+                    run(self._crun("kill", cid, "KILL"), check=False)
         finally:
-            run(self._crun("kill", cid, "KILL"), check=False)
-            terminate(proc)
             run(self._crun("delete", "--force", cid), check=False)
             shutil.rmtree(bundle, ignore_errors=True)
 

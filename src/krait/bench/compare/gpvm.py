@@ -30,7 +30,7 @@ from krait.bench.compare.rootfs import build_debian_root
 from krait.bench.compare.surface import surface_of_tree
 from krait.errors import VmError
 from krait.paths import cache_dir
-from krait.run import run, spawn, terminate
+from krait.run import run, spawn
 from krait.vmm.options import (
     Accelerator,
     Chardev,
@@ -220,14 +220,14 @@ class GeneralPurposeVmVariant(Variant):
         console = workdir / "console.log"
         argv = gpvm_command(self.kernel, self.initrd, self.disk, self.settings, port,
                             self.app.ports[0], console).argv()
-        proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            yield _Qemu(proc.pid)
+            with spawn(argv, grace=1, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE) as proc:
+                yield _Qemu(proc.pid)
         except BaseException:
             if console.exists():
                 tail = console.read_text(errors="replace").splitlines()[-30:]
                 self.details["console_tail"] = tail
             raise
         finally:
-            terminate(proc, grace=1)
             shutil.rmtree(workdir, ignore_errors=True)

@@ -12,7 +12,7 @@ from krait.bench.compare.base import Running, Variant
 from krait.bench.compare.payload import LAUNCHER
 from krait.bench.compare.surface import surface_of_host, tree_bytes
 from krait.image.environment import prepare_python
-from krait.run import spawn, terminate
+from krait.run import spawn
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -58,9 +58,6 @@ class ProcessVariant(Variant):
 
     @contextlib.contextmanager
     def started(self, port: int) -> Iterator[Running]:
-        proc = spawn([self.python, self.payload / LAUNCHER], env={"PORT": str(port)},
-                     stdout=subprocess.DEVNULL, stderr=None)
-        try:
+        with spawn([self.python, self.payload / LAUNCHER], env={"PORT": str(port)},
+                   stdout=subprocess.DEVNULL, stderr=None) as proc:
             yield _Process(proc.pid)
-        finally:
-            terminate(proc)
