@@ -9,24 +9,27 @@ import click
 
 from krait.fleet.instances import require
 from krait.fleet.observe import EXITED, STALE, observe
+from krait.vmm.console import ConsoleLog
 
 
 @click.command("logs")
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until it ends.")
 def command(name: str, follow: bool) -> None:
-    """Show the console of instance NAME (earlier runs first, if it was restarted)."""
+    """Show the console of instance NAME (earlier runs first, if it was restarted; the
+    log keeps the last 8-16 MiB)."""
     folder = require(name)
     out = sys.stdout.buffer
-    if folder.previous_console_log.exists():
-        out.write(folder.previous_console_log.read_bytes())
+    current, rotated = folder.console_log, ConsoleLog.rotated(folder.console_log)
+    if rotated.exists():
+        out.write(rotated.read_bytes())
     position = 0
     while True:
-        current = folder.console_log
         if current.exists():
-            size = current.stat().st_size
-            if size < position:  # restarted: QEMU truncated its console file
-                out.write(b"--- krait: restarted ---\n")
+            if current.stat().st_size < position:  # rotated: finish the old part first
+                with rotated.open("rb") as f:
+                    f.seek(position)
+                    out.write(f.read())
                 position = 0
             with current.open("rb") as f:
                 f.seek(position)

@@ -92,10 +92,6 @@ class InstanceDir:
         return self.path / "console.log"
 
     @property
-    def previous_console_log(self) -> Path:
-        return self.path / "console.previous.log"
-
-    @property
     def control_socket(self) -> Path:
         return self.path / CONTROL_SOCKET
 

@@ -62,9 +62,7 @@ class Supervisor:
     def boot(self) -> QemuVm:
         console = self.folder.console_log
         if console.exists() and console.stat().st_size:
-            # QEMU truncates its console file: keep the previous run's for `krait logs`.
-            with self.folder.previous_console_log.open("ab") as out:
-                out.write(console.read_bytes())
+            with console.open("ab") as out:  # each run appends to the one (rotating) log
                 out.write(b"--- krait: restarted ---\n")
         image = open_image(Path(self.record.image))
         if image.digest != self.record.image_digest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -20,6 +21,7 @@ from krait.guest import protocol
 from krait.run import popen
 from krait.vmm import qmp
 from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET, Backend, Vm, VmResult, VmSpec
+from krait.vmm.console import ConsoleLog, Lines
 from krait.vmm.options import (
     Accelerator,
     Chardev,
@@ -58,8 +60,8 @@ class QemuBackend(Backend):
 
     def build_command(self, spec: VmSpec, workdir: Path) -> QemuCommand:
         tcg = spec.accel.name == "tcg"
-        console = (Chardev("con", "file", (("path", spec.console_log),)) if spec.console_log
-                   else Chardev("con", "stdio", (("signal", False),)))
+        # Always a pipe to krait, which bounds and rotates the log (see vmm.console).
+        console = Chardev("con", "stdio", (("signal", False),))
         machine = Machine()
         if spec.ram_file is not None:
             machine = Machine(props=(*machine.props, ("memory-backend", "ram")))
@@ -163,20 +165,34 @@ class QemuVm(Vm):
         self._threads = [
             threading.Thread(target=self._read_stderr, daemon=True),
             threading.Thread(target=self._read_control, daemon=True),
+            threading.Thread(target=self._read_console, daemon=True),
         ]
-        if spec.console_log is None:
-            self._threads.append(threading.Thread(target=self._read_console, daemon=True))
         for t in self._threads:
             t.start()
 
     # -- reading what the VM says -------------------------------------------------------
     def _read_console(self) -> None:
         assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\r\n")
-            self._console.append(line)
-            if self.on_console:
-                self.on_console(line)
+        out = ConsoleLog(self.spec.console_log) if self.spec.console_log else None
+        lines = Lines()
+        fd = self.proc.stdout.fileno()
+        try:
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if out is not None and data:
+                    out.write(data)
+                for line in lines.feed(data) if data else lines.rest():
+                    self._console.append(line)
+                    if self.on_console:
+                        self.on_console(line)
+                if not data:
+                    return
+        finally:
+            if out is not None:
+                out.close()
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -321,9 +337,6 @@ class QemuVm(Vm):
         return self._result(code)
 
     def console_tail(self) -> str:
-        if self.spec.console_log is not None and self.spec.console_log.exists():
-            lines = self.spec.console_log.read_text(errors="replace").splitlines()
-            return "\n".join(lines[-60:])
         return "\n".join(self._console)
 
     def _result(self, code: int) -> VmResult:
