@@ -89,16 +89,18 @@ def find_config_file(root: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     if krait_toml.is_file():
         data = _read_toml(krait_toml)
         # A [tool.krait] table pasted from a pyproject.toml means the same in a krait.toml.
-        nested = data.get("tool", {}).get("krait") if isinstance(data.get("tool"), dict) else None
+        nested = _table(data, "tool", krait_toml).get("krait")
         if isinstance(nested, dict) and set(data) <= {"tool", "project"}:
-            project = data.get("project", {})
-            return krait_toml, nested, project if isinstance(project, dict) else {}
+            return krait_toml, nested, _table(data, "project", krait_toml)
         return krait_toml, data, {}
     if pyproject.is_file():
         data = _read_toml(pyproject)
-        table = data.get("tool", {}).get("krait")
+        table = _table(data, "tool", pyproject).get("krait")
         if table is not None:
-            return pyproject, table, data.get("project", {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{pyproject}: `tool.krait` must be a table",
+                                  hint="write the settings under a [tool.krait] header")
+            return pyproject, table, _table(data, "project", pyproject)
     raise ConfigError(
         f"no krait configuration in {root}",
         hint="add a [tool.krait] table to pyproject.toml, or a krait.toml, with at least "
@@ -106,9 +108,20 @@ def find_config_file(root: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     )
 
 
+def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: `{key}` must be a table, not {type(value).__name__}",
+                          hint=f"write it as a [{key}] header")
+    return value
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})",
+                          hint="TOML files are UTF-8; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 
