@@ -35,6 +35,7 @@ class AppConfig:
     extras: tuple[str, ...] = ()
     python: str | None = None
     sources: bool = False
+    max_body: int = 1 << 20
     memory: int | None = None  # None: what the image needs (measured at build time)
     vcpus: int = 1
     cmdline: str = ""

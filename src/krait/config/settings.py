@@ -94,6 +94,15 @@ def parse_memory(value: Any) -> int:
     return mib
 
 
+def parse_size(value: Any) -> int:
+    """'1M', '512K', '2G' or a number of bytes -> bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:([KkMmGg])i?[Bb]?)?\s*", str(value))
+    if not m or isinstance(value, bool):
+        raise ValueError("expected a size such as 512K, 1M or 1G")
+    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[
+        (m.group(2) or "").lower()]
+
+
 def _strings(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list | tuple) else [value]
     return tuple(_str(v) for v in items)
@@ -174,6 +183,9 @@ SETTINGS: tuple[Setting, ...] = (
             "nothing installed. Default: the app's .venv if it has one, else the Python krait "
             "runs on.", "PATH"),
     Setting("sources", "build", _bool, False, "Ship .py sources next to the bytecode.", "BOOL"),
+    Setting("max-body", "build", parse_size, 1 << 20, "Largest request body the builtin "
+            "server accepts (larger: 413), e.g. 10M. Bodies held at once never exceed a "
+            "quarter of the guest's memory (more: 503).", "SIZE"),
     Setting("memory", "boot", parse_memory, None, "Guest memory, e.g. 64M (default: what the "
             "image needs, measured at build time).", "SIZE"),
     Setting("vcpus", "boot", _int(1, 8), 1, "Virtual CPUs.", "N"),

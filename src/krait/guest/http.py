@@ -9,6 +9,7 @@ WSGI apps run in a worker thread so a slow view does not stall the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import signal
 import sys
@@ -20,11 +21,40 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-MAX_HEADER = 64 * 1024
+MAX_HEADER = 64 * 1024  # request line and headers together
+MAX_HEADERS = 100
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently",
            302: "Found", 304: "Not Modified", 400: "Bad Request", 404: "Not Found",
-           405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error",
-           503: "Service Unavailable"}
+           405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented", 503: "Service Unavailable",
+           505: "HTTP Version Not Supported"}
+
+
+class Limits:
+    """What one client may make the server hold. Defaults as nginx and uvicorn have them."""
+
+    def __init__(self, max_body: int = 1 << 20, body_budget: int = 64 << 20,
+                 max_connections: int = 512, header_timeout: float = 10.0,
+                 keep_alive_timeout: float = 5.0, read_timeout: float = 10.0,
+                 write_timeout: float = 30.0) -> None:
+        self.max_body = max_body  # one request's body; larger: 413
+        self.body_budget = body_budget  # all bodies held at once; more: 503
+        self.max_connections = max_connections  # open at once; more: 503
+        self.header_timeout = header_timeout  # first byte to the end of the headers
+        self.keep_alive_timeout = keep_alive_timeout  # waiting for the next request
+        self.read_timeout = read_timeout  # a body that stops arriving
+        self.write_timeout = write_timeout  # a client that stops reading its answer
+
+    @classmethod
+    def for_guest(cls, max_body: int) -> Limits:
+        """A quarter of the guest's memory for request bodies, whatever the connections."""
+        try:
+            with open("/proc/meminfo") as f:
+                total_kib = int(f.readline().split()[1])  # MemTotal comes first
+        except (OSError, ValueError, IndexError):
+            return cls(max_body)
+        return cls(max_body, max(max_body, total_kib * 1024 // 4))
 
 
 def unquote(text: str) -> str:
@@ -45,8 +75,86 @@ def unquote(text: str) -> str:
     return out.decode("utf-8", "replace")
 
 
-class BadRequest(Exception):
-    pass
+class HttpError(Exception):
+    """The request cannot be served: answer ``status`` and close the connection."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class Closed(Exception):
+    """The client went away (or stopped sending) mid-request."""
+
+
+class Stream:
+    """A client's bytes, with whatever was read ahead kept for the next request.
+
+    One read is in flight at a time, shared by whoever waits for data: the request
+    parser, or an ASGI app's ``receive()`` waiting to hear of a disconnect.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.buf = bytearray()
+        self.eof = False
+        self._read: asyncio.Task[bytes] | None = None
+
+    async def fill(self, timeout: float | None) -> None:
+        if self.eof:
+            raise Closed
+        if self._read is None:
+            self._read = asyncio.ensure_future(self.reader.read(65536))
+        try:
+            data = await asyncio.wait_for(asyncio.shield(self._read), timeout)
+        except TimeoutError:
+            raise Closed from None
+        except (ConnectionError, OSError):
+            data = b""
+        finally:
+            if self._read is not None and self._read.done():
+                self._read = None
+        if not data:
+            self.eof = True
+            raise Closed
+        self.buf += data
+
+    async def read_until(self, sep: bytes, limit: int, deadline: float,
+                         status: int = 431) -> bytes:
+        loop = asyncio.get_running_loop()
+        start = 0
+        while (end := self.buf.find(sep, start)) < 0:
+            if len(self.buf) > limit:
+                raise HttpError(status, "too large")
+            start = max(0, len(self.buf) - len(sep) + 1)
+            await self.fill(max(0.0, deadline - loop.time()))
+        if end > limit:
+            raise HttpError(status, "too large")
+        out = bytes(self.buf[:end])
+        del self.buf[:end + len(sep)]
+        return out
+
+    async def read_exactly(self, n: int, timeout: float) -> bytes:
+        while len(self.buf) < n:
+            await self.fill(timeout)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    async def wait_closed(self) -> None:
+        """Return when the client closes its side. Reads ahead (for the next request)
+        no further than a request head; then waits without reading."""
+        while not self.eof and len(self.buf) <= MAX_HEADER:
+            try:
+                await self.fill(None)
+            except Closed:
+                return
+        if not self.eof:
+            await asyncio.Event().wait()
+
+    def close(self) -> None:
+        if self._read is not None:
+            self._read.cancel()
 
 
 class Request:
@@ -54,6 +162,7 @@ class Request:
                  headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.method, self.target, self.version = method, target, version
         self.headers, self.body = headers, body
+        self.held = 0  # bytes of the body budget this request holds until it is answered
         path, _, query = target.partition("?")
         self.raw_path, self.query = path, query
 
@@ -69,38 +178,130 @@ class Request:
         return conn != b"close" if self.version == "HTTP/1.1" else conn == b"keep-alive"
 
 
-async def read_request(reader: asyncio.StreamReader) -> Request | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    except asyncio.LimitOverrunError:
-        raise BadRequest("headers too large") from None
-    lines = head[:-4].decode("latin-1").split("\r\n")
-    try:
-        method, target, version = lines[0].split(" ", 2)
-    except ValueError:
-        raise BadRequest("bad request line") from None
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                   b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def parse_head(head: bytes) -> Request:
+    """The request line and headers (without the blank line that ends them). Strict
+    where leniency lets a request mean two things (request smuggling)."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[0] or not set(parts[0]) <= _TOKEN or not parts[1]:
+        raise HttpError(400, "bad request line")
+    method, target, version = (p.decode("latin-1") for p in parts)
+    if version not in ("HTTP/1.0", "HTTP/1.1"):
+        raise HttpError(505 if version.startswith("HTTP/") else 400, "bad version")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise HttpError(431, "too many headers")
     headers = []
     for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise BadRequest("bad header")
-        headers.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
-    req = Request(method, target, version, headers, b"")
-    if (req.header(b"transfer-encoding") or b"").lower() == b"chunked":
+        name, sep, value = line.partition(b":")
+        if not sep or not name or not set(name) <= _TOKEN or b"\0" in value:
+            raise HttpError(400, "bad header")
+        headers.append((name.lower(), value.strip(b" \t")))
+    return Request(method, target, version, headers, b"")
+
+
+def body_length(req: Request) -> int | None:
+    """The Content-Length, or None for a chunked body; 0 if there is no body."""
+    lengths = {v for k, v in req.headers if k == b"content-length"}
+    codings = [v.lower() for k, v in req.headers if k == b"transfer-encoding"]
+    if codings:
+        if codings != [b"chunked"] or lengths:
+            raise HttpError(501 if not lengths else 400, "unsupported transfer-encoding")
+        return None
+    if not lengths:
+        return 0
+    if len(lengths) > 1:
+        raise HttpError(400, "conflicting content-length")
+    value = lengths.pop()
+    if not value.isdigit() or len(value) > 18:
+        raise HttpError(400, "bad content-length")
+    return int(value)
+
+
+async def read_request(stream: Stream, limits: Limits, budget: Budget,
+                       writer: asyncio.StreamWriter, first: bool) -> Request | None:
+    """The next request on a connection, with its body; None when the client is done
+    (it closed, or sent nothing within the keep-alive timeout)."""
+    loop = asyncio.get_running_loop()
+    if not stream.buf:
+        try:
+            await stream.fill(limits.header_timeout if first else limits.keep_alive_timeout)
+        except Closed:
+            return None
+    deadline = loop.time() + limits.header_timeout
+    try:
+        head = await stream.read_until(b"\r\n\r\n", MAX_HEADER, deadline)
+    except Closed:
+        raise HttpError(408, "headers not received in time") from None
+    req = parse_head(head)
+    length = body_length(req)
+    if length is not None and length > limits.max_body:
+        raise HttpError(413, "body too large")
+    if length == 0:
+        return req
+    # Held before it is read, so that many clients sending at once cannot add up to more
+    # than the budget; a chunked body, whose size is not known, holds the most it may be.
+    held = limits.max_body if length is None else length
+    budget.take(held)
+    if (req.header(b"expect") or b"").lower() == b"100-continue" and req.version == "HTTP/1.1":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    try:
+        req.body = await read_body(stream, length, limits)
+    except BaseException:
+        budget.give(held)
+        raise
+    req.held = held
+    return req
+
+
+async def read_body(stream: Stream, length: int | None, limits: Limits) -> bytes:
+    """``length`` bytes, or a chunked body (``length`` None) of at most max_body."""
+    loop = asyncio.get_running_loop()
+    try:
+        if length is not None:
+            return await stream.read_exactly(length, limits.read_timeout)
         body = bytearray()
         while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")
+            line = await stream.read_until(b"\r\n", 1024, loop.time() + limits.read_timeout,
+                                           status=400)
+            size = line.split(b";")[0].strip(b" \t")
+            if not size or len(size) > 16 or not set(size) <= _HEX:
+                raise HttpError(400, "bad chunk size")
+            n = int(size, 16)
+            if n == 0:
                 break
-            body += await reader.readexactly(size + 2)
+            if len(body) + n > limits.max_body:
+                raise HttpError(413, "body too large")
+            body += await stream.read_exactly(n + 2, limits.read_timeout)
+            if body[-2:] != b"\r\n":
+                raise HttpError(400, "bad chunk")
             del body[-2:]
-        req.body = bytes(body)
-    elif length := req.header(b"content-length"):
-        req.body = await reader.readexactly(int(length))
-    return req
+        while await stream.read_until(b"\r\n", MAX_HEADER,  # trailers: ignored
+                                      loop.time() + limits.read_timeout, status=400):
+            pass
+        return bytes(body)
+    except Closed:
+        raise HttpError(408, "body not received in time") from None
+
+
+class Budget:
+    """Bytes of request bodies held at once, across connections (a body is held until
+    its request is answered)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def take(self, n: int) -> None:
+        if self.held + n > self.limit:
+            raise HttpError(503, "too many request bodies at once")
+        self.held += n
+
+    def give(self, n: int) -> None:
+        self.held -= n
 
 
 def response_head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -109,53 +310,101 @@ def response_head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+def error_response(status: int) -> bytes:
+    body = f"{status} {REASONS.get(status, 'Error')}\n".encode()
+    return response_head(status, [(b"content-type", b"text/plain"),
+                                  (b"content-length", str(len(body)).encode()),
+                                  (b"connection", b"close")]) + body
+
+
+async def linger_close(stream: Stream, writer: asyncio.StreamWriter, seconds: float) -> None:
+    """Close after an error answer, reading (and dropping) what the client still sends
+    for a while: closing with unread bytes makes the kernel send a reset, which can
+    destroy the answer before the client reads it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        await asyncio.wait_for(writer.drain(), seconds)
+        if writer.can_write_eof():
+            writer.write_eof()
+        while loop.time() < deadline:
+            stream.buf.clear()
+            await stream.fill(deadline - loop.time())
+    except (Closed, ConnectionError, OSError, TimeoutError):
+        pass
+
+
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    Handler: TypeAlias = Callable[[Request, asyncio.StreamWriter], Any]
+    Handler: TypeAlias = Callable[[Request, Stream, asyncio.StreamWriter], Any]
+
+
+async def drain(writer: asyncio.StreamWriter, limits: Limits) -> None:
+    try:
+        await asyncio.wait_for(writer.drain(), limits.write_timeout)
+    except TimeoutError:
+        raise ConnectionError("the client does not read its answer") from None
 
 
 async def serve(handler: Handler, port: int, ready: Callable[[], None],
                 startup: Callable[[], Any] | None = None,
-                shutdown: Callable[[], Any] | None = None) -> int:
+                shutdown: Callable[[], Any] | None = None,
+                limits: Limits | None = None, host: str = "0.0.0.0") -> int:
+    limits = limits or Limits()
+    budget = Budget(limits.body_budget)
     stopping = asyncio.Event()
     active: set[asyncio.Task[None]] = set()
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        stream = Stream(reader)
+        if len(active) >= limits.max_connections:
+            writer.write(error_response(503))
+            await linger_close(stream, writer, 1.0)
+            writer.close()
+            return
         active.add(task)
+        first = True
         try:
             while not stopping.is_set():
                 try:
-                    req = await read_request(reader)
-                except (BadRequest, ValueError):
-                    writer.write(response_head(400, [(b"content-length", b"0"),
-                                                     (b"connection", b"close")]))
+                    req = await read_request(stream, limits, budget, writer, first)
+                except HttpError as e:
+                    writer.write(error_response(e.status))
+                    await linger_close(stream, writer, 5.0)
                     break
                 if req is None:
                     break
-                keep = await handler(req, writer)
-                await writer.drain()
+                first = False
+                try:
+                    keep = await handler(req, stream, writer)
+                    await drain(writer, limits)
+                finally:
+                    budget.give(req.held)
                 if not (keep and req.keep_alive):
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, OSError, Closed):
             pass
         finally:
             active.discard(task)
+            stream.close()
             writer.close()
 
     if startup:
         await startup()
-    server = await asyncio.start_server(connection, "0.0.0.0", port, limit=MAX_HEADER,
-                                        reuse_address=True)
+    server = await asyncio.start_server(connection, host, port, reuse_address=True)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    ready()
-    await stopping.wait()
-    server.close()
-    if active:
-        await asyncio.wait(active, timeout=10)
+    with contextlib.suppress(RuntimeError, ValueError):  # not the main thread (tests)
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    try:
+        ready()
+        await stopping.wait()
+    finally:
+        server.close()
+        if active:
+            await asyncio.wait(active, timeout=10)
     if shutdown:
         await shutdown()
     return 0
@@ -206,8 +455,10 @@ class Lifespan:
             await self._phase("shutdown")
 
 
-def serve_asgi(app: Any, port: int, ready: Callable[[], None]) -> int:
-    async def handle(req: Request, writer: asyncio.StreamWriter) -> bool:
+def asgi_handler(app: Any, port: int, limits: Limits) -> Handler:
+    """Serve each request by calling the ASGI ``app``."""
+
+    async def handle(req: Request, stream: Stream, writer: asyncio.StreamWriter) -> bool:
         scope = {
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": req.version.split("/")[1], "method": req.method,
@@ -216,6 +467,7 @@ def serve_asgi(app: Any, port: int, ready: Callable[[], None]) -> int:
             "server": ("0.0.0.0", port), "client": writer.get_extra_info("peername"),
         }
         sent_body = False
+        done = False  # the response is complete
         started: dict[str, Any] = {}
         chunked = False
 
@@ -224,11 +476,14 @@ def serve_asgi(app: Any, port: int, ready: Callable[[], None]) -> int:
             if not sent_body:
                 sent_body = True
                 return {"type": "http.request", "body": req.body, "more_body": False}
-            await asyncio.Event().wait()  # nothing more: wait until cancelled
+            if not done:
+                await stream.wait_closed()  # a long poll learns that its client left
             return {"type": "http.disconnect"}
 
         async def send(message: dict[str, Any]) -> None:
-            nonlocal chunked
+            nonlocal chunked, done
+            if done:
+                return
             if message["type"] == "http.response.start":
                 started.update(message)
                 headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", [])]
@@ -239,6 +494,7 @@ def serve_asgi(app: Any, port: int, ready: Callable[[], None]) -> int:
             elif message["type"] == "http.response.body":
                 body = message.get("body", b"")
                 more = message.get("more_body", False)
+                done = not more
                 if req.method == "HEAD":
                     return
                 if chunked:
@@ -248,23 +504,33 @@ def serve_asgi(app: Any, port: int, ready: Callable[[], None]) -> int:
                         writer.write(b"0\r\n\r\n")
                 else:
                     writer.write(body)
+                await drain(writer, limits)  # a client that does not read holds no memory
 
         try:
             await app(scope, receive, send)
         except Exception:
             traceback.print_exc()
             if not started:
-                writer.write(response_head(500, [(b"content-length", b"0")]))
+                writer.write(error_response(500))
             return False
-        return True
+        return done
 
+    return handle
+
+
+def serve_asgi(app: Any, port: int, ready: Callable[[], None],
+               limits: Limits | None = None) -> int:
+    limits = limits or Limits()
     lifespan = Lifespan(app)
-    return asyncio.run(serve(handle, port, ready, lifespan.startup, lifespan.shutdown))
+    return asyncio.run(serve(asgi_handler(app, port, limits), port, ready, lifespan.startup,
+                             lifespan.shutdown, limits))
 
 
 # -- WSGI --------------------------------------------------------------------------------
 
-def serve_wsgi(app: Any, port: int, ready: Callable[[], None]) -> int:
+def wsgi_handler(app: Any, port: int) -> Handler:
+    """Serve each request by calling the WSGI ``app`` in a worker thread."""
+
     def call(req: Request, peer: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         environ: dict[str, Any] = {
             "REQUEST_METHOD": req.method, "SCRIPT_NAME": "", "PATH_INFO": unquote(req.raw_path),
@@ -296,18 +562,23 @@ def serve_wsgi(app: Any, port: int, ready: Callable[[], None]) -> int:
                 result.close()
         return state["status"], state["headers"], body
 
-    async def handle(req: Request, writer: asyncio.StreamWriter) -> bool:
+    async def handle(req: Request, stream: Stream, writer: asyncio.StreamWriter) -> bool:
         loop = asyncio.get_running_loop()
         try:
             status, headers, body = await loop.run_in_executor(
                 None, call, req, writer.get_extra_info("peername"))
         except Exception:
             traceback.print_exc()
-            writer.write(response_head(500, [(b"content-length", b"0")]))
+            writer.write(error_response(500))
             return False
         if not any(k == b"content-length" for k, _ in headers):
             headers.append((b"content-length", str(len(body)).encode()))
         writer.write(response_head(status, headers) + (b"" if req.method == "HEAD" else body))
         return True
 
-    return asyncio.run(serve(handle, port, ready))
+    return handle
+
+
+def serve_wsgi(app: Any, port: int, ready: Callable[[], None],
+               limits: Limits | None = None) -> int:
+    return asyncio.run(serve(wsgi_handler(app, port), port, ready, limits=limits))

@@ -247,9 +247,10 @@ def run_app(config: dict[str, Any], control: Control) -> int:
             return servers.serve(server, target, port, ready)
         from krait.guest import http
 
+        limits = http.Limits.for_guest(config.get("max_body", http.Limits().max_body))
         if kind == "asgi":
-            return http.serve_asgi(target, port, ready)
-        return http.serve_wsgi(target, port, ready)
+            return http.serve_asgi(target, port, ready, limits)
+        return http.serve_wsgi(target, port, ready, limits)
     except SystemExit as e:
         code = e.code
         if code is None:

@@ -66,6 +66,7 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
 
     config = {"name": app.name, "entry": app.entry, "kind": app.kind, "ports": list(app.ports),
               "env": {**tls_env(app), **app.env}, "server": app.server,
+              "max_body": app.max_body,
               "absent": sorted(trace.absent)}
     # marshal version 2 has no back-references, so the bytes depend only on the values.
     config_bytes = marshal.dumps(json.loads(json.dumps(config, sort_keys=True)), 2)
