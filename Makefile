@@ -10,7 +10,7 @@ APT_PACKAGES := python3 python3-venv qemu-system-x86 linux-source-6.1 build-esse
 	crun slirp4netns debootstrap e2fsprogs util-linux \
 	python3.11 python3.11-venv postgresql openssl
 
-.PHONY: deps venv kernel hello run test test-fast lint bench clean examples bench-examples
+.PHONY: deps venv kernel hello run test test-fast fuzz lint bench clean examples bench-examples
 
 deps: .deps.stamp
 .deps.stamp: Makefile
@@ -53,6 +53,10 @@ test: kernel
 
 test-fast: venv
 	$(VENV)/bin/pytest -q -m "not vm"
+
+# The property tests of tests/test_fuzz.py with 50x the examples `make test` gives them.
+fuzz: venv
+	KRAIT_FUZZ=1 $(VENV)/bin/pytest -q tests/test_fuzz.py
 
 lint: venv
 	$(VENV)/bin/ruff check src tests

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from krait.image._tracer import parse_python
 from krait.paths import cache_dir
@@ -20,6 +21,12 @@ from krait.paths import cache_dir
 # pytest's assertion rewriter parses every test module with ast.parse, which on Debian's
 # Python 3.11.2 fails at random with a spurious SystemError (see parse_python).
 ast.parse = parse_python  # type: ignore[assignment]
+
+# Property tests: a small budget in `make test`, a large one in `make fuzz`. No example
+# database: no state carried over from earlier runs.
+settings.register_profile("test", max_examples=60, deadline=None, database=None)
+settings.register_profile("fuzz", max_examples=3000, deadline=None, database=None)
+settings.load_profile("fuzz" if os.environ.get("KRAIT_FUZZ") else "test")
 
 
 @pytest.fixture(scope="session", autouse=True)
