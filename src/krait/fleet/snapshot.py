@@ -27,7 +27,7 @@ from pathlib import Path
 
 from krait import __version__
 from krait.image.archive import Image
-from krait.paths import cache_dir
+from krait.paths import cache_dir, write_atomically
 from krait.run import run
 from krait.vmm.base import VmSpec
 
@@ -146,7 +146,7 @@ def prune(limit: int | None = None, image_digest: str | None = None,
 
 def record_image(snapshot: Snapshot, digest: str) -> None:
     """Which image a snapshot is of (for prune on replace), beside it."""
-    snapshot.state.with_suffix(".image").write_text(digest)
+    write_atomically(snapshot.state.with_suffix(".image"), digest.encode())
 
 
 def _image_of(snapshot: Snapshot) -> str | None:

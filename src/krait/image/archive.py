@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,11 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
 def write_image(path: Path, manifest: Manifest, parts: dict[str, bytes]) -> str:
     """Write the image; return its digest (the sha256 of its manifest)."""
     manifest_bytes = manifest.to_json()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    tmp = Path(name)
     try:
+        os.chmod(tmp, 0o644)
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             tar.addfile(_info("manifest.json", len(manifest_bytes)),
                         io.BytesIO(manifest_bytes))

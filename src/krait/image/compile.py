@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from krait.errors import BuildError
 from krait.image.closure import GuestFile
-from krait.paths import cache_dir
+from krait.paths import cache_dir, write_atomically
 from krait.run import run
 
 _COMPILER = """
@@ -70,7 +68,7 @@ def compile_all(files: list[GuestFile], python: Path, magic: str) -> dict[str, b
         for (f, cached), (_, dst, _) in zip(todo, jobs, strict=True):
             data = Path(dst).read_bytes()
             out[f.guest] = data
-            shutil.copyfile(dst, cached)
+            write_atomically(cached, data)
     return out
 
 
@@ -78,8 +76,11 @@ def stripped(path: Path) -> bytes:
     """An ELF file without debug sections (cached by path, size and mtime)."""
     st = path.stat()
     cached = _cache("elf") / _content_key(str(path), str(st.st_size), str(st.st_mtime_ns))
-    if not cached.exists():
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        run(["objcopy", "--strip-debug", "--remove-section=.comment", path, tmp])
-        tmp.rename(cached)
-    return cached.read_bytes()
+    if cached.exists():
+        return cached.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="krait-strip-") as tmp:
+        out = Path(tmp) / path.name
+        run(["objcopy", "--strip-debug", "--remove-section=.comment", path, out])
+        data = out.read_bytes()
+    write_atomically(cached, data, mode=0o755)
+    return data

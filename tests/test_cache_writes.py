@@ -1,0 +1,60 @@
+"""Cache entries and images are written whole, under a name of their own, or not at all:
+two builds at once share a cache, and an interrupted one leaves nothing half-written."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from krait.image import compile as compiled
+from krait.image.archive import write_image
+from krait.image.closure import GuestFile
+
+from ._manifests import manifest
+
+MAGIC = importlib.util.MAGIC_NUMBER.hex()
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*") if p.is_file()]
+
+
+def test_two_builds_at_once_share_the_bytecode_cache(tmp_path: Path) -> None:
+    sources = []
+    for i in range(20):
+        src = tmp_path / "app" / f"m{i}.py"
+        src.parent.mkdir(exist_ok=True)
+        src.write_text(f"X = {i}\n")
+        sources.append(GuestFile("app", f"/app/m{i}.pyc", src, "pyc"))
+    results: list[dict[str, bytes]] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        compiled.compile_all(sources, Path(sys.executable), MAGIC))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and results[0] == results[1] == results[2]
+    assert len(results[0]) == 20
+    cache = compiled._cache("pyc")
+    assert not leftovers(cache)
+    # The cache then answers alone, byte for byte the same.
+    assert compiled.compile_all(sources, Path(sys.executable), MAGIC) == results[0]
+
+
+def test_a_failed_image_write_leaves_the_old_image_and_no_temp_file(tmp_path: Path) -> None:
+    out = tmp_path / "app.krait"
+    out.write_bytes(b"the image from before")
+
+    class Broken(bytes):
+        def __len__(self) -> int:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_image(out, manifest(), {"layer": Broken(b"x")})
+    assert out.read_bytes() == b"the image from before"
+    assert not leftovers(tmp_path)
+
