@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 from krait.bench.http import first_answer
 from krait.vmm.qemu import free_port
 
-from .conftest import krait_cli
+from .conftest import KRAIT, krait_cli
 from .fleet_support import assert_nothing_runs, wait_for
 
 pytestmark = pytest.mark.vm
@@ -94,3 +96,51 @@ def test_restart_policy_and_stale_folder(hello_image: Path, state: Path) -> None
     assert fresh["restarts"] == 0 and fresh["restart"] == "no"
     assert krait_cli("stop", "-t", "5", "sup").returncode == 0
     assert krait_cli("rm", "sup").returncode == 0
+
+
+STUBBORN_APP = """
+    import os, signal, time
+
+    def main():
+        if os.environ.get("EXIT_AT_ONCE"):
+            print("done, exiting 0", flush=True)
+            return 0
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # will not stop when asked
+        for n in range(1, 10**6):
+            print(f"tick {n}", flush=True)
+            time.sleep(0.5)
+"""
+
+
+def test_restart_always_hard_stop_and_logs_follow(make_app, build, state: Path) -> None:
+    image = build(make_app(STUBBORN_APP))
+    # --restart always: an app that exits 0 is started again (on-failure would not).
+    assert krait_cli("run", "-d", "--name", "again", "--restart", "always",
+                     "-e", "EXIT_AT_ONCE=1", image).returncode == 0
+    wait_for(lambda: ps()["again"]["restarts"] >= 2, 120, "two restarts")
+    assert ps()["again"]["exit_status"] in (0, None)  # the last run's, or one running
+    assert krait_cli("logs", "again").stdout.count("done, exiting 0") >= 2
+
+    # logs -f follows the console as it is written, and ends when the instance does.
+    assert krait_cli("run", "-d", "--name", "stubborn", image).returncode == 0
+    with subprocess.Popen([*KRAIT, "logs", "-f", "stubborn"], stdout=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, text=True) as follow:
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(follow.stdout or ()),
+                                  daemon=True)
+        reader.start()
+        try:
+            wait_for(lambda: "tick 3\n" in lines, 120, "tick 3 through logs -f")
+            # stop -t: the app ignores SIGTERM, so the grace runs out and the VM is ended.
+            stopped = krait_cli("stop", "-t", "2", "stubborn")
+            assert stopped.returncode == 0, stopped.stderr
+            assert follow.wait(30) == 0  # logs -f ends with the instance
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+        reader.join(10)
+    assert any(line.startswith("krait: t ready") for line in lines)
+    info = ps()["stubborn"]
+    assert info["state"] == "exited" and info["exit_status"] is None
+    assert "stopped" in info["exit_reason"]
+    assert krait_cli("stop", "again").returncode == 0

@@ -62,14 +62,15 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 class Serve:
     """A `krait serve` process; always stopped (and its log shown on failure)."""
 
-    def __init__(self, image: Path, *args: str, log: Path) -> None:
+    def __init__(self, image: Path, *args: str, log: Path, cache: Path) -> None:
         self.port = free_port()
         self.name = f"t{self.port}"
         self.log_path = log
         self.log = log.open("wb")
         self.proc = subprocess.Popen(
             [*KRAIT, "serve", str(image), "--port", str(self.port), "--name", self.name,
-             *args], stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+             *args], stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "KRAIT_CACHE": str(cache)})
         deadline = time.monotonic() + 30
         while b"serving" not in log.read_bytes():
             assert self.proc.poll() is None, self.text()
@@ -102,11 +103,13 @@ class Serve:
 
 @pytest.fixture
 def serve(tmp_path: Path, state: Path) -> Iterator[Callable[..., Serve]]:
-    """Start `krait serve`s; stopped before `state` looks for leftovers."""
+    """Start `krait serve`s; stopped before `state` looks for leftovers. Each test's
+    serves have a cache of their own: no snapshot saved by an earlier test or run."""
     started: list[Serve] = []
 
     def start(image: Path, *args: str) -> Serve:
-        s = Serve(image, *args, log=tmp_path / f"serve-{len(started)}.log")
+        s = Serve(image, *args, log=tmp_path / f"serve-{len(started)}.log",
+                  cache=tmp_path / "serve-cache")
         started.append(s)
         return s
 
@@ -153,9 +156,10 @@ def test_cold_start_scale_to_zero_snapshot_wake(hello_image: Path, serve, state:
     status, body = get(s.url())  # wakes from the snapshot saved after the first boot
     assert status == 200 and body.startswith(b"Hello from a krait unikernel")
     stats = s.status()["stats"]
-    # The first boot may itself have woken from a snapshot an earlier run saved for
-    # the same image (images are deterministic); the second one must have.
-    assert stats["boots"] == 2 and stats["wakes"] >= 1, stats
+    # The first instance booted cold as the template (its own cache: no earlier
+    # snapshot) and then ran as the first clone; the second woke from that snapshot.
+    assert stats["boots"] == 2 and stats["wakes"] == 2, stats
+    assert s.text().count("saved snapshot") == 1
     assert f"{s.name}-2 woke from a snapshot" in s.text()
 
     assert s.stop() == 0
@@ -233,13 +237,9 @@ def test_vm_dies_mid_request_then_boot_fails_fast(make_app, build, serve) -> Non
     s.stop()
 
     broken = serve(image, "--no-snapshot", "-e", "CRASH_AT_BOOT=1")
-    started = time.monotonic()
     status, body = get(broken.url())
     assert status == 503 and b"failed to start" in body and b"crash" not in body, body
-    assert time.monotonic() - started < 30
-    started = time.monotonic()
-    assert get(broken.url())[0] == 503  # within the back-off: at once, no new boot
-    assert time.monotonic() - started < 2
+    assert get(broken.url())[0] == 503  # within the back-off: no new boot
     assert broken.status()["stats"]["boots"] == 1
     assert "failed to start" in broken.text() and "crashed" in broken.text()
 
@@ -283,6 +283,35 @@ def test_snapshot_wake_sets_the_guest_clock(make_app, build, serve) -> None:
     before = time.time()
     status, body = get(s.url())
     after = time.time()
-    assert status == 200 and s.status()["stats"]["wakes"] >= 1
+    assert status == 200 and s.status()["stats"]["wakes"] == 2  # template, then a clone
     assert f"{s.name}-2 woke from a snapshot" in s.text()
     assert before - 1 <= float(body) <= after + 1, (before, float(body), after)
+
+
+def test_scale_out_to_two_instances_and_reload_on_sighup(make_app, build, serve,
+                                                         tmp_path: Path) -> None:
+    folder = make_app(SLOW_APP.replace('b"ok\\n"', 'b"one\\n"'), kind="asgi",
+                      entry="app:app", extra="ports = [8080]\n")
+    image = tmp_path / "served.krait"
+    shutil.copy(build(folder), image)
+    s = serve(image, "--no-snapshot", "--max", "2", "--per-instance", "1")
+    assert get(s.url()) == (200, b"one\n")
+
+    def held() -> None:
+        with contextlib.suppress(OSError):  # cut when the serve stops: expected
+            get(s.url("/slow"), timeout=90)
+
+    for _ in range(2):
+        threading.Thread(target=held, daemon=True).start()
+    wait_for(lambda: len([i for i in instances() if i["state"] == "running"]) == 2, 90,
+             "a second instance for the second held request")
+    assert s.status()["stats"]["boots"] == 2
+
+    # SIGHUP: the same path, rebuilt, is served from the next connection on.
+    (folder / "app.py").write_text((folder / "app.py").read_text().replace("one", "two"))
+    shutil.copy(build(folder), tmp_path / "next.krait")
+    os.replace(tmp_path / "next.krait", image)
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: get(s.url()) == (200, b"two\n"), 90, "the reloaded image")
+    assert s.stop() == 0
+    assert instances() == []

@@ -29,7 +29,13 @@ def test_two_builds_give_the_same_digest(kernel, tmp_path: Path,
     monkeypatch.setenv("KRAIT_CACHE", str(fresh))
     second = build_image(app, kernel, tmp_path / "b.krait")
     assert second.cached_layers == []
-    assert first.digest == second.digest
+    if first.digest != second.digest:  # say what differs, part by part
+        a, b = open_image(first.path), open_image(second.path)
+        changed = [p.name for p, q in zip(a.manifest.parts(), b.manifest.parts(), strict=False)
+                   if p != q]
+        pytest.fail(f"two builds differ in {changed or 'the manifest'}; cached layers of the "
+                    f"first: {first.cached_layers}\n{first.manifest.to_json().decode()}\n"
+                    f"{second.manifest.to_json().decode()}")
     assert (tmp_path / "a.krait").read_bytes() == (tmp_path / "b.krait").read_bytes()
 
 
