@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -18,13 +19,18 @@ from krait.errors import ConfigError
 from krait.vmm.accel import detect_accel
 
 
-def _emit(result: Result, output: Path | None) -> None:
-    data = result.to_dict()
-    text = json.dumps(data, indent=2)
+def _write_json(doc: dict[str, Any], output: Path | None) -> None:
+    """The result on stdout, and in ``output`` if given."""
+    text = json.dumps(doc, indent=2)
     if output:
         output.write_text(text + "\n")
         err_console.print(f"wrote {output}")
     click.echo(text)
+
+
+def _emit(result: Result, output: Path | None) -> None:
+    data = result.to_dict()
+    _write_json(data, output)
     if result.samples:
         err_console.print(f"{result.benchmark} ({result.accelerator}): min {data['min']} "
                           f"median {data['median']} max {data['max']} {result.unit}, "
@@ -85,11 +91,7 @@ def ab(image_a: Path, image_b: Path, runs: int, memory: int | None,
     doc = bench_ab(image_a, image_b, boot_seconds, runs,
                    progress=lambda m: err_console.print(m, highlight=False),
                    accelerator=detect_accel().name)
-    text = json.dumps(doc, indent=2)
-    if output:
-        output.write_text(text + "\n")
-        err_console.print(f"wrote {output}")
-    click.echo(text)
+    _write_json(doc, output)
     err_console.print(f"A median {doc['a']['median']} s, B median {doc['b']['median']} s "
                       f"({doc['accelerator']}): B/A {doc['b_over_a']}, p {doc['p_value']}: "
                       f"{doc['verdict']}")
@@ -170,11 +172,31 @@ def serve(image: Path, runs: int, memory: int | None, wrk_seconds: int, wrk_conn
 
     doc = bench_serve(image, runs, memory, wrk_seconds, wrk_connections, max_instances,
                       idle_max, progress=lambda m: err_console.print(m, highlight=False))
-    text = json.dumps(doc, indent=2)
-    if output:
-        output.write_text(text + "\n")
-        err_console.print(f"wrote {output}")
-    click.echo(text)
+    _write_json(doc, output)
+
+
+@command.command("abuse")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--idle", default=1000, show_default=True,
+              help="Silent connections held open beside the well-behaved client.")
+@click.option("--rounds", default=3, show_default=True,
+              help="Alternating rounds with and without each abuse.")
+@click.option("-n", "--samples", default=10, show_default=True,
+              help="Requests per round of the idle part.")
+@click.option("--body-mb", default=64, show_default=True, help="Size of the oversized POST.")
+@click.option("--slow", default=200, show_default=True, help="Slowloris connections.")
+@click.option("--wrk-seconds", default=10, show_default=True)
+@click.option("--wrk-connections", default=8, show_default=True)
+@_output
+def abuse(image: Path, idle: int, rounds: int, samples: int, body_mb: int, slow: int,
+          wrk_seconds: int, wrk_connections: int, output: Path | None) -> None:
+    """`krait serve` against hostile clients: a normal request's latency with idle
+    connections held, an oversized POST, and wrk beside a slowloris."""
+    from krait.bench.abuse import bench_abuse
+
+    doc = bench_abuse(image, idle, rounds, samples, body_mb, slow, wrk_seconds,
+                      wrk_connections, progress=lambda m: err_console.print(m, highlight=False))
+    _write_json(doc, output)
 
 
 @command.command("app")
