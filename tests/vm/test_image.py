@@ -31,7 +31,7 @@ def test_two_builds_give_the_same_digest(kernel, tmp_path: Path,
     assert second.cached_layers == []
     if first.digest != second.digest:  # say what differs, part by part
         a, b = open_image(first.path), open_image(second.path)
-        changed = [p.name for p, q in zip(a.manifest.parts(), b.manifest.parts(), strict=False)
+        changed = [p.name for p, q in zip(a.manifest.parts, b.manifest.parts, strict=False)
                    if p != q]
         pytest.fail(f"two builds differ in {changed or 'the manifest'}; cached layers of the "
                     f"first: {first.cached_layers}\n{first.manifest.to_json().decode()}\n"

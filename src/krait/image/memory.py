@@ -68,6 +68,15 @@ class MemoryNeeds:
                    float(data["children_mib"]))
 
 
+def _measured_mib(kib: int) -> int:
+    """A resident size the tracer measured, to the nearest MiB. It varies by some tens
+    of KiB between runs (the environment, path lengths, allocator state); rounding a raw
+    value up to a step gave an app just over a step's edge (hello: 12.01 MiB) two
+    different images from two builds. To the nearest MiB first, it flips only near the
+    middle of a MiB."""
+    return round(kib / 1024)
+
+
 def _round_up(mib: float, step: int) -> int:
     return int(math.ceil(mib / step) * step)
 
@@ -76,6 +85,6 @@ def memory_needed(heap_kib: int, mapped_kib: int, files_bytes: int,
                   starts_processes: bool = False) -> MemoryNeeds:
     """From what the tracer measured, what the disks hold, and whether the app starts
     other interpreters."""
-    return MemoryNeeds(_round_up(heap_kib / 1024, STEP_MIB), _round_up(mapped_kib / 1024,
-                                                                      STEP_MIB),
+    return MemoryNeeds(_round_up(_measured_mib(heap_kib), STEP_MIB),
+                       _round_up(_measured_mib(mapped_kib), STEP_MIB),
                        files_bytes / 2**20, CHILD_MIB * CHILDREN if starts_processes else 0.0)
