@@ -58,3 +58,16 @@ def test_a_failed_image_write_leaves_the_old_image_and_no_temp_file(tmp_path: Pa
     assert out.read_bytes() == b"the image from before"
     assert not leftovers(tmp_path)
 
+
+
+def test_an_image_whose_manifest_names_a_path_is_refused(tmp_path: Path) -> None:
+    # Its name becomes file names (snapshots, NAME.krait): "../x" must not get that far.
+    from dataclasses import replace
+
+    from krait.errors import ImageError
+    from krait.image.archive import open_image
+
+    out = tmp_path / "evil.krait"
+    write_image(out, replace(manifest(), name="../../etc/evil"), {})
+    with pytest.raises(ImageError, match="not a valid image name"):
+        open_image(out)

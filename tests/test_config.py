@@ -319,3 +319,24 @@ def test_json_round_trip(tmp_path: Path) -> None:
 def test_json_round_trip_minimal() -> None:
     app = AppConfig(root=Path("/srv/app"), name="x", entry="app:main")
     assert AppConfig.from_json(app.to_json()) == app
+
+
+@pytest.mark.parametrize("bad", ["../outside", "a/b", ".hidden", "", "x" * 64])
+def test_an_image_name_that_is_not_a_plain_file_name_is_refused(tmp_path: Path,
+                                                                bad: str) -> None:
+    write_krait_toml(tmp_path, f'entry = "app:main"\nname = "{bad}"\n')
+    with pytest.raises(ConfigError, match="name"):
+        load_app(tmp_path)
+    write_pyproject(tmp_path, 'entry = "app:main"\n', project=f'name = "{bad}"')
+    (tmp_path / "krait.toml").unlink()
+    with pytest.raises(ConfigError, match="name"):
+        load_app(tmp_path)
+
+
+def test_upper_case_names_are_kept_and_a_folder_name_is_made_plain(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\nname = "My_App"\n')
+    assert load_app(tmp_path).name == "My_App"
+    root = tmp_path / "my app (copy)"
+    root.mkdir()
+    write_krait_toml(root, 'entry = "app:main"\n')
+    assert load_app(root).name == "my-app-copy"

@@ -19,6 +19,7 @@ from krait.fleet.state import (
     all_instances,
     check_name,
     create_instance,
+    name_from,
     new_name,
 )
 
@@ -52,6 +53,8 @@ def test_names() -> None:
     name = new_name("My App!")
     assert name.startswith("my-app-")
     check_name(name)
+    # `krait serve` of an image called My_App names its instances after it.
+    assert check_name(f"{name_from('My_App')}-8080-1") == "my_app-8080-1"
 
 
 def test_create_and_read_back() -> None:

@@ -16,6 +16,7 @@ from krait.fleet.gateway import Gateway
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
 from krait.fleet.serve import run_server
+from krait.fleet.state import check_name, name_from
 from krait.image.archive import open_image
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
@@ -81,7 +82,8 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
     policy = ScalePolicy(max_instances=max_instances, min_instances=min_instances,
                          idle_seconds=parse_duration(idle), per_instance=per_instance,
                          pause_seconds=pause)
-    serve_name = name or f"{img.name}-{port}"
+    # Its instances are named after it, and its files are in the state folder.
+    serve_name = check_name(name) if name else f"{name_from(img.name)}-{port}"
 
     def listening(gateway: Gateway) -> None:
         where = f"[{gateway.host}]" if ":" in gateway.host else gateway.host

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +157,12 @@ def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
     if "entry" not in values:
         raise ConfigError(f"{path}: `entry` is missing",
                           hint="set entry = 'module:callable', e.g. entry = 'app:app'")
-    values.setdefault("name", project.get("name") or root.name)
+    if "name" not in values:
+        values["name"] = (parse_setting("name", project["name"], f"{path.name} [project]")
+                          if project.get("name") is not None else
+                          # A folder may be called anything; an image's name may not.
+                          re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.")[:63]
+                          or "app")
     if "dependencies" not in values and "dependencies" in project:
         values["dependencies"] = parse_setting("dependencies", project["dependencies"] or [],
                                                f"{path.name} [project]")

@@ -46,6 +46,18 @@ def _str(value: Any) -> str:
     return value
 
 
+# An image's name is also a file name (NAME.krait, snapshots): no '/', not hidden, no '..'.
+IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def _image_name(value: Any) -> str:
+    value = _str(value)
+    if not IMAGE_NAME.fullmatch(value):
+        raise ValueError("expected letters, digits, '.', '_' and '-' (up to 63), starting "
+                         "with a letter or digit")
+    return value
+
+
 def _entry(value: Any) -> str:
     value = _str(value)
     if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
@@ -141,7 +153,7 @@ def _bool(value: Any) -> bool:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("name", "build", _str, None, "Image name; NAME.krait is written. "
+    Setting("name", "build", _image_name, None, "Image name; NAME.krait is written. "
             "Defaults to [project].name or the folder's name.", "NAME"),
     Setting("entry", "build", _entry, None, "What to run: 'module:callable'.", "MODULE:CALLABLE"),
     Setting("kind", "build", _kind, "main", "How to run the entry: 'main' calls it and its "

@@ -137,9 +137,13 @@ def check_name(name: str) -> str:
     return name
 
 
+def name_from(base: str) -> str:
+    """A valid instance name made from any text (an image name, say): 'My_App' -> 'my_app'."""
+    return re.sub(r"[^a-z0-9_.-]", "-", base.lower()).strip("-.")[:50] or "krait"
+
+
 def new_name(base: str) -> str:
-    base = re.sub(r"[^a-z0-9_.-]", "-", base.lower()).strip("-.") or "krait"
-    return f"{base[:50]}-{secrets.token_hex(3)}"
+    return f"{name_from(base)}-{secrets.token_hex(3)}"
 
 
 def find_instance(name: str) -> InstanceDir | None:
