@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,14 @@ def test_kvm_problem_without_vmx(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accel_mod, "_loaded_modules", lambda: {"kvm", "kvm_pvm"})
     problem = accel_mod._kvm_problem()
     assert problem is not None and "PVM" in problem
+
+
+def test_qemu_runs_sandboxed_and_not_as_root() -> None:
+    argv = QemuBackend().command(spec())
+    sandbox = one(argv, "-sandbox").split(",")
+    assert sandbox[0] == "on"
+    assert {"obsolete=deny", "spawn=deny", "resourcecontrol=deny"} <= set(sandbox)
+    if os.geteuid() == 0:
+        assert one(argv, "-runas") == "nobody" and "elevateprivileges=allow" in sandbox
+    else:
+        assert "-runas" not in argv and "elevateprivileges=deny" in sandbox

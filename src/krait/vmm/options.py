@@ -196,6 +196,22 @@ class Incoming(Option):
 
 
 @dataclass(frozen=True)
+class Sandbox(Option):
+    """QEMU's own seccomp filter: no obsolete system calls, no fork or exec, no changes
+    to scheduling or CPU affinity. With ``runas`` (krait runs as root), QEMU becomes that
+    user once it has opened what it needs; the filter must then allow set*id calls for
+    that one step, and an unprivileged process has nothing to raise itself back to."""
+
+    runas: str | None = None
+
+    def args(self) -> list[str]:
+        elevate = "allow" if self.runas else "deny"
+        sandbox = ["-sandbox", f"on,obsolete=deny,elevateprivileges={elevate},spawn=deny,"
+                   "resourcecontrol=deny"]
+        return [*sandbox, "-runas", self.runas] if self.runas else sandbox
+
+
+@dataclass(frozen=True)
 class Flag(Option):
     """A bare switch such as -nodefaults."""
 

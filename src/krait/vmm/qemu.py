@@ -37,12 +37,15 @@ from krait.vmm.options import (
     Object,
     QemuCommand,
     RamFile,
+    Sandbox,
     Serial,
     UserNetwork,
 )
 
 log = logging.getLogger("krait")
 QEMU = "qemu-system-x86_64"
+# Who QEMU runs as when krait runs as root (-runas): not root, and owner of nothing.
+UNPRIVILEGED_USER = "nobody"
 # The control port is the second 16550 UART (ttyS1 in the guest).
 CONTROL_UART = (("iobase", 0x2F8), ("irq", 3))
 
@@ -76,6 +79,7 @@ class QemuBackend(Backend):
             Flag("-nographic"),
             # The guest resets to end; -no-reboot turns that into QEMU exiting.
             Flag("-no-reboot"),
+            Sandbox(runas=UNPRIVILEGED_USER if os.geteuid() == 0 else None),
             DirectBoot(spec.kernel, spec.cmdline),
             *(Drive(f"disk-{d.name}", d.path, d.readonly) for d in spec.disks),
             console,
