@@ -38,7 +38,7 @@ def test_hello_answers_http_200_and_stops_gracefully(hello_image: Path,
         assert missing.value.code == 404
         # The guest reported when each step of its boot was done, in order.
         steps = sorted(vm.timeline, key=vm.timeline.__getitem__)
-        assert steps == ["exec", "main", "mounted", "imported", "ready"], vm.timeline
+        assert steps == ["exec", "main", "mounted", "confined", "imported", "ready"], vm.timeline
         assert 0 < vm.timeline["exec"] < vm.timeline["ready"] < 60
     finally:
         result = vm.stop(grace=20)

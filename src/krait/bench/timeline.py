@@ -11,6 +11,7 @@ STEPS = (
     ("exec", "kernel: devices, root disk, up to /init"),
     ("main", "interpreter start-up (to krait's init)"),
     ("mounted", "layers mounted, settings read"),
+    ("confined", "capabilities dropped, seccomp filter on"),
     ("imported", "the app imported"),
     ("ready", "the app listening (ready signal)"),
     ("first_answer", "first answer over the forwarded port"),

@@ -1,0 +1,106 @@
+"""From inside a booted image: the app cannot leave its one job, and can still start
+its own interpreter (subprocess, multiprocessing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import psutil
+import pytest
+
+from krait.bench.http import first_answer, get
+from krait.guest import confine
+from krait.vmm.booted import booted
+
+pytestmark = pytest.mark.vm
+
+PROBE_APP = """
+    import ctypes, json, multiprocessing, os, socket, subprocess, sys
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    MS_REMOUNT = 32
+
+    def errno_of(call):
+        try:
+            call()
+        except OSError as e:
+            return e.errno
+        return 0
+
+    def c_call(result):
+        if result != 0:
+            raise OSError(ctypes.get_errno(), "call")
+
+    def run_from_tmp():
+        with open("/tmp/run", "w") as f:
+            f.write("#!" + sys.executable + "\\nprint('ran')\\n")
+        os.chmod("/tmp/run", 0o755)
+        subprocess.run(["/tmp/run"], check=True)
+
+    def status(field):
+        with open("/proc/self/status") as f:
+            return next(line.split()[1] for line in f if line.startswith(field + ":"))
+
+    def square(x):
+        return x * x
+
+    def probe():
+        os.mkdir("/tmp/m")
+        return {
+            "remount_root_rw": errno_of(lambda: c_call(libc.mount(None, b"/", None,
+                                                                  MS_REMOUNT, None))),
+            "mount_tmpfs": errno_of(lambda: c_call(libc.mount(b"none", b"/tmp/m", b"tmpfs",
+                                                              0, None))),
+            "packet_socket": errno_of(lambda: socket.socket(17, socket.SOCK_RAW, 0)),
+            "raw_socket": errno_of(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW,
+                                                         socket.IPPROTO_ICMP)),
+            "run_from_tmp": errno_of(run_from_tmp),
+            "sethostname": errno_of(lambda: c_call(libc.sethostname(b"x", 1))),
+            "cap_effective": status("CapEff"),
+            "cap_bounding": status("CapBnd"),
+            "no_new_privs": status("NoNewPrivs"),
+            "seccomp": status("Seccomp"),
+            "subprocess": subprocess.run([sys.executable, "-c", "print(6 * 7)"],
+                                         capture_output=True, text=True).stdout.strip(),
+            "pool": multiprocessing.get_context("fork").Pool(2).map(square, [1, 2, 3]),
+        }
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = json.dumps(probe()).encode() if scope["path"] == "/probe" else b"up"
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_the_app_cannot_mount_use_raw_sockets_or_run_what_it_wrote(
+        make_app, build, no_leftover_qemu) -> None:
+    image = build(make_app(PROBE_APP, kind="asgi", entry="app:app",
+                           extra='ports = [8080]\nmodules = ["multiprocessing.pool"]\n'))
+    with booted(image) as vm:
+        assert first_answer(vm.url("/"), time.monotonic() + 60) == (200, b"up")
+        status, body = get(vm.url("/probe"), timeout=120)  # once: it forks, it is slow
+        assert status == 200, body
+        got = json.loads(body)
+        qemu = psutil.Process(vm.vm.pid)
+        qemu_user = qemu.username()
+        with open(f"/proc/{qemu.pid}/status") as f:
+            qemu_status = dict(line.split(":", 1) for line in f)
+    # QEMU itself: under its seccomp filter, and not root when krait is.
+    assert qemu_status["Seccomp"].strip() == "2"
+    if os.geteuid() == 0:
+        assert qemu_user == "nobody"
+    kept = f"{sum(1 << c for c in confine.KEPT):016x}"
+    assert got == {
+        "remount_root_rw": 1, "mount_tmpfs": 1, "packet_socket": 1, "raw_socket": 1,
+        "run_from_tmp": 13,  # EACCES: /tmp is noexec
+        "sethostname": 1,
+        "cap_effective": kept, "cap_bounding": kept, "no_new_privs": "1", "seccomp": "2",
+        "subprocess": "42", "pool": [1, 4, 9],
+    }, got
+    assert not any("unconfined" in line for line in vm.lines)
+
