@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -144,3 +145,22 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects_nonsense() -> None:
     with pytest.raises(ConfigError):
         parse_duration("soon")
+
+
+def test_state_folders_are_private_and_must_be_ours(state: Path) -> None:
+    from krait.fleet.serve import serve_dir
+    from krait.paths import private_dir
+
+    folder = create_instance(record())
+    for path in (state, state / "instances", folder.path, serve_dir()):
+        assert path.stat().st_mode & 0o777 == 0o700, path
+    loose = state / "loose"
+    loose.mkdir(mode=0o755)
+    os.chmod(loose, 0o755)
+    assert private_dir(loose).stat().st_mode & 0o777 == 0o700
+    if os.geteuid() == 0:  # a folder another user owns (as root we can make one)
+        theirs = state / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(ConfigError, match="another user"):
+            private_dir(theirs)

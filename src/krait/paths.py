@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from krait.errors import ConfigError
+
 
 def cache_dir() -> Path:
     """Kernel builds, cached image layers, unpacked images. Safe to delete."""
@@ -20,8 +22,20 @@ def cache_dir() -> Path:
 
 def state_dir() -> Path:
     """One folder per instance (see krait.fleet)."""
-    path = Path(os.environ.get("KRAIT_STATE", Path.home() / ".local" / "state" / "krait"))
-    path.mkdir(parents=True, exist_ok=True)
+    return private_dir(Path(os.environ.get("KRAIT_STATE",
+                                           Path.home() / ".local" / "state" / "krait")))
+
+
+def private_dir(path: Path) -> Path:
+    """A folder only we can enter (0700), made if missing. One that another user owns is
+    refused: the sockets inside it (QMP, the control port, serve's) take commands."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.geteuid():
+        raise ConfigError(f"{path} belongs to another user (uid {st.st_uid})",
+                          hint="use a folder of your own (KRAIT_STATE, KRAIT_CACHE)")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
     return path
 
 

@@ -53,6 +53,7 @@ def test_website_over_https(kernel, tmp_path: Path, no_leftover_qemu: None) -> N
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cert = folder / ".krait-tls" / "cert.pem"
     assert "ssl" in open_image(image).manifest.modules
+    assert image.stat().st_mode & 0o777 == 0o600  # it holds the TLS key
     with booted(image, guest_ports=(8443, 8080)) as vm:
         https = vm.ports[8443]
         conn = first_fetch(https, cert)

@@ -136,6 +136,9 @@ def instances() -> list[dict[str, Any]]:
 def test_cold_start_scale_to_zero_snapshot_wake(hello_image: Path, serve, state: Path) -> None:
     s = serve(hello_image, "--idle", "2s", "--max", "2")
     assert instances() == []  # nothing runs before the first connection
+    control = state / "serve" / f"{s.name}.sock"  # it takes commands: ours alone
+    assert control.stat().st_mode & 0o777 == 0o600
+    assert control.parent.stat().st_mode & 0o777 == 0o700
     results: list[tuple[int, bytes]] = []
     threads = [threading.Thread(target=lambda: results.append(get(s.url())))
                for _ in range(8)]

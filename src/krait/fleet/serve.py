@@ -25,16 +25,14 @@ from krait.fleet.gateway import Gateway
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
-from krait.paths import state_dir
+from krait.paths import private_dir, state_dir
 from krait.vmm.launch import RunOptions
 
 log = logging.getLogger("krait.fleet")
 
 
 def serve_dir() -> Path:
-    path = state_dir() / "serve"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(state_dir() / "serve")
 
 
 def find_serve(name: str) -> dict[str, Any] | None:
@@ -121,6 +119,7 @@ class Server:
         self.control.unlink(missing_ok=True)
         await self.gateway.start()
         control = await asyncio.start_unix_server(self._on_control, path=str(self.control))
+        os.chmod(self.control, 0o600)  # in a 0700 folder already; it takes commands
         try:
             self.record.write_text(json.dumps({
                 "pid": os.getpid(), "name": self.name, "host": self.gateway.host,

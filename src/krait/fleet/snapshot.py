@@ -27,7 +27,7 @@ from pathlib import Path
 
 from krait import __version__
 from krait.image.archive import Image
-from krait.paths import cache_dir, write_atomically
+from krait.paths import cache_dir, private_dir, write_atomically
 from krait.run import run
 from krait.vmm.base import VmSpec
 
@@ -58,9 +58,7 @@ class Snapshot:
 
 
 def snapshots_dir() -> Path:
-    path = cache_dir() / "snapshots"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+    return private_dir(cache_dir() / "snapshots")
 
 
 @functools.cache

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from krait.errors import ConfigError
-from krait.paths import state_dir, write_atomically
+from krait.paths import private_dir, state_dir, write_atomically
 from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -60,9 +60,7 @@ class RunRecord:
 
 
 def instances_dir() -> Path:
-    path = state_dir() / "instances"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(state_dir() / "instances")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -163,7 +161,7 @@ def create_instance(record: InstanceRecord) -> InstanceDir:
         raise ConfigError(f"the state directory path is too long for QEMU's sockets: {path}",
                           hint="set KRAIT_STATE to a shorter folder")
     try:
-        path.mkdir()
+        path.mkdir(mode=0o700)
     except FileExistsError:
         raise ConfigError(f"an instance named {record.name!r} already exists",
                           hint=f"remove it with `krait rm {record.name}` or pick another "

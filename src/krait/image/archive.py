@@ -39,14 +39,16 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_image(path: Path, manifest: Manifest, parts: dict[str, bytes]) -> str:
-    """Write the image; return its digest (the sha256 of its manifest)."""
+def write_image(path: Path, manifest: Manifest, parts: dict[str, bytes],
+                mode: int = 0o644) -> str:
+    """Write the image (0600 for one holding a secret); return its digest (the sha256 of
+    its manifest)."""
     manifest_bytes = manifest.to_json()
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     tmp = Path(name)
     try:
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             tar.addfile(_info("manifest.json", len(manifest_bytes)),
                         io.BytesIO(manifest_bytes))

@@ -133,7 +133,8 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
             lock.pins if lock else {}))
     out = output or app.root / f"{app.name}{SUFFIX}"
     step(f"writing {out}")
-    digest = write_image(out, manifest, parts)
+    # A TLS key is in the app layer: the image is as secret as the key.
+    digest = write_image(out, manifest, parts, 0o600 if app.tls_key else 0o644)
     return BuildResult(out, digest, manifest, cached, time.perf_counter() - started)
 
 
