@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from krait.errors import VmError
 from krait.guest import protocol
 from krait.vmm.accel import Accel
-from krait.vmm.launch import RunOptions, kernel_cmdline
+from krait.vmm.launch import RunOptions, kernel_cmdline, masked
 
 from ._manifests import disk, image
 
@@ -50,3 +53,17 @@ def test_the_base_layer_is_the_root_and_the_others_follow_in_order() -> None:
     three = image(layers=(disk("base", "/"), disk("packages", "/krait/packages"),
                           disk("app", "/krait/app")))
     assert f"{protocol.DISKS_PARAM}=packages,app" in kernel_cmdline(three, RunOptions(), TCG)
+
+
+def test_a_command_line_the_kernel_would_cut_is_refused() -> None:
+    kernel_cmdline(image(), RunOptions(env={"A": "x" * 1000}), TCG)  # fits
+    with pytest.raises(VmError, match="over the kernel's 2047"):
+        kernel_cmdline(image(), RunOptions(env={"A": "x" * 1600}), TCG)
+
+
+def test_dry_run_shows_no_env_value() -> None:
+    args = kernel_cmdline(image(), RunOptions(env={"DB_PASSWORD": "hunter2"}), TCG)
+    argv = ["qemu-system-x86_64", "-append", " ".join(args)]
+    shown = " ".join(masked(argv))
+    assert protocol.encode_boot({"env": {"DB_PASSWORD": "hunter2"}}) not in shown
+    assert f"{protocol.BOOT_PARAM}=<" in shown and protocol.MARKER in shown

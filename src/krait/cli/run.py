@@ -15,7 +15,7 @@ from krait.cli._settings_flags import overrides, setting_options
 from krait.config import parse_env
 from krait.config.settings import parse_setting
 from krait.errors import ConfigError, GuestFailed
-from krait.vmm.launch import RunOptions, prepare
+from krait.vmm.launch import RunOptions, masked, prepare
 from krait.vmm.options import PortForward
 from krait.vmm.qemu import QemuBackend
 
@@ -72,7 +72,7 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...], accel: 
     img, spec = prepare(image, options)
     backend = QemuBackend()
     if dry_run:
-        click.echo(shlex.join(backend.command(spec)))
+        click.echo(shlex.join(masked(backend.command(spec))))
         return
     if detach or name or restart != "no":
         if not detach:

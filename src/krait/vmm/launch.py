@@ -52,6 +52,10 @@ class RunOptions:
 TCG_CMDLINE = ("noapictimer",)
 
 
+# x86's COMMAND_LINE_SIZE, the terminating NUL included.
+COMMAND_LINE_SIZE = 2048
+
+
 def kernel_cmdline(image: Image, options: RunOptions, accel: Accel) -> tuple[str, ...]:
     name = "".join(c if c.isalnum() or c == "-" else "-" for c in image.name)[:63] or "krait"
     network = f"ip={protocol.GUEST_ADDR}::{protocol.GATEWAY}:255.255.255.0:{name}:eth0:off"
@@ -61,7 +65,24 @@ def kernel_cmdline(image: Image, options: RunOptions, accel: Accel) -> tuple[str
     tuned = TCG_CMDLINE if accel.name == "tcg" else ()
     others = [p.name for p in image.manifest.layers if p.mount != "/"]
     disks = [f"{protocol.DISKS_PARAM}={','.join(others)}"] if others else []
-    return (*BASE_CMDLINE, *tuned, network, protocol.MARKER, *disks, *boot_args, *extras)
+    cmdline = (*BASE_CMDLINE, *tuned, network, protocol.MARKER, *disks, *boot_args, *extras)
+    if len(" ".join(cmdline)) >= COMMAND_LINE_SIZE:
+        # The kernel would cut it short, silently: the marker or the settings lost.
+        raise VmError(f"the kernel command line would be {len(' '.join(cmdline))} bytes, "
+                      f"over the kernel's {COMMAND_LINE_SIZE - 1}",
+                      hint="pass fewer or shorter --env values, or bake them into the image "
+                      "(env = {...} in [tool.krait])")
+    return cmdline
+
+
+def masked(argv: list[str]) -> list[str]:
+    """A QEMU command line to show: the boot settings (--env values: passwords, say)
+    replaced by their size."""
+    def mask(arg: str) -> str:
+        return " ".join(f"{protocol.BOOT_PARAM}=<{len(w)} bytes, hidden>"
+                        if w.startswith(protocol.BOOT_PARAM + "=") else w for w in arg.split(" "))
+
+    return [mask(a) for a in argv]
 
 
 def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
