@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from krait.errors import ConfigError
@@ -39,16 +40,24 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``path`` so that readers, and other krait processes writing the same cache
-    entry at the same time, never see half a file."""
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = 0o644) -> Iterator[int]:
+    """A file descriptor to fill: when the block ends well, the file becomes ``path``
+    whole; however else it ends, nothing is left. Readers, and other krait processes
+    writing the same cache entry at the same time, never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield fd
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    with atomic_file(path, mode) as fd, open(fd, "wb", closefd=False) as f:
+        f.write(data)

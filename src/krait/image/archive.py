@@ -17,16 +17,14 @@ import hashlib
 import io
 import json
 import logging
-import os
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from krait.errors import ImageError
 from krait.image.layers import decompress
 from krait.image.manifest import Manifest, Part
-from krait.paths import cache_dir, write_atomically
+from krait.paths import atomic_file, cache_dir, write_atomically
 
 SUFFIX = ".krait"
 log = logging.getLogger("krait")
@@ -44,20 +42,11 @@ def write_image(path: Path, manifest: Manifest, parts: dict[str, bytes],
     """Write the image (0600 for one holding a secret); return its digest (the sha256 of
     its manifest)."""
     manifest_bytes = manifest.to_json()
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        os.chmod(tmp, mode)
-        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            tar.addfile(_info("manifest.json", len(manifest_bytes)),
-                        io.BytesIO(manifest_bytes))
-            for name, blob in parts.items():
-                tar.addfile(_info(name, len(blob)), io.BytesIO(blob))
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path, mode) as fd, open(fd, "wb", closefd=False) as out, \
+            tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.addfile(_info("manifest.json", len(manifest_bytes)), io.BytesIO(manifest_bytes))
+        for name, blob in parts.items():
+            tar.addfile(_info(name, len(blob)), io.BytesIO(blob))
     return hashlib.sha256(manifest_bytes).hexdigest()
 
 

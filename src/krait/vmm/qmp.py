@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from qemu.qmp import QMPClient, QMPError
 
 from krait.errors import VmError
+from krait.paths import atomic_file
 
 # qemu.qmp logs every failed connection attempt; they are expected while QEMU starts.
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
@@ -93,8 +93,7 @@ _IGNORE_SHARED = ("migrate-set-capabilities",
 def save_state(path: Path, target: Path, timeout: float = 60.0) -> None:
     """Pause the VM and write its device state to ``target`` (its RAM is in its shared
     RAM file already). The VM stays paused. The file appears only once complete, 0600."""
-    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
+    with atomic_file(target, 0o600) as fd:
         execute(path, [_IGNORE_SHARED, ("stop", None), ("getfd", {"fdname": "state"}),
                        ("migrate", {"uri": "fd:state"})], fd=fd)
         deadline = time.monotonic() + timeout
@@ -108,13 +107,6 @@ def save_state(path: Path, target: Path, timeout: float = 60.0) -> None:
                               f"{info.get('error-desc', 'no reason given')}")
             time.sleep(0.002)
         os.fsync(fd)
-        os.replace(partial, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
-    finally:
-        os.close(fd)
 
 
 def load_state(path: Path, source: Path, timeout: float = 30.0) -> None:
