@@ -117,3 +117,23 @@ def test_caps_hold_over_many_admits_and_closes(max_per_client: int) -> None:
         assert len(pool.connections) <= 20
         assert all(n <= max_per_client for n in pool.per_client.values())
         assert sum(pool.per_client.values()) == len(pool.connections)
+
+
+def test_the_open_file_limit_is_raised_or_the_caps_lowered_to_fit() -> None:
+    import subprocess
+    import sys
+
+    child = """
+import resource
+from krait.fleet.pool import Limits
+from krait.fleet.serve import file_limit_for
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+assert file_limit_for(Limits(max_connections=100)).max_connections == 100
+assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 2 * 100 + 256
+resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))  # a hard limit below the need
+fitted = file_limit_for(Limits(max_connections=1000, max_per_client=256))
+assert (fitted.max_connections, fitted.max_per_client) == (22, 22), fitted
+"""
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import resource
 import shutil
 import statistics
 import subprocess
@@ -29,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from krait.bench.http import run_wrk
+from krait.bench.http import run_wrk, status_of
 from krait.bench.result import machine_info, summarize
 from krait.errors import VmError
+from krait.fleet.serve import raise_file_limit
 from krait.run import spawn
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.qemu import free_port
@@ -65,12 +65,6 @@ async def read_all(reader: asyncio.StreamReader) -> bytes:
         while chunk := await reader.read(65536):
             data += chunk
     return data
-
-
-def status_of(data: bytes) -> int:
-    """The status code of an HTTP answer; 0 for none."""
-    head = data.split(b"\r\n", 1)[0].split()
-    return int(head[1]) if len(head) > 1 and head[1].isdigit() else 0
 
 
 async def ask(port: int, timeout: float = 120.0) -> tuple[int, float]:
@@ -268,13 +262,6 @@ async def _slowloris_rounds(port: int, slow: int, rounds: int, seconds: int,
     }
 
 
-def _raise_file_limit(want: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE,
-                           (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
-
-
 def bench_abuse(image_path: Path, idle: int = 1000, rounds: int = 3, samples: int = 10,
                 body_mb: int = 64, slow: int = 200, wrk_seconds: int = 10,
                 wrk_connections: int = 8, progress: Progress = lambda _: None,
@@ -282,7 +269,7 @@ def bench_abuse(image_path: Path, idle: int = 1000, rounds: int = 3, samples: in
     if shutil.which("wrk") is None:
         raise VmError("wrk is not installed", hint="apt-get install wrk (or make deps)")
     _, spec = prepare(image_path, RunOptions())
-    _raise_file_limit(2 * (idle + slow) + 256)
+    raise_file_limit(2 * (idle + slow) + 256)  # our clients' sockets
     port = free_port()
 
     async def main() -> dict[str, Any]:

@@ -53,6 +53,12 @@ def first_answer(url: str, deadline: float, expect: bytes | None = None) -> tupl
                   f"(last: {last!r})")
 
 
+def status_of(data: bytes) -> int:
+    """The status code of a raw HTTP answer; 0 for none."""
+    head = data.split(b"\r\n", 1)[0].split()
+    return int(head[1]) if len(head) > 1 and head[1].isdigit() else 0
+
+
 _LATENCY = re.compile(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 

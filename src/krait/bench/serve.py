@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from krait.bench.http import run_wrk
+from krait.bench.http import run_wrk, status_of
 from krait.bench.result import machine_info, summarize
 from krait.errors import VmError
 from krait.fleet.driver import Handle, ImageRef, QemuDriver
@@ -34,9 +34,7 @@ async def http_get(port: int, path: str = "/", timeout: float = 120.0) -> tuple[
     await writer.drain()
     data = await asyncio.wait_for(reader.read(), timeout)
     writer.close()
-    head = data.split(b"\r\n", 1)[0].split()
-    status = int(head[1]) if len(head) > 1 and head[1].isdigit() else 0
-    return status, data
+    return status_of(data), data
 
 
 async def _first_request(image: ImageRef, options: RunOptions, how: str,

@@ -153,21 +153,30 @@ class Server:
             log.error("%s: reload failed: %s", self.name, e.message)
 
 
+def raise_file_limit(want: int) -> int:
+    """Raise this process's open-file limit to ``want``, or as far as its hard limit
+    allows; return the limit it has now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return want if soft == resource.RLIM_INFINITY else soft
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
 def file_limit_for(limits: Limits) -> Limits:
     """Raise this process's open-file limit to what ``limits`` needs (two descriptors a
     proxied connection, and some for QEMU and the control socket); where the hard limit
     is lower, fewer connections are accepted, said once."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 2 * limits.max_connections + 256
-    if hard != resource.RLIM_INFINITY and hard < want:
-        fitting = max(16, (hard - 256) // 2)
-        log.warning("the open-file limit (%d) allows %d connections, not %d", hard,
+    got = raise_file_limit(want)
+    if got < want:
+        fitting = max(16, (got - 256) // 2)
+        log.warning("the open-file limit (%d) allows %d connections, not %d", got,
                     fitting, limits.max_connections)
         limits = replace(limits, max_connections=fitting,
                          max_per_client=min(limits.max_per_client, fitting))
-        want = hard
-    if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     return limits
 
 
