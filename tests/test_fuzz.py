@@ -135,6 +135,13 @@ def test_a_request_cut_short_is_an_error_or_nothing(req: tuple[bytes, str, str, 
     assert got == [] or got in (400, 408), got
 
 
+@given(st.text(alphabet="%0123456789abcdefABCDEFgz/ \u00e9", max_size=24))
+def test_the_guests_unquote_is_urllibs(text: str) -> None:
+    from urllib.parse import unquote
+
+    assert http.unquote(text) == unquote(text)
+
+
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
                     lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)

@@ -65,12 +65,11 @@ def unquote(text: str) -> str:
     head, *rest = text.split("%")
     out = bytearray(head.encode())
     for part in rest:
-        try:
-            out += bytes.fromhex(part[:2]) if len(part) >= 2 else b""
-            if len(part) < 2:
-                raise ValueError
+        code = part[:2]
+        if len(code) == 2 and set(code.encode()) <= _HEX:
+            out.append(int(code, 16))
             out += part[2:].encode()
-        except ValueError:
+        else:  # not an escape: kept as it is, as urllib keeps it
             out += b"%" + part.encode()
     return out.decode("utf-8", "replace")
 
