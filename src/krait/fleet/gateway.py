@@ -470,7 +470,6 @@ class Gateway:
         written for write_timeout, ends the connection."""
         limits = self.pool.limits
         answered = False
-        asked = True
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
                        upstream: bool) -> None:
@@ -510,7 +509,7 @@ class Gateway:
             up_writer.close()
             with contextlib.suppress(Exception):
                 await up_writer.wait_closed()
-        if asked and not answered and not idle():
+        if not answered and not idle():  # the client asked (its first bytes were sent)
             assert inst.handle is not None
             # Nothing came back: the instance failed this connection. Say so, cleanly.
             self.stats.upstream_errors += 1
