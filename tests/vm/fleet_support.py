@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 
 def processes_of(state: Path) -> list[int]:
@@ -32,3 +36,19 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "") 
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def private_state(monkeypatch: pytest.MonkeyPatch, timeout: float = 10,
+                  clean: Callable[[Path], None] = lambda _: None) -> Iterator[Path]:
+    """A KRAIT_STATE of the test's own, under /tmp (short: QEMU's sockets live in it, and
+    a socket path has 107 bytes at most); nothing of it may run at the end. ``clean``
+    ends what was left, after that check, before the folder goes."""
+    path = Path(tempfile.mkdtemp(prefix="ks-", dir="/tmp"))
+    monkeypatch.setenv("KRAIT_STATE", str(path))
+    try:
+        yield path
+        assert_nothing_runs(path, timeout)
+    finally:
+        clean(path)
+        shutil.rmtree(path, ignore_errors=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -20,23 +19,20 @@ from krait.bench.http import first_answer
 from krait.vmm.qemu import free_port
 
 from .conftest import KRAIT, krait_cli
-from .fleet_support import assert_nothing_runs, wait_for
+from .fleet_support import private_state, wait_for
 
 pytestmark = pytest.mark.vm
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private state directory; nothing of it may run at the end (and nothing does)."""
-    path = Path("/tmp") / f"ks-{os.getpid()}-{tmp_path.name[-12:]}"  # short: socket paths
-    monkeypatch.setenv("KRAIT_STATE", str(path))
-    yield path
-    try:
-        assert_nothing_runs(path, timeout=2)
-    finally:
+def state(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Nothing of it may run at the end (and nothing does)."""
+    def remove_all(path: Path) -> None:
         for folder in (path / "instances").glob("*"):
             krait_cli("rm", "-f", folder.name)
-        shutil.rmtree(path, ignore_errors=True)
+
+    with private_state(monkeypatch, timeout=2, clean=remove_all) as path:
+        yield path
 
 
 def ps() -> dict[str, dict[str, Any]]:

@@ -26,7 +26,7 @@ from krait.fleet.serve import control_request
 from krait.vmm.qemu import free_port
 
 from .conftest import KRAIT, krait_cli
-from .fleet_support import assert_nothing_runs, wait_for
+from .fleet_support import private_state, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -49,14 +49,9 @@ SLOW_APP = """
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    path = Path("/tmp") / f"ks-{os.getpid()}-{tmp_path.name[-12:]}"
-    monkeypatch.setenv("KRAIT_STATE", str(path))
-    yield path
-    try:
-        assert_nothing_runs(path)
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def state(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    with private_state(monkeypatch) as path:
+        yield path
 
 
 class Serve:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from krait.fleet.gateway import Gateway
 from krait.fleet.policy import ScalePolicy
 from krait.vmm.launch import RunOptions
 
-from .fleet_support import assert_nothing_runs
+from .fleet_support import private_state
 
 pytestmark = pytest.mark.vm
 
@@ -51,15 +49,9 @@ def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for part in ("kernel", "objects/kernel", "disks"):
         (cache_dir() / part).mkdir(parents=True, exist_ok=True)
         (cache / part).symlink_to(cache_dir() / part)
-    # Short: QEMU's sockets live in it, and a socket path has 107 bytes at most.
-    state = Path(tempfile.mkdtemp(prefix="kt-", dir="/tmp"))
     monkeypatch.setenv("KRAIT_CACHE", str(cache))
-    monkeypatch.setenv("KRAIT_STATE", str(state))
-    yield cache
-    try:
-        assert_nothing_runs(state)
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+    with private_state(monkeypatch):
+        yield cache
 
 
 async def ask(port: int, path: str = "/") -> dict[str, Any]:
