@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from krait.config import AppConfig, load_app, parse_env, parse_memory
+from krait.config.settings import Service
 from krait.errors import ConfigError
 
 
@@ -304,6 +305,7 @@ def test_json_round_trip(tmp_path: Path) -> None:
         'entry = "app:app"\nkind = "asgi"\nports = [8080, 9090]\ninclude = ["static"]\n'
         'modules = ["uvloop"]\nexclude = ["ssl"]\nmemory = "128M"\nvcpus = 2\n'
         'sources = true\ncmdline = "quiet"\npython = ".venv/bin/python"\n'
+        'connect = ["db=127.0.0.1:5432"]\n'
         '[tool.krait.env]\nGREETING = "héllo, wörld"\n',
         project='name = "round-trip"',
     )
@@ -340,3 +342,31 @@ def test_upper_case_names_are_kept_and_a_folder_name_is_made_plain(tmp_path: Pat
     root.mkdir()
     write_krait_toml(root, 'entry = "app:main"\n')
     assert load_app(root).name == "my-app-copy"
+
+
+# -- connect: the services outside the VM an app may reach -------------------------------
+def test_connect_declares_services_by_name(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:app"\nkind = "asgi"\n'
+                     'connect = ["DB=127.0.0.1:5432", "cache=[::1]:6379"]\n')
+    app = load_app(tmp_path)
+    assert app.connect == ("db=127.0.0.1:5432", "cache=[::1]:6379")
+    db, cache = map(Service.parse, app.connect)
+    assert (db.name, db.host, db.port, db.guest_port, db.env_var) == (
+        "db", "127.0.0.1", 5432, 5432, "KRAIT_CONNECT_DB")
+    assert (cache.host, cache.port) == ("::1", 6379)
+
+
+@pytest.mark.parametrize("value, why", [
+    ('["db"]', "expected NAME=HOST:PORT"),
+    ('["db=127.0.0.1"]', "expected NAME=HOST:PORT"),
+    ('["db=127.0.0.1:0"]', "from 1 to 65535"),
+    ('["1db=127.0.0.1:5432"]', "a name is a letter"),
+    ('["db=bad host:5432"]', "not a host name"),
+    ('["db=a:1", "db=b:2"]', "name db given twice"),
+    ('["a=h:5432", "b=i:5432"]', "guest port 5432 given twice"),
+    ('["web=127.0.0.1:8080"]', "the app itself listens on port 8080"),
+])
+def test_bad_connect_is_refused(tmp_path: Path, value: str, why: str) -> None:
+    write_krait_toml(tmp_path, f'entry = "app:app"\nkind = "asgi"\nconnect = {value}\n')
+    with pytest.raises(ConfigError, match=why):
+        load_app(tmp_path)

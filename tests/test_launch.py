@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from krait.errors import VmError
+from krait.config.settings import Service
+from krait.errors import ConfigError, VmError
 from krait.guest import protocol
+from krait.image.manifest import BootDefaults
 from krait.vmm.accel import Accel
-from krait.vmm.launch import RunOptions, kernel_cmdline, masked
+from krait.vmm.launch import RunOptions, kernel_cmdline, masked, services
 
 from ._manifests import disk, image
 
@@ -67,3 +69,23 @@ def test_dry_run_shows_no_env_value() -> None:
     shown = " ".join(masked(argv))
     assert protocol.encode_boot({"env": {"DB_PASSWORD": "hunter2"}}) not in shown
     assert f"{protocol.BOOT_PARAM}=<" in shown and protocol.MARKER in shown
+
+
+def test_services_come_from_the_image_and_a_boot_points_them_elsewhere() -> None:
+    img = image(boot=BootDefaults(48, 1, "", ("db=127.0.0.1:5432", "cache=127.0.0.1:6379")))
+    chosen = services(img, RunOptions(connect=("db=10.1.2.3:6543", "extra=127.0.0.1:9000")))
+    assert chosen == (Service("db", "10.1.2.3", 6543, 5432),  # the guest's port stays
+                      Service("cache", "127.0.0.1", 6379, 6379),
+                      Service("extra", "127.0.0.1", 9000, 9000))
+    args = kernel_cmdline(img, RunOptions(), TCG)
+    boot = protocol.decode_boot(" ".join(args))
+    assert boot["connect"] == {"db": 5432, "cache": 6379}
+    assert "connect" not in protocol.decode_boot(" ".join(kernel_cmdline(image(),
+                                                                         RunOptions(), TCG)))
+
+
+def test_a_new_service_on_a_port_taken_in_the_guest_is_refused() -> None:
+    img = image(boot=BootDefaults(48, 1, "", ("db=127.0.0.1:5432",)))
+    for taken in ("other=127.0.0.1:5432", "web=127.0.0.1:8080"):
+        with pytest.raises(ConfigError, match="taken inside the guest"):
+            services(img, RunOptions(connect=(taken,)))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from krait.config.settings import Service
 from krait.vmm import accel as accel_mod
 from krait.vmm.accel import Accel, detect_accel
 from krait.vmm.base import Disk, VmSpec
@@ -109,8 +110,16 @@ def test_several_port_forwards() -> None:
     assert netdev.split(",").count("hostfwd=tcp:0.0.0.0:9443-:443") == 1
 
 
-def test_no_ports() -> None:
-    assert one(QemuBackend().command(spec(ports=())), "-netdev") == "user,id=net0"
+def test_no_ports_and_no_way_out() -> None:
+    assert one(QemuBackend().command(spec(ports=())), "-netdev") == "user,id=net0,restrict=on"
+
+
+def test_declared_services_are_one_forward_to_the_tunnel_socket() -> None:
+    db = Service("db", "127.0.0.1", 5432, 5432)
+    netdev = one(QemuBackend().command(spec(services=(db,))), "-netdev").split(",")
+    assert "restrict=on" in netdev
+    assert [p for p in netdev if p.startswith("guestfwd=")] == [
+        "guestfwd=tcp:10.0.2.100:1-unix:/run/krait/demo/tunnel.sock"]
 
 
 def test_devices() -> None:
@@ -176,6 +185,9 @@ def test_option_objects() -> None:
     assert Object("memory-backend-ram", "m0", (("size", "64M"),)).args() == [
         "-object", "memory-backend-ram,id=m0,size=64M"]
     assert UserNetwork(restrict=True).args() == ["-netdev", "user,id=net0,restrict=on"]
+    assert UserNetwork(restrict=False).args() == ["-netdev", "user,id=net0"]
+    assert UserNetwork(tunnel=Path("/w/t.sock")).args() == [
+        "-netdev", "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:1-unix:/w/t.sock"]
     assert PortForward(1, 2, "::1").render() == "tcp:::1:1-:2"
 
 

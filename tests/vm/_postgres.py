@@ -29,8 +29,8 @@ class Postgres:
     password: str
     datadir: Path
 
-    def dsn(self, host: str) -> str:
-        return (f"host={host} port={self.port} dbname=postgres user={self.user} "
+    def dsn(self, host: str = "127.0.0.1", port: int | None = None) -> str:
+        return (f"host={host} port={port or self.port} dbname=postgres user={self.user} "
                 f"password={self.password} sslmode=disable gssencmode=disable")
 
 

@@ -14,6 +14,8 @@ from krait.bench.http import first_answer, get
 from krait.guest import confine
 from krait.vmm.booted import booted
 
+from .._echo import echo_server
+
 pytestmark = pytest.mark.vm
 
 PROBE_APP = """
@@ -46,6 +48,18 @@ PROBE_APP = """
     def square(x):
         return x * x
 
+    def reach(address):
+        # An errno, or what the service answered on three connections at once.
+        host, _, port = address.rpartition(":")
+        try:
+            conns = [socket.create_connection((host, int(port)), timeout=5)
+                     for _ in range(3)]
+        except OSError as e:
+            return e.errno if e.errno is not None else "timeout"
+        for i, conn in enumerate(conns):
+            conn.sendall(f"ping {i}".encode())
+        return [conn.recv(100).decode() for conn in conns]
+
     def probe():
         os.mkdir("/tmp/m")
         return {
@@ -65,6 +79,11 @@ PROBE_APP = """
             "subprocess": subprocess.run([sys.executable, "-c", "print(6 * 7)"],
                                          capture_output=True, text=True).stdout.strip(),
             "pool": multiprocessing.get_context("fork").Pool(2).map(square, [1, 2, 3]),
+            # The host's loopback and beyond: refused, but for the one declared service.
+            "host_loopback": reach(f"10.0.2.2:{os.environ['HOST_PORT']}"),
+            "outside": reach("192.0.2.1:80"),
+            "declared": os.environ.get("KRAIT_CONNECT_ECHO"),
+            "service": reach(os.environ["KRAIT_CONNECT_ECHO"]),
         }
 
     async def app(scope, receive, send):
@@ -80,8 +99,11 @@ PROBE_APP = """
 def test_the_app_cannot_mount_use_raw_sockets_or_run_what_it_wrote(
         make_app, build, no_leftover_qemu) -> None:
     image = build(make_app(PROBE_APP, kind="asgi", entry="app:app",
-                           extra='ports = [8080]\nmodules = ["multiprocessing.pool"]\n'))
-    with booted(image) as vm:
+                           extra='ports = [8080]\nmodules = ["multiprocessing.pool"]\n'
+                           'connect = ["echo=127.0.0.1:7000"]\n'))
+    with echo_server() as host_port, echo_server() as service_port, booted(
+            image, env={"HOST_PORT": str(host_port)},
+            connect=(f"echo=127.0.0.1:{service_port}",)) as vm:
         assert first_answer(vm.url("/"), time.monotonic() + 60) == (200, b"up")
         status, body = get(vm.url("/probe"), timeout=120)  # once: it forks, it is slow
         assert status == 200, body
@@ -101,6 +123,8 @@ def test_the_app_cannot_mount_use_raw_sockets_or_run_what_it_wrote(
         "sethostname": 1,
         "cap_effective": kept, "cap_bounding": kept, "no_new_privs": "1", "seccomp": "2",
         "subprocess": "42", "pool": [1, 4, 9],
+        "host_loopback": 111, "outside": 111,  # ECONNREFUSED, from QEMU (restrict=on)
+        "declared": "127.0.0.1:7000", "service": ["PING 0", "PING 1", "PING 2"],
     }, got
     assert not any("unconfined" in line for line in vm.lines)
 

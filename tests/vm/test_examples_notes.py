@@ -31,9 +31,12 @@ def test_notes_survive_a_reboot(kernel: Kernel, tmp_path: Path, postgres: Postgr
     image = build_example("notes", kernel, tmp_path)
     modules = set(open_image(image).manifest.modules)
     assert "psycopg_binary._psycopg" in modules  # the compiled driver, libpq bundled
-    env = {"NOTES_DSN": postgres.dsn(protocol.GATEWAY)}  # the host, seen from the guest
+    # As on a laptop: the database at 127.0.0.1:5432 (the image's connect), which leads to
+    # wherever this PostgreSQL listens on the host.
+    env = {"NOTES_DSN": postgres.dsn(port=5432)}
+    connect = (f"db=127.0.0.1:{postgres.port}",)
     written = []
-    with booted(image, env=env) as vm:
+    with booted(image, env=env, connect=connect) as vm:
         assert get_json(vm.url("/notes")) == (200, [])
         for i in range(5):
             status, note = get_json(vm.url("/notes"), "POST",
@@ -46,21 +49,25 @@ def test_notes_survive_a_reboot(kernel: Kernel, tmp_path: Path, postgres: Postgr
         assert get_json(vm.url("/notes"), "POST", {"body": "no title"})[0] == 400
     kept = [n for i, n in enumerate(written) if i != 1]
     # A new VM from the same image: the state was never in it.
-    with booted(image, env=env) as vm:
+    with booted(image, env=env, connect=connect) as vm:
         assert get_json(vm.url("/notes")) == (200, kept)
         for note in kept:
             assert get_json(vm.url(f"/notes/{note['id']}")) == (200, note)
         assert request(vm.url("/notes/999999"))[0] == 404
 
 
-def test_notes_without_database_answers_503(kernel: Kernel, tmp_path: Path,
-                                            no_leftover_qemu: None) -> None:
-    """A database that is not there is an answer (503), not a crash of the VM."""
+def test_notes_without_database_answers_503_and_reaches_nothing_undeclared(
+        kernel: Kernel, tmp_path: Path, postgres: Postgres, no_leftover_qemu: None) -> None:
+    """A database that is not there is an answer (503), not a crash of the VM; and a
+    database the image did not declare cannot be reached, though it runs on the host."""
     image = build_example("notes", kernel, tmp_path)
     from krait.vmm.qemu import free_port
 
-    dsn = f"host={protocol.GATEWAY} port={free_port()} dbname=x user=x connect_timeout=3"
-    with booted(image, env={"NOTES_DSN": dsn}) as vm:
-        status, err = get_json(vm.url("/notes"))
-        assert status == 503 and "database unavailable" in err["error"]
-        assert get_json(vm.url("/"))[0] == 200
+    down = (f"db=127.0.0.1:{free_port()}",)  # declared, but nothing listens there
+    undeclared = postgres.dsn(protocol.GATEWAY)  # the host's loopback, as the guest sees it
+    for dsn, connect in ((postgres.dsn(port=5432), down), (undeclared, ())):
+        with booted(image, env={"NOTES_DSN": dsn + " connect_timeout=3"},
+                    connect=connect) as vm:
+            status, err = get_json(vm.url("/notes"))
+            assert status == 503 and "database unavailable" in err["error"], err
+            assert get_json(vm.url("/"))[0] == 200

@@ -46,7 +46,7 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
     parsed = {k: parse_setting(k, v, "command line") for k, v in given.items()}
     return RunOptions(ports=parse_publish(publish), env=boot_env, accel=accel,
                       memory=parsed.get("memory"), vcpus=parsed.get("vcpus"),
-                      cmdline=parsed.get("cmdline", ""))
+                      cmdline=parsed.get("cmdline", ""), connect=parsed.get("connect", ()))
 
 
 @click.command("run")

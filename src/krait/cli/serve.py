@@ -57,11 +57,13 @@ def parse_duration(value: str) -> float:
 @click.option("-e", "--env", multiple=True, metavar="KEY=VALUE",
               help="Environment for each boot (passed on the kernel command line).")
 @click.option("-m", "--memory", help="Guest memory, e.g. 48M (default: the image's).")
+@click.option("--connect", multiple=True, metavar="NAME=HOST:PORT",
+              help="Point a service the image declares (connect) at this address.")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None)
 def command(image: Path, port: int, host: str, name: str | None, idle: str,
             pause_after: str, max_instances: int, min_instances: int, per_instance: int,
             snapshot: bool, boot_timeout: str, max_connections: int, max_per_client: int,
-            env: tuple[str, ...], memory: str | None,
+            env: tuple[str, ...], memory: str | None, connect: tuple[str, ...],
             accel: str | None, **_: Any) -> None:
     """Serve IMAGE on PORT, booting instances on demand.
 
@@ -77,7 +79,8 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
         raise ConfigError("--max-connections and --max-per-client must be at least 1")
     limits = Limits(max_connections=max_connections, max_per_client=max_per_client)
     img = open_image(image)
-    options = options_from_flags((), env, accel, {"memory": memory} if memory else {})
+    given = {"memory": memory, "connect": connect}
+    options = options_from_flags((), env, accel, given)
     pause = None if pause_after == "off" else parse_duration(pause_after)
     policy = ScalePolicy(max_instances=max_instances, min_instances=min_instances,
                          idle_seconds=parse_duration(idle), per_instance=per_instance,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from krait.config.settings import BY_KEY, SERVERS, SETTINGS, parse_setting
+from krait.config.settings import BY_KEY, SERVERS, SETTINGS, Service, parse_setting
 from krait.errors import ConfigError
 
 
@@ -40,6 +40,7 @@ class AppConfig:
     memory: int | None = None  # None: what the image needs (measured at build time)
     vcpus: int = 1
     cmdline: str = ""
+    connect: tuple[str, ...] = ()  # NAME=HOST:PORT (see settings.Service)
     # Not settings: what the app's files say besides its krait table.
     config_file: str = "krait.toml"  # the file the settings came from
     requires_python: str | None = None  # [project].requires-python
@@ -71,7 +72,7 @@ class AppConfig:
         data = json.loads(text)
         data["root"] = Path(data["root"])
         for key in ("ports", "include", "ignore", "modules", "exclude", "dependencies",
-                    "extras"):
+                    "extras", "connect"):
             data[key] = tuple(data[key])
         data["optional_dependencies"] = {k: tuple(v) for k, v in
                                          data["optional_dependencies"].items()}
@@ -187,6 +188,13 @@ def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
                           hint="name both files (or build with --self-signed)")
     if values.get("ports") is None:
         values["ports"] = (8080,) if kind in ("asgi", "wsgi") else ()
+    taken = [s for s in map(Service.parse, values.get("connect", ()))
+             if s.guest_port in values["ports"]]
+    if taken:
+        raise ConfigError(f"{path}: connect = {str(taken[0])!r}: the app itself listens on "
+                          f"port {taken[0].guest_port}",
+                          hint="inside the guest a service keeps its port; the app's ports "
+                          "and the services' ports must differ")
     requires = project.get("requires-python")
     return AppConfig(root=root, **values, config_file=path.name,
                      requires_python=str(requires) if requires else None,

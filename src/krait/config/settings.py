@@ -140,6 +140,52 @@ def parse_env(value: Any) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Service:
+    """A service outside the VM that the app may reach (``connect``): inside the guest it
+    is 127.0.0.1:guest_port, and that leads to host:port as seen from the host."""
+
+    name: str
+    host: str
+    port: int
+    guest_port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Service:
+        name, sep, address = text.partition("=")
+        host, colon, port = address.rpartition(":")
+        name = name.strip().lower()
+        if not sep or not colon or not port.isdigit():
+            raise ValueError(f"{text!r}: expected NAME=HOST:PORT, e.g. db=127.0.0.1:5432")
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+            raise ValueError(f"{text!r}: a name is a letter, then letters, digits or '_'")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\]", host):
+            raise ValueError(f"{text!r}: {host!r} is not a host name or address")
+        number = _int(1, 65535)(int(port))
+        return cls(name, host.strip("[]"), number, number)
+
+    @property
+    def env_var(self) -> str:
+        from krait.guest.tunnel import service_env
+
+        return service_env(self.name)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.name}={host}:{self.port}"
+
+
+def parse_connect(value: Any) -> tuple[str, ...]:
+    """NAME=HOST:PORT strings, each name and each port once."""
+    services = [Service.parse(v) for v in _strings(value)]
+    for attr in ("name", "guest_port"):
+        seen = [getattr(s, attr) for s in services]
+        twice = sorted({str(v) for v in seen if seen.count(v) > 1})
+        if twice:
+            raise ValueError(f"{attr.replace('_', ' ')} {', '.join(twice)} given twice")
+    return tuple(str(s) for s in services)
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a string")
@@ -202,6 +248,11 @@ SETTINGS: tuple[Setting, ...] = (
             "image needs, measured at build time).", "SIZE"),
     Setting("vcpus", "boot", _int(1, 8), 1, "Virtual CPUs.", "N"),
     Setting("cmdline", "boot", _text, "", "Extra kernel command-line arguments.", "ARGS"),
+    Setting("connect", "boot", parse_connect, (), "Services outside the VM the app may "
+            "reach, as NAME=HOST:PORT: inside the guest 127.0.0.1:PORT leads to HOST:PORT on "
+            "the host, and $KRAIT_CONNECT_NAME says where. The guest reaches nothing else. "
+            "At `krait run`/`serve`, --connect NAME=HOST:PORT points a declared NAME at "
+            "another address (the guest's port stays).", "NAME=HOST:PORT", repeatable=True),
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -48,7 +48,8 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
         name=name, image=str(image_path.resolve()), image_name=image.name,
         image_digest=image.digest, memory=spec.memory, vcpus=spec.vcpus,
         accel=spec.accel.name, ports=[[p.host, p.guest] for p in spec.ports],
-        created=time.time(), owner="run", restart=restart, env=dict(options.env))
+        created=time.time(), owner="run", restart=restart, env=dict(options.env),
+        connect=list(options.connect))
     folder = create_instance(record)
     with folder.supervisor_log.open("ab") as out:
         # A daemon: it outlives this command, and ends with its VM.

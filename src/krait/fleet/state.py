@@ -42,6 +42,7 @@ class InstanceRecord:
     owner: str = "run"  # "run" (a supervisor) or "serve" (a `krait serve`)
     restart: str = "no"  # no | on-failure | always
     env: dict[str, str] = field(default_factory=dict)
+    connect: list[str] = field(default_factory=list)  # --connect NAME=HOST:PORT
 
 
 @dataclass

@@ -322,6 +322,13 @@ def main() -> None:
     from krait.guest import missing
 
     missing.install(config.get("absent", ()))  # names a module the trace missed
+    if boot.get("connect"):
+        from krait.guest import tunnel
+
+        try:
+            tunnel.serve_in_guest(boot["connect"])
+        except OSError as e:
+            _power_off_on(e)
     try:
         confine.confine(_libc)
     except OSError as e:  # a kernel of the user's without seccomp (--kernel)

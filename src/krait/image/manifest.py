@@ -4,7 +4,7 @@
     ├── kernel: Part          kind "kernel"   (format "elf" or "bzimage")
     ├── layers: Part, ...     kind "disk"     (format "erofs", mounted read-only at ``mount``)
     ├── settings              what was baked in (entry, kind, ports, env, ...)
-    ├── boot: BootDefaults    memory, vcpus, cmdline: the defaults of every boot
+    ├── boot: BootDefaults    memory, vcpus, cmdline, connect: the defaults of every boot
     ├── memory: MemoryNeeds   what the image needs to serve
     └── modules, dependencies, interpreter
 
@@ -56,6 +56,7 @@ class BootDefaults:
     memory: int  # MiB
     vcpus: int
     cmdline: str = ""
+    connect: tuple[str, ...] = ()  # NAME=HOST:PORT: the services the guest may reach
 
 
 @dataclass(frozen=True)
@@ -122,12 +123,13 @@ class Manifest:
         try:
             return cls(
                 name=str(data["name"]), krait=str(data["krait"]), settings=data["settings"],
-                boot=BootDefaults(**data["boot"]), memory=MemoryNeeds.from_json(data["memory"]),
+                boot=BootDefaults(**{**data["boot"], "connect": tuple(data["boot"].get(
+                    "connect", ()))}), memory=MemoryNeeds.from_json(data["memory"]),
                 interpreter=data["interpreter"], kernel=Part(**data["kernel"]),
                 kernel_identity=KernelIdentity(**data["kernel_identity"]),
                 layers=tuple(Part(**p) for p in data["layers"]),
                 modules=tuple(data["modules"]),
                 dependencies=Dependencies(**data["dependencies"]), format=data["format"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ImageError(f"{where}: the manifest is incomplete ({type(e).__name__}: {e})",
                              hint="rebuild it with `krait build`") from None

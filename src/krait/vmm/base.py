@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from krait.config.settings import Service
 from krait.vmm.accel import Accel
 from krait.vmm.options import PortForward
 
 # The sockets a backend creates in a VM's work folder (instance folders are work folders).
 CONTROL_SOCKET = "control.sock"
+TUNNEL_SOCKET = "tunnel.sock"  # the guest's connections to its services (guest.tunnel)
 QMP_SOCKET = "qmp.sock"
 
 
@@ -39,6 +41,7 @@ class VmSpec:
     vcpus: int
     accel: Accel
     ports: tuple[PortForward, ...] = ()
+    services: tuple[Service, ...] = ()  # what the guest may reach outside (nothing else)
     workdir: Path | None = None  # sockets and logs; a temporary folder when None
     console_log: Path | None = None  # write the console here instead of a pipe
     qmp: bool = False  # a QMP monitor socket in the workdir (snapshots, run state)

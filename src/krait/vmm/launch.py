@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from krait.errors import VmError
+from krait.config.settings import Service
+from krait.errors import ConfigError, VmError
 from krait.guest import protocol
 from krait.image.archive import Image, open_image, unpack_for_boot
 from krait.vmm.accel import Accel, detect_accel
@@ -40,6 +41,8 @@ class RunOptions:
     vcpus: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     cmdline: str = ""
+    # NAME=HOST:PORT: where declared services lead from this boot (see services()).
+    connect: tuple[str, ...] = ()
     accel: str | None = None
     workdir: Path | None = None
     console_log: Path | None = None
@@ -56,10 +59,31 @@ TCG_CMDLINE = ("noapictimer",)
 COMMAND_LINE_SIZE = 2048
 
 
+def services(image: Image, options: RunOptions) -> tuple[Service, ...]:
+    """The services this boot's guest may reach: the image's ``connect``, each pointed
+    elsewhere by a ``--connect`` of the same name (the guest's port stays, so the app's
+    settings do too); a new name adds a service."""
+    chosen = {s.name: s for s in map(Service.parse, image.manifest.boot.connect)}
+    for given in map(Service.parse, options.connect):
+        declared = chosen.get(given.name)
+        chosen[given.name] = replace(given, guest_port=declared.guest_port) if declared \
+            else given
+    ports = [s.guest_port for s in chosen.values()]
+    clash = [p for p in ports if ports.count(p) > 1 or p in image.manifest.ports]
+    if clash:
+        raise ConfigError(f"--connect: port {clash[0]} is taken inside the guest (by the app "
+                          "or another service)",
+                          hint="a new service keeps its port inside the guest: pick another")
+    return tuple(chosen.values())
+
+
 def kernel_cmdline(image: Image, options: RunOptions, accel: Accel) -> tuple[str, ...]:
     name = "".join(c if c.isalnum() or c == "-" else "-" for c in image.name)[:63] or "krait"
     network = f"ip={protocol.GUEST_ADDR}::{protocol.GATEWAY}:255.255.255.0:{name}:eth0:off"
-    boot = {"env": options.env} if options.env else {}
+    boot: dict[str, object] = {"env": options.env} if options.env else {}
+    reach = services(image, options)
+    if reach:
+        boot["connect"] = {s.name: s.guest_port for s in reach}
     extras = (image.manifest.boot.cmdline + " " + options.cmdline).split()
     boot_args = [protocol.encode_boot(boot)] if boot else []
     tuned = TCG_CMDLINE if accel.name == "tcg" else ()
@@ -110,6 +134,7 @@ def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
         vcpus=options.vcpus or boot.vcpus,
         accel=accel,
         ports=options.ports,
+        services=services(image, options),
         workdir=options.workdir,
         console_log=options.console_log,
     )

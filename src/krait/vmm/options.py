@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from krait.guest.tunnel import ADDRESS as TUNNEL_ADDRESS
+
 
 def _props(items: Iterable[tuple[str, object]]) -> str:
     out = []
@@ -137,17 +139,23 @@ class PortForward:
 
 @dataclass(frozen=True)
 class UserNetwork(Option):
-    """QEMU's user-mode network: no root, no taps; forwards host ports to the guest."""
+    """QEMU's user-mode network: no root, no taps; forwards host ports to the guest.
+    ``restrict``: the guest reaches nothing outside, but for one forward to ``tunnel``
+    (a unix socket krait listens on; see guest.tunnel) if there is one."""
 
     id: str = "net0"
     forwards: tuple[PortForward, ...] = ()
-    restrict: bool = False
+    restrict: bool = True
+    tunnel: Path | None = None
 
     def args(self) -> list[str]:
         props: list[tuple[str, object]] = [("id", self.id)]
         if self.restrict:
             props.append(("restrict", True))
         props += [("hostfwd", f.render()) for f in self.forwards]
+        if self.tunnel is not None:
+            addr, port = TUNNEL_ADDRESS
+            props.append(("guestfwd", f"tcp:{addr}:{port}-unix:{self.tunnel}"))
         return ["-netdev", "user," + _props(props)]
 
 

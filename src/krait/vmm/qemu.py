@@ -16,11 +16,21 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from krait.config.settings import Service
 from krait.errors import VmError
 from krait.guest import protocol
+from krait.guest.tunnel import Tunnel
 from krait.run import popen
 from krait.vmm import qmp
-from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET, Backend, Vm, VmResult, VmSpec
+from krait.vmm.base import (
+    CONTROL_SOCKET,
+    QMP_SOCKET,
+    TUNNEL_SOCKET,
+    Backend,
+    Vm,
+    VmResult,
+    VmSpec,
+)
 from krait.vmm.console import ConsoleLog, Lines
 from krait.vmm.options import (
     Accelerator,
@@ -87,7 +97,9 @@ class QemuBackend(Backend):
             Chardev("ctl", "socket", (("path", workdir / CONTROL_SOCKET), ("server", True),
                                       ("wait", False))),
             Device("isa-serial", (("chardev", "ctl"), *CONTROL_UART)),
-            UserNetwork("net0", spec.ports),
+            # Deny by default: the guest reaches only the services it declared.
+            UserNetwork("net0", spec.ports, restrict=True,
+                        tunnel=workdir / TUNNEL_SOCKET if spec.services else None),
             Device("virtio-net-device", (("netdev", "net0"),)),
             Object("rng-random", "rng0", (("filename", "/dev/urandom"),)),
             Device("virtio-rng-device", (("rng", "rng0"),)),
@@ -109,10 +121,17 @@ class QemuBackend(Backend):
         workdir = spec.workdir or Path(tempfile.mkdtemp(prefix="krait-vm-"))
         workdir.mkdir(parents=True, exist_ok=True)
         argv = self.build_command(spec, workdir).argv()
+        # QEMU connects to it as it starts: it must be listening first.
+        tunnel = _listen(workdir / TUNNEL_SOCKET) if spec.services else None
         # Not spawn(): the VM outlives this call; QemuVm ends it (stop, kill), and every
         # VM is started in a booted() block or by a driver that ends all of its VMs.
-        proc = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        return QemuVm(spec, proc, workdir, owned, on_console)
+        try:
+            proc = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except BaseException:
+            if tunnel is not None:
+                tunnel.close()
+            raise
+        return QemuVm(spec, proc, workdir, owned, on_console, tunnel)
 
     def restore(self, spec: VmSpec, state: Path, timeout: float = 30.0) -> QemuVm:
         """Wake a clone: guest RAM mapped privately from ``spec.ram_file``, its devices'
@@ -135,6 +154,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listen(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX)
+    old = os.umask(0o077)  # 0600 from the start: nobody else may speak for the guest
+    try:
+        server.bind(str(path))
+    finally:
+        os.umask(old)
+    server.listen(1)
+    return server
+
+
+def service_connector(services: tuple[Service, ...]) -> Callable[[str], socket.socket]:
+    """The host's end of a tunnel: a declared name to a connection; any other name, and
+    any service that does not answer within 5 s, is an OSError (the guest's connection
+    is closed)."""
+    by_name = {s.name: s for s in services}
+
+    def connect(name: str) -> socket.socket:
+        service = by_name.get(name)
+        if service is None:
+            raise OSError(f"no service {name!r} declared")
+        conn = socket.create_connection((service.host, service.port), timeout=5)
+        conn.settimeout(None)
+        return conn
+
+    return connect
+
+
 def _check_port_free(addr: str, port: int) -> None:
     with socket.socket() as s:
         try:
@@ -147,7 +195,8 @@ def _check_port_free(addr: str, port: int) -> None:
 
 class QemuVm(Vm):
     def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes], workdir: Path,
-                 owned_workdir: bool, on_console: Callable[[str], None] | None = None) -> None:
+                 owned_workdir: bool, on_console: Callable[[str], None] | None = None,
+                 tunnel: socket.socket | None = None) -> None:
         self.spec = spec
         self.proc = proc
         self.pid = proc.pid
@@ -171,6 +220,11 @@ class QemuVm(Vm):
             threading.Thread(target=self._read_control, daemon=True),
             threading.Thread(target=self._read_console, daemon=True),
         ]
+        self._tunnel_server = tunnel
+        self._tunnel: Tunnel | None = None
+        if tunnel is not None:
+            self._threads.append(threading.Thread(target=self._carry, args=(tunnel,),
+                                                  daemon=True))
         for t in self._threads:
             t.start()
 
@@ -204,6 +258,23 @@ class QemuVm(Vm):
             line = raw.decode(errors="replace").rstrip()
             log.debug("qemu: %s", line)
             self._stderr.append(line)
+
+    def _carry(self, server: socket.socket) -> None:
+        """The guest's connections to its services, for as long as QEMU runs (it
+        connects once, as it starts)."""
+        server.settimeout(0.1)
+        while self.proc.poll() is None:
+            try:
+                stream, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            stream.settimeout(None)
+            with self._lock:
+                self._tunnel = Tunnel(stream, service_connector(self.spec.services))
+            self._tunnel.serve()
+            return
 
     def _connect_control(self) -> socket.socket | None:
         path = self.workdir / CONTROL_SOCKET
@@ -365,6 +436,10 @@ class QemuVm(Vm):
         with self._lock:
             if self._control is not None:
                 self._control.close()
+            if self._tunnel is not None:
+                self._tunnel.close()
+        if self._tunnel_server is not None:
+            self._tunnel_server.close()
         if self._owned:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
