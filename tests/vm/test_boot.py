@@ -110,18 +110,25 @@ def test_root_is_read_only_and_there_is_no_shell(make_app, build, no_leftover_qe
     assert "PID 1" in proc.stdout
 
 
-def test_boot_env_reaches_the_app(make_app, build, no_leftover_qemu) -> None:
+def test_env_reaches_the_app_from_its_own_disk(make_app, build, no_leftover_qemu) -> None:
     image = build(make_app("""
         import os
 
         def main():
             print("BAKED=" + os.environ.get("BAKED", "-"))
             print("BOOT=" + os.environ.get("AT_BOOT", "-"))
+            print("LARGE=%d" % len(os.environ.get("LARGE", "")))
+            with open("/proc/cmdline") as f:
+                print("ON-CMDLINE=" + str("given at boot" in f.read()))
     """, extra='env = { BAKED = "in the image" }\n'))
-    proc = krait_cli("run", image, "--env", "AT_BOOT=given at boot, with spaces")
+    # More than a kernel command line could ever carry (2047 bytes).
+    proc = krait_cli("run", image, "--env", "AT_BOOT=given at boot, with spaces",
+                     "--env", "LARGE=" + "x" * 10000)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "BAKED=in the image" in proc.stdout
     assert "BOOT=given at boot, with spaces" in proc.stdout
+    assert "LARGE=10000" in proc.stdout
+    assert "ON-CMDLINE=False" in proc.stdout
 
 
 def test_ctrl_c_stops_krait_run_gracefully(hello_image: Path, no_leftover_qemu) -> None:

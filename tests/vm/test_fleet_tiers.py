@@ -18,6 +18,7 @@ from krait.fleet.gateway import Gateway
 from krait.fleet.policy import ScalePolicy
 from krait.vmm.launch import RunOptions
 
+from .._echo import echo_server
 from .fleet_support import private_state
 
 pytestmark = pytest.mark.vm
@@ -154,3 +155,47 @@ def test_a_corrupt_snapshot_is_skipped_and_the_instance_boots_cold(make_app, bui
     # It answered; it booted cold as a new template and woke from the new snapshot.
     assert answered and woke
     assert len(list((fresh / "snapshots").glob("*.state"))) == 1
+
+
+# Answers with what its declared service said to a line holding its boot-time secret.
+SERVICE_APP = """
+    import json, os, socket
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        host, _, port = os.environ["KRAIT_CONNECT_ECHO"].rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(("ping " + os.environ["SECRET"]).encode())
+            echo = conn.recv(100).decode()
+        body = json.dumps({"echo": echo, "pid": os.getpid()}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_clones_reach_their_service_and_each_settings_get_their_own_snapshot(
+        make_app, build, fresh: Path) -> None:
+    image = build(make_app(SERVICE_APP, kind="asgi", entry="app:app", name="reach",
+                           extra='ports = [8080]\nconnect = ["echo=127.0.0.1:7000"]\n'))
+
+    async def clones(secret: str, port: int) -> list[dict[str, Any]]:
+        options = RunOptions(env={"SECRET": secret}, connect=(f"echo=127.0.0.1:{port}",))
+        driver = QemuDriver(options, use_snapshots=True)
+        ref = ImageRef.open(image, 1)
+        handles = [await driver.boot(ref, "clone-a"), await driver.boot(ref, "clone-b")]
+        try:
+            assert all(h.woke_from_snapshot for h in handles)
+            return [await ask(h.address[1]) for h in handles]
+        finally:
+            for h in handles:
+                await driver.stop(h)
+            await driver.close()
+
+    with echo_server() as port:
+        first = asyncio.run(clones("one", port))
+        second = asyncio.run(clones("two", port))
+    assert [a["echo"] for a in first] == ["PING ONE"] * 2
+    assert [a["echo"] for a in second] == ["PING TWO"] * 2  # not the first one's snapshot
+    assert len(list((fresh / "snapshots").glob("*.state"))) == 2

@@ -15,7 +15,7 @@ from krait.cli._settings_flags import overrides, setting_options
 from krait.config import parse_env
 from krait.config.settings import parse_setting
 from krait.errors import ConfigError, GuestFailed
-from krait.vmm.launch import RunOptions, masked, prepare
+from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
 from krait.vmm.qemu import QemuBackend
 
@@ -54,7 +54,8 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
 @click.option("-p", "--publish", multiple=True, metavar="HOST:GUEST",
               help="Forward a host port (on 127.0.0.1) to a guest port.")
 @click.option("-e", "--env", multiple=True, metavar="KEY=VALUE",
-              help="Environment for this boot (passed on the kernel command line).")
+              help="Environment for this boot (on a 0600 disk of its own, never on a "
+              "command line).")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,
               help="Accelerator (default: KVM when it really works, else TCG).")
 @click.option("--dry-run", is_flag=True, help="Print the QEMU command line and exit.")
@@ -72,7 +73,7 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...], accel: 
     img, spec = prepare(image, options)
     backend = QemuBackend()
     if dry_run:
-        click.echo(shlex.join(masked(backend.command(spec))))
+        click.echo(shlex.join(backend.command(spec)))
         return
     if detach or name or restart != "no":
         if not detach:

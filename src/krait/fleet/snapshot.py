@@ -70,13 +70,17 @@ def qemu_version(binary: str = "qemu-system-x86_64") -> str:
     return out.splitlines()[0].strip() if out else "unknown"
 
 
-_PER_INSTANCE = re.compile(r"(hostfwd=[^,]*|path=[^,]*|mem-path=[^,]*|unix:[^,]*)")
+# Files named by the command line are the instance's own, or the image's (its digest is
+# in the key already); the boot settings go in by their digest.
+_PER_INSTANCE = re.compile(r"(hostfwd=[^,]*|path=[^,]*|file=[^,]*|mem-path=[^,]*|unix:[^,]*)")
 
 
 def key(image: Image, spec: VmSpec, argv: list[str]) -> str:
     """What a snapshot depends on; ``argv`` is the QEMU command line of the template."""
     devices = [_PER_INSTANCE.sub("", a) for a in argv]
-    identity = {"image": image.digest, "cmdline": list(spec.cmdline), "memory": spec.memory,
+    identity = {"image": image.digest, "cmdline": list(spec.cmdline),
+                "settings": hashlib.sha256(spec.boot_settings).hexdigest(),
+                "memory": spec.memory,
                 "vcpus": spec.vcpus, "accel": spec.accel.name, "devices": devices,
                 "qemu": qemu_version(argv[0]), "krait": __version__}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]

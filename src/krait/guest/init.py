@@ -310,10 +310,14 @@ def main() -> None:
         _prepare_system(cmdline)
         with open(protocol.CONFIG_PATH, "rb") as f:
             config = marshal.load(f)
+        device = protocol.boot_device(cmdline)
+        boot: dict[str, Any] = {}
+        if device:
+            with open(device, "rb") as f:
+                boot = protocol.decode_boot(f.read(protocol.MAX_BOOT_SETTINGS))
     except (OSError, ValueError, EOFError) as e:
         _power_off_on(e)
     _mark("mounted")
-    boot = protocol.decode_boot(cmdline)
     os.environ.update(config.get("env", {}))
     os.environ.update(boot.get("env", {}))
     import codecs

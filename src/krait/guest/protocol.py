@@ -14,8 +14,12 @@ if TYPE_CHECKING:
 # On the kernel command line of every krait guest. The guest runtime refuses to
 # act without it, so it can never reconfigure a host or a container.
 MARKER = "krait.guest=1"
-# Boot-time settings travel as one base64url(JSON) kernel argument.
+# Boot-time settings (--env values: passwords, say) never travel on the command line,
+# which every local user can read in QEMU's argv: they are a small read-only disk of
+# their own, a 0600 file in the VM's private folder, and ``krait.boot=/dev/vdX`` names it.
 BOOT_PARAM = "krait.boot"
+SECTOR = 512  # a disk is whole sectors: the JSON, then NULs
+MAX_BOOT_SETTINGS = 64 * 1024
 # The second serial port: the guest reports readiness and its exit status here,
 # and the host asks it to stop.
 CONTROL_TTY = "/dev/ttyS1"
@@ -34,25 +38,28 @@ GUEST_ADDR = "10.0.2.15"
 GATEWAY = "10.0.2.2"
 
 
-def encode_boot(values: dict[str, Any]) -> str:
-    import base64
+def encode_boot(values: dict[str, Any]) -> bytes:
+    """The boot disk's bytes: JSON, padded with NULs to whole sectors."""
     import json
 
     raw = json.dumps(values, separators=(",", ":"), sort_keys=True).encode()
-    return f"{BOOT_PARAM}={base64.urlsafe_b64encode(raw).decode().rstrip('=')}"
+    return raw + b"\0" * (-len(raw) % SECTOR)
 
 
-def decode_boot(cmdline: str) -> dict[str, Any]:
+def decode_boot(data: bytes) -> dict[str, Any]:
+    import json  # only when there is something to decode: each import costs boot time
+
+    result: dict[str, Any] = json.loads(data.rstrip(b"\0") or b"{}")
+    return result
+
+
+def boot_device(cmdline: str) -> str | None:
+    """The disk holding this boot's settings, if it has any (the first krait.boot=)."""
     for arg in cmdline.split():
         key, _, value = arg.partition("=")
         if key == BOOT_PARAM:
-            import base64  # only when there is something to decode: each import costs boot time
-            import json
-
-            padded = value + "=" * (-len(value) % 4)
-            result: dict[str, Any] = json.loads(base64.urlsafe_b64decode(padded))
-            return result
-    return {}
+            return value
+    return None
 
 
 # Control messages, one per line, guest -> host.

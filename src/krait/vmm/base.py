@@ -19,6 +19,7 @@ from krait.vmm.options import PortForward
 # The sockets a backend creates in a VM's work folder (instance folders are work folders).
 CONTROL_SOCKET = "control.sock"
 TUNNEL_SOCKET = "tunnel.sock"  # the guest's connections to its services (guest.tunnel)
+BOOT_DISK = "boot.disk"  # the boot settings (protocol.encode_boot), 0600
 QMP_SOCKET = "qmp.sock"
 
 
@@ -42,6 +43,8 @@ class VmSpec:
     accel: Accel
     ports: tuple[PortForward, ...] = ()
     services: tuple[Service, ...] = ()  # what the guest may reach outside (nothing else)
+    # This boot's settings (--env...), a read-only disk after the image's: never argv.
+    boot_settings: bytes = b""
     workdir: Path | None = None  # sockets and logs; a temporary folder when None
     console_log: Path | None = None  # write the console here instead of a pipe
     qmp: bool = False  # a QMP monitor socket in the workdir (snapshots, run state)

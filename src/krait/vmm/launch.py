@@ -77,15 +77,28 @@ def services(image: Image, options: RunOptions) -> tuple[Service, ...]:
     return tuple(chosen.values())
 
 
-def kernel_cmdline(image: Image, options: RunOptions, accel: Accel) -> tuple[str, ...]:
-    name = "".join(c if c.isalnum() or c == "-" else "-" for c in image.name)[:63] or "krait"
-    network = f"ip={protocol.GUEST_ADDR}::{protocol.GATEWAY}:255.255.255.0:{name}:eth0:off"
+def boot_settings(image: Image, options: RunOptions) -> bytes:
+    """What this boot tells the guest besides the image (its boot disk; see protocol)."""
     boot: dict[str, object] = {"env": options.env} if options.env else {}
     reach = services(image, options)
     if reach:
         boot["connect"] = {s.name: s.guest_port for s in reach}
+    data = protocol.encode_boot(boot) if boot else b""
+    if len(data) > protocol.MAX_BOOT_SETTINGS:
+        raise ConfigError(f"the boot settings (--env) come to {len(data)} bytes, over "
+                          f"{protocol.MAX_BOOT_SETTINGS}",
+                          hint="pass large data as a file the app reads, not --env")
+    return data
+
+
+def kernel_cmdline(image: Image, options: RunOptions, accel: Accel) -> tuple[str, ...]:
+    name = "".join(c if c.isalnum() or c == "-" else "-" for c in image.name)[:63] or "krait"
+    network = f"ip={protocol.GUEST_ADDR}::{protocol.GATEWAY}:255.255.255.0:{name}:eth0:off"
     extras = (image.manifest.boot.cmdline + " " + options.cmdline).split()
-    boot_args = [protocol.encode_boot(boot)] if boot else []
+    # The boot disk follows the image's own disks (/dev/vda is the first).
+    boot_disk = f"/dev/vd{chr(ord('a') + len(image.manifest.layers))}"
+    boot_args = ([f"{protocol.BOOT_PARAM}={boot_disk}"] if boot_settings(image, options)
+                 else [])
     tuned = TCG_CMDLINE if accel.name == "tcg" else ()
     others = [p.name for p in image.manifest.layers if p.mount != "/"]
     disks = [f"{protocol.DISKS_PARAM}={','.join(others)}"] if others else []
@@ -94,19 +107,8 @@ def kernel_cmdline(image: Image, options: RunOptions, accel: Accel) -> tuple[str
         # The kernel would cut it short, silently: the marker or the settings lost.
         raise VmError(f"the kernel command line would be {len(' '.join(cmdline))} bytes, "
                       f"over the kernel's {COMMAND_LINE_SIZE - 1}",
-                      hint="pass fewer or shorter --env values, or bake them into the image "
-                      "(env = {...} in [tool.krait])")
+                      hint="shorten the cmdline setting or --cmdline")
     return cmdline
-
-
-def masked(argv: list[str]) -> list[str]:
-    """A QEMU command line to show: the boot settings (--env values: passwords, say)
-    replaced by their size."""
-    def mask(arg: str) -> str:
-        return " ".join(f"{protocol.BOOT_PARAM}=<{len(w)} bytes, hidden>"
-                        if w.startswith(protocol.BOOT_PARAM + "=") else w for w in arg.split(" "))
-
-    return [mask(a) for a in argv]
 
 
 def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
@@ -135,6 +137,7 @@ def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
         accel=accel,
         ports=options.ports,
         services=services(image, options),
+        boot_settings=boot_settings(image, options),
         workdir=options.workdir,
         console_log=options.console_log,
     )

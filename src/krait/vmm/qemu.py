@@ -23,6 +23,7 @@ from krait.guest.tunnel import Tunnel
 from krait.run import popen
 from krait.vmm import qmp
 from krait.vmm.base import (
+    BOOT_DISK,
     CONTROL_SOCKET,
     QMP_SOCKET,
     TUNNEL_SOCKET,
@@ -92,6 +93,7 @@ class QemuBackend(Backend):
             Sandbox(runas=UNPRIVILEGED_USER if os.geteuid() == 0 else None),
             DirectBoot(spec.kernel, spec.cmdline),
             *(Drive(f"disk-{d.name}", d.path, d.readonly) for d in spec.disks),
+            *([Drive("disk-boot", workdir / BOOT_DISK)] if spec.boot_settings else []),
             console,
             Serial("con"),
             Chardev("ctl", "socket", (("path", workdir / CONTROL_SOCKET), ("server", True),
@@ -121,6 +123,8 @@ class QemuBackend(Backend):
         workdir = spec.workdir or Path(tempfile.mkdtemp(prefix="krait-vm-"))
         workdir.mkdir(parents=True, exist_ok=True)
         argv = self.build_command(spec, workdir).argv()
+        if spec.boot_settings:
+            write_private(workdir / BOOT_DISK, spec.boot_settings)
         # QEMU connects to it as it starts: it must be listening first.
         tunnel = _listen(workdir / TUNNEL_SOCKET) if spec.services else None
         # Not spawn(): the VM outlives this call; QemuVm ends it (stop, kill), and every
@@ -152,6 +156,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A file only this user can read, from its first byte."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _listen(path: Path) -> socket.socket:
