@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import socket
 import tarfile
@@ -133,3 +134,32 @@ def test_missing_image(tmp_path: Path) -> None:
     proc = krait_cli("run", tmp_path / "nope.krait")
     assert proc.returncode == 1
     assert "no such image" in proc.stderr
+
+
+def test_only_what_the_key_signed_boots(make_app, tmp_path: Path, no_leftover_qemu) -> None:
+    key = tmp_path / "release.key"
+    assert krait_cli("keygen", key).returncode == 0
+    app = make_app("def main():\n    print('SIGNED-RAN')\n")
+    built = krait_cli("build", app, "--sign", key, "-q")
+    assert built.returncode == 0, built.stderr
+    image = Path(built.stdout.strip())
+    proc = krait_cli("run", image, "--verify", f"{key}.pub")
+    assert proc.returncode == 0 and "SIGNED-RAN" in proc.stdout, proc.stderr
+    digest = json.loads(krait_cli("inspect", image, "--json").stdout)["digest"]
+    assert krait_cli("run", image, "--digest", f"sha256:{digest}").returncode == 0
+
+    def boot_a_shell_instead(raw: bytes) -> bytes:
+        manifest = json.loads(raw)
+        manifest["boot"]["cmdline"] = "init=/krait/app/evil"
+        return json.dumps(manifest).encode()
+
+    # Every part still matches the manifest: only the signature can tell.
+    evil = rewrite(image, tmp_path / "evil.krait", "manifest.json", boot_a_shell_instead)
+    for flags in (("--verify", f"{key}.pub"), ("--digest", f"sha256:{digest}")):
+        proc = krait_cli("run", evil, *flags)
+        assert proc.returncode == 1, proc.stdout
+        assert "evil.krait" in proc.stderr and "Traceback" not in proc.stderr
+    assert "changed since it was signed" in krait_cli("run", evil, "--verify",
+                                                      f"{key}.pub").stderr
+    unsigned = krait_cli("run", "--verify", f"{key}.pub", tmp_path / "missing.krait")
+    assert unsigned.returncode == 1 and "no such image" in unsigned.stderr

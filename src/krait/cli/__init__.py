@@ -15,6 +15,7 @@ from krait.cli import (
     build,
     inspect,
     kernel,
+    keygen,
     lock,
     logs,
     ps,
@@ -42,7 +43,7 @@ def cli(debug: bool) -> None:
 
 
 for module in (build, lock, run, inspect, kernel, bench, settings, ps, logs, stop, rm, serve,
-               replace, snapshot):
+               replace, snapshot, keygen):
     cli.add_command(module.command)
 
 

@@ -16,6 +16,7 @@ from krait.config import load_app
 from krait.errors import ConfigError
 from krait.image.build import build_image
 from krait.image.lock import LockMode
+from krait.image.signing import load_private_key
 from krait.image.tls import with_self_signed
 from krait.kernel import custom_kernel
 
@@ -33,9 +34,13 @@ from krait.kernel import custom_kernel
               "of date with the declared dependencies (for CI).")
 @click.option("--upgrade", is_flag=True, help="Resolve the dependencies again to the newest "
               "versions they allow, and rewrite krait.lock.")
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path), metavar="KEY",
+              help="Sign the image with this ed25519 private key (`krait keygen` makes one); "
+              "`krait run --verify KEY.pub` then checks it.")
 @setting_options("build")
 def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet: bool,
-            self_signed: bool, locked: bool, upgrade: bool, **settings: Any) -> None:
+            self_signed: bool, locked: bool, upgrade: bool, sign_key: Path | None,
+            **settings: Any) -> None:
     """Build a unikernel image from the app in APP_DIR.
 
     The app's declared dependencies are resolved into krait.lock (once; kept up to date
@@ -43,13 +48,14 @@ def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet:
     if locked and upgrade:
         raise ConfigError("--locked and --upgrade contradict each other", hint="pick one")
     mode = LockMode.LOCKED if locked else LockMode.UPGRADE if upgrade else LockMode.AUTO
+    key = load_private_key(sign_key) if sign_key else None  # a bad key fails before the build
     app = load_app(app_dir, overrides(settings))
     if self_signed:
         app = with_self_signed(app)
     kernel = custom_kernel(kernel_path) if kernel_path else ensure_kernel()
     with err_console.status("building") as status:
         result = build_image(app, kernel, output, step=lambda s: status.update(escape(s)),
-                             lock_mode=mode)
+                             lock_mode=mode, signing_key=key)
     if quiet:
         click.echo(result.path)
         return
@@ -62,7 +68,8 @@ def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet:
     console.print(table)
     size = result.path.stat().st_size
     console.print(f"[bold]{escape(str(result.path))}[/]  {human_size(size)}, "
-                  f"{len(m.modules)} modules, digest {result.digest[:16]}, "
+                  f"{len(m.modules)} modules, digest {result.digest[:16]}"
+                  f"{' (signed)' if key else ''}, "
                   f"built in {result.seconds:.2f}s")
     console.print(f"memory    needs at least {m.memory.minimum_mib} MiB "
                   f"({m.memory.explain()}); boots with {m.boot.memory} MiB unless --memory "

@@ -15,6 +15,8 @@ from krait.cli._settings_flags import overrides, setting_options
 from krait.config import parse_env
 from krait.config.settings import parse_setting
 from krait.errors import ConfigError, GuestFailed
+from krait.image.archive import open_image
+from krait.image.signing import Trust
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
 from krait.vmm.qemu import QemuBackend
@@ -34,6 +36,15 @@ def parse_publish(values: tuple[str, ...]) -> tuple[PortForward, ...]:
             raise ConfigError(f"-p {value}: expected HOST_PORT:GUEST_PORT, e.g. -p 8080:8080",
                               ) from None
     return tuple(out)
+
+
+def trust_options(fn: Any) -> Any:
+    """--verify and --digest: what an image must be to boot (krait.image.signing)."""
+    fn = click.option("--digest", metavar="sha256:HEX",
+                      help="Boot only the image with this digest (`krait inspect` shows it).")(fn)
+    return click.option("--verify", type=click.Path(path_type=Path), metavar="KEY.pub",
+                        help="Boot only an image signed with this key's private half "
+                        "(`krait build --sign`).")(fn)
 
 
 def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: str | None,
@@ -64,13 +75,15 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
 @click.option("--name", help="The instance's name (with -d; default: IMAGE-NAME-xxxxxx).")
 @click.option("--restart", type=click.Choice(["no", "on-failure", "always"]), default="no",
               show_default=True, help="With -d: bring the instance back when it ends.")
+@trust_options
 @setting_options("boot")
 def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...], accel: str | None,
             dry_run: bool, detach: bool, name: str | None, restart: str,
-            **settings: Any) -> None:
+            verify: Path | None, digest: str | None, **settings: Any) -> None:
     """Boot IMAGE and show its console; Ctrl-C stops it gracefully."""
     options = options_from_flags(publish, env, accel, settings)
-    img, spec = prepare(image, options)
+    img = open_image(image, Trust.from_flags(verify, digest))
+    img, spec = prepare(image, options, image=img)
     backend = QemuBackend()
     if dry_run:
         click.echo(shlex.join(backend.command(spec)))

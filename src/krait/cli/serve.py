@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from krait.cli._output import err_console
-from krait.cli.run import options_from_flags
+from krait.cli.run import options_from_flags, trust_options
 from krait.errors import ConfigError
 from krait.fleet.gateway import Gateway
 from krait.fleet.policy import ScalePolicy
@@ -18,6 +18,7 @@ from krait.fleet.pool import Limits
 from krait.fleet.serve import run_server
 from krait.fleet.state import check_name, name_from
 from krait.image.archive import open_image
+from krait.image.signing import Trust
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
 
@@ -61,11 +62,12 @@ def parse_duration(value: str) -> float:
 @click.option("--connect", multiple=True, metavar="NAME=HOST:PORT",
               help="Point a service the image declares (connect) at this address.")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None)
+@trust_options
 def command(image: Path, port: int, host: str, name: str | None, idle: str,
             pause_after: str, max_instances: int, min_instances: int, per_instance: int,
             snapshot: bool, boot_timeout: str, max_connections: int, max_per_client: int,
             env: tuple[str, ...], memory: str | None, connect: tuple[str, ...],
-            accel: str | None, **_: Any) -> None:
+            accel: str | None, verify: Path | None, digest: str | None, **_: Any) -> None:
     """Serve IMAGE on PORT, booting instances on demand.
 
     `krait replace NAME NEW_IMAGE` (or SIGHUP, to reload IMAGE) swaps the image with no
@@ -79,7 +81,8 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
     if max_connections < 1 or max_per_client < 1:
         raise ConfigError("--max-connections and --max-per-client must be at least 1")
     limits = Limits(max_connections=max_connections, max_per_client=max_per_client)
-    img = open_image(image)
+    trust = Trust.from_flags(verify, digest)  # every image it serves, replacements too
+    img = open_image(image, trust)
     given = {"memory": memory, "connect": connect}
     options = options_from_flags((), env, accel, given)
     pause = None if pause_after == "off" else parse_duration(pause_after)
@@ -99,7 +102,7 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
 
     gateway = run_server(image, port, policy, serve_name, options, snapshots=snapshot,
                          boot_timeout=parse_duration(boot_timeout), on_listening=listening,
-                         host=host, limits=limits)
+                         host=host, limits=limits, trust=trust)
     s = gateway.stats
     err_console.print(f"krait: stopped; {s.connections} connections, {s.boots} boots "
                       f"({s.wakes} from snapshot), {s.resumes} resumes from pause, "

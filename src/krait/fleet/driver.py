@@ -20,6 +20,7 @@ from krait.errors import KraitError
 from krait.fleet import snapshot
 from krait.fleet.state import InstanceDir, InstanceRecord, RunRecord, create_instance
 from krait.image.archive import Image, open_image
+from krait.image.signing import Trust
 from krait.vmm.base import VmSpec
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
@@ -47,8 +48,8 @@ class ImageRef:
     image: Any = None  # the opened krait Image, for QemuDriver
 
     @classmethod
-    def open(cls, path: Path, generation: int) -> ImageRef:
-        image = open_image(path)
+    def open(cls, path: Path, generation: int, trust: Trust | None = None) -> ImageRef:
+        image = open_image(path, trust)
         return cls(path.resolve(), generation, image.name, image.digest, image)
 
 

@@ -25,6 +25,7 @@ from krait.fleet.gateway import Gateway
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
+from krait.image.signing import Trust
 from krait.paths import private_dir, state_dir
 from krait.vmm.launch import RunOptions
 
@@ -66,10 +67,11 @@ async def control_request(name: str, request: dict[str, Any], timeout: float = 1
 class Server:
     def __init__(self, image: Path, port: int, policy: ScalePolicy, name: str,
                  driver: Driver, boot_timeout: float = 60.0, host: str = "127.0.0.1",
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, trust: Trust | None = None) -> None:
         self.image_path = image
         self.generation = 1
-        self.gateway = Gateway(driver, ImageRef.open(image, 1), policy, name, host=host,
+        self.trust = trust  # what every image it serves must be, replacements too
+        self.gateway = Gateway(driver, ImageRef.open(image, 1, trust), policy, name, host=host,
                                port=port, boot_timeout=boot_timeout,
                                limits=file_limit_for(limits or Limits()))
         self.name = name
@@ -79,7 +81,8 @@ class Server:
 
     async def replace(self, path: Path) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        ref = await loop.run_in_executor(None, ImageRef.open, path, self.generation + 1)
+        ref = await loop.run_in_executor(None, ImageRef.open, path, self.generation + 1,
+                                         self.trust)
         if ref.digest == self.gateway.image.digest:
             return {"ok": True, "changed": False, "generation": self.generation}
         self.generation += 1
@@ -183,8 +186,8 @@ def file_limit_for(limits: Limits) -> Limits:
 def run_server(image: Path, port: int, policy: ScalePolicy, name: str, options: RunOptions,
                snapshots: bool = True, boot_timeout: float = 60.0,
                on_listening: Any = None, host: str = "127.0.0.1",
-               limits: Limits | None = None) -> Gateway:
+               limits: Limits | None = None, trust: Trust | None = None) -> Gateway:
     driver = QemuDriver(options, use_snapshots=snapshots, boot_timeout=boot_timeout)
-    server = Server(image, port, policy, name, driver, boot_timeout, host, limits)
+    server = Server(image, port, policy, name, driver, boot_timeout, host, limits, trust)
     asyncio.run(server.run(on_listening))
     return server.gateway

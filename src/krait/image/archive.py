@@ -4,6 +4,7 @@
     kernel.zst                 the kernel (ELF vmlinux for PVH boot, or a bzImage), zstd
     layers/NAME.erofs.zst      one read-only erofs disk per layer, zstd
     layers/NAME.files.json     what the layer holds (for inspect)
+    manifest.sig               with `krait build --sign`: ed25519 over the digest (signing.py)
 
 Members are written in that order with zeroed metadata, so the same inputs give the
 same bytes. Every part is checked against the manifest when the image is opened, and
@@ -21,9 +22,12 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from krait.errors import ImageError
 from krait.image.layers import decompress
 from krait.image.manifest import Manifest, Part
+from krait.image.signing import SIGNATURE, Trust, sign
 from krait.paths import atomic_file, cache_dir, write_atomically
 
 SUFFIX = ".krait"
@@ -38,16 +42,18 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
 
 
 def write_image(path: Path, manifest: Manifest, parts: dict[str, bytes],
-                mode: int = 0o644) -> str:
-    """Write the image (0600 for one holding a secret); return its digest (the sha256 of
-    its manifest)."""
+                mode: int = 0o644, key: Ed25519PrivateKey | None = None) -> str:
+    """Write the image (0600 for one holding a secret), signed with ``key`` if given;
+    return its digest (the sha256 of its manifest)."""
     manifest_bytes = manifest.to_json()
+    digest = hashlib.sha256(manifest_bytes).hexdigest()
+    signature = {SIGNATURE: sign(key, digest)} if key else {}
     with atomic_file(path, mode) as fd, open(fd, "wb", closefd=False) as out, \
             tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         tar.addfile(_info("manifest.json", len(manifest_bytes)), io.BytesIO(manifest_bytes))
-        for name, blob in parts.items():
+        for name, blob in (parts | signature).items():
             tar.addfile(_info(name, len(blob)), io.BytesIO(blob))
-    return hashlib.sha256(manifest_bytes).hexdigest()
+    return digest
 
 
 @dataclass(frozen=True)
@@ -80,8 +86,9 @@ class GuestFileInfo:
     runs: str = ""  # "script", "program", "loader" or "" (see erofs.runnable)
 
 
-def open_image(path: Path) -> Image:
-    """Read a .krait file and check every part against its manifest."""
+def open_image(path: Path, trust: Trust | None = None) -> Image:
+    """Read a .krait file and check every part against its manifest, and the whole
+    against ``trust`` (a signature, a pinned digest) if given."""
     if not path.is_file():
         raise ImageError(f"{path}: no such image",
                          hint="build one with `krait build` in the app's folder")
@@ -111,7 +118,10 @@ def open_image(path: Path) -> Image:
                 f"{path}: {name} does not match its digest (sha256 {got[:16]}..., manifest "
                 f"says {want[:16]}...): the image was corrupted or tampered with",
                 hint="do not boot it; rebuild it with `krait build`")
-    return Image(path, manifest, hashlib.sha256(raw).hexdigest(), parts)
+    digest = hashlib.sha256(raw).hexdigest()
+    if trust is not None:
+        trust.check(path, digest, parts.get(SIGNATURE))
+    return Image(path, manifest, digest, parts)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from krait import __version__
 from krait.config import AppConfig
 from krait.errors import BuildError
@@ -40,7 +42,8 @@ class BuildResult:
 
 
 def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
-                step: Step = lambda _: None, lock_mode: LockMode = LockMode.AUTO) -> BuildResult:
+                step: Step = lambda _: None, lock_mode: LockMode = LockMode.AUTO,
+                signing_key: Ed25519PrivateKey | None = None) -> BuildResult:
     """Install what the app declares, trace it, assemble its layers and write the image."""
     started = time.perf_counter()
     build_python = prepare_python(app, lock_mode, step)
@@ -134,7 +137,8 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
     out = output or app.root / f"{app.name}{SUFFIX}"
     step(f"writing {out}")
     # A TLS key is in the app layer: the image is as secret as the key.
-    digest = write_image(out, manifest, parts, 0o600 if app.tls_key else 0o644)
+    digest = write_image(out, manifest, parts, 0o600 if app.tls_key else 0o644,
+                         signing_key)
     return BuildResult(out, digest, manifest, cached, time.perf_counter() - started)
 
 
