@@ -81,6 +81,28 @@ def test_ram_files_are_private_and_prune_keeps_the_newest_within_the_cap(
     assert [s.name for s in snapshot.all_snapshots()] == ["mid"]
 
 
+def test_a_snapshot_whose_files_changed_is_not_intact(tmp_path: Path,
+                                                      monkeypatch: object) -> None:
+    import os
+
+    monkeypatch.setenv("KRAIT_CACHE", str(tmp_path))  # type: ignore[attr-defined]
+    snap = snapshot.Snapshot(snapshot.snapshots_dir() / "s.ram",
+                             snapshot.snapshots_dir() / "s.state")
+    ram = snapshot.new_ram_file(snap)
+    ram.write_bytes(b"r" * 8192)
+    snap.state.write_bytes(b"s" * 100)
+    snapshot.complete(snap, ram)
+    assert snap.intact()
+    os.utime(snap.state)  # woken (for prune): touched, hashed again, still intact
+    assert snap.intact()
+    with snap.ram.open("r+b") as f:  # one byte of guest memory, the size unchanged
+        f.seek(4096)
+        f.write(b"X")
+    assert not snap.intact()
+    snap.remove()
+    assert list(snapshot.snapshots_dir().iterdir()) == []
+
+
 WRK = """Running 10s test @ http://127.0.0.1:4000/
   2 threads and 16 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,8 +132,22 @@ def test_clones_of_one_snapshot_do_not_share_randomness(make_app, build, fresh: 
     assert a["random"] != b["random"]
 
 
-def test_a_corrupt_snapshot_is_skipped_and_the_instance_boots_cold(make_app, build,
-                                                                   fresh: Path) -> None:
+def cut_short(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def one_byte_of_memory(path: Path) -> None:
+    """What QEMU itself would load without a word: the guest's RAM, changed in place."""
+    with path.open("r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        f.write(b"\xcc")
+
+
+@pytest.mark.parametrize("suffix, change", [(".state", cut_short),
+                                            (".ram", one_byte_of_memory)])
+def test_a_changed_snapshot_is_skipped_and_the_instance_boots_cold(
+        make_app, build, fresh: Path, suffix: str, change: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
     image = build(make_app(ENTROPY_APP, kind="asgi", entry="app:app", name="entropy",
                            extra="ports = [8080]\n"))
 
@@ -142,7 +157,7 @@ def test_a_corrupt_snapshot_is_skipped_and_the_instance_boots_cold(make_app, bui
         first = await driver.boot(ref, "first")
         await driver.stop(first)
         [state] = list((fresh / "snapshots").glob("*.state"))
-        state.write_bytes(state.read_bytes()[:200])  # cut short
+        change(state.with_suffix(suffix))
         second = await driver.boot(ref, "second")
         try:
             answer = await ask(second.address[1])
@@ -151,8 +166,11 @@ def test_a_corrupt_snapshot_is_skipped_and_the_instance_boots_cold(make_app, bui
             await driver.stop(second)
             await driver.close()
 
-    answered, woke = asyncio.run(run())
-    # It answered; it booted cold as a new template and woke from the new snapshot.
+    with caplog.at_level(logging.WARNING, "krait.fleet"):
+        answered, woke = asyncio.run(run())
+    # Caught by its digests, before QEMU saw it; the instance booted cold as a new
+    # template and woke from the new snapshot.
+    assert "changed since it was made" in caplog.text
     assert answered and woke
     assert len(list((fresh / "snapshots").glob("*.state"))) == 1
 

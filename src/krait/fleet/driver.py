@@ -169,7 +169,12 @@ class QemuDriver(Driver):
         snap = self.snapshot_for(image, spec) if self.use_snapshots else None
         vm: QemuVm | None = None
         if snap is not None and snap.exists():
-            vm = await self._wake(instance_id, spec, folder, snap)
+            if await self._call(snap.intact):
+                vm = await self._wake(instance_id, spec, folder, snap)
+            else:
+                log.warning("%s: snapshot %s changed since it was made; booting instead",
+                            instance_id, snap.name)
+                snap.remove()
         woke = vm is not None
         if vm is None:
             vm = await self._cold_boot(instance_id, spec, folder, snap, image.digest)

@@ -11,6 +11,8 @@ accelerator, the device model (QEMU's command line without per-instance paths an
 and the QEMU and krait versions; its key is a hash of exactly those. Host port forwards
 are not in it: QEMU's user-mode network is set up by the waking QEMU's command line.
 Files are 0600, complete when their name appears, and pruned oldest first beyond a cap.
+Both files' digests are recorded when the snapshot is complete (``NAME-KEY.digests``),
+and every wake checks them first (krait.integrity): a changed file is never woken from.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from krait import __version__
 from krait.image.archive import Image
+from krait.integrity import remember_verified, sha256_file, verified
 from krait.paths import cache_dir, private_dir, write_atomically
 from krait.run import run
 from krait.vmm.base import VmSpec
@@ -52,9 +55,22 @@ class Snapshot:
         """(bytes of RAM file allocated on disk, bytes of device state)."""
         return self.ram.stat().st_blocks * 512, self.state.stat().st_size
 
+    @property
+    def digests(self) -> Path:
+        return self.state.with_suffix(".digests")
+
     def remove(self) -> None:
-        for path in (self.state, self.ram, self.state.with_suffix(".image")):
+        for path in (self.state, self.ram, self.state.with_suffix(".image"), self.digests,
+                     *(p.with_name(p.name + ".verified") for p in (self.state, self.ram))):
             path.unlink(missing_ok=True)
+
+    def intact(self) -> bool:
+        """Are both files what they were when the snapshot was made?"""
+        try:
+            want = json.loads(self.digests.read_text())
+            return verified(self.ram, want["ram"]) and verified(self.state, want["state"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
 
 def snapshots_dir() -> Path:
@@ -101,8 +117,13 @@ def new_ram_file(snapshot: Snapshot) -> Path:
 
 
 def complete(snapshot: Snapshot, ram: Path) -> None:
-    """The template's RAM file becomes the snapshot's (its state was saved already)."""
+    """The template's RAM file becomes the snapshot's (its state was saved already), with
+    both files' digests recorded before anything wakes from them."""
+    digests = {"ram": sha256_file(ram), "state": sha256_file(snapshot.state)}
+    write_atomically(snapshot.digests, json.dumps(digests).encode(), mode=0o600)
     os.replace(ram, snapshot.ram)
+    for path in (snapshot.ram, snapshot.state):
+        remember_verified(path)
     prune()
 
 

@@ -28,6 +28,7 @@ from krait.errors import ImageError
 from krait.image.layers import decompress
 from krait.image.manifest import Manifest, Part
 from krait.image.signing import SIGNATURE, Trust, sign
+from krait.integrity import remember_verified, verified
 from krait.paths import atomic_file, cache_dir, write_atomically
 
 SUFFIX = ".krait"
@@ -146,7 +147,7 @@ def _unpacked(image: Image, part: Part, folder: Path) -> Path:
     suffix = ".vmlinux" if part.kind == "kernel" else f".{part.format}"
     path = folder / f"{part.unpacked_sha256}{suffix}"
     if path.exists():
-        if _verified(path, part.unpacked_sha256):
+        if verified(path, part.unpacked_sha256):
             return path
         log.warning("%s: the unpacked %s in the cache does not match its digest; unpacking "
                     "it again", path, part.name)
@@ -155,35 +156,5 @@ def _unpacked(image: Image, part: Part, folder: Path) -> Path:
         raise ImageError(f"{image.path}: {part.member} does not unpack to what the manifest "
                          "says", hint="do not boot it; rebuild it with `krait build`")
     write_atomically(path, data, mode=0o444)  # shared by every instance: never written
-    _remember_verified(path)
+    remember_verified(path)
     return path
-
-
-# A file's identity when its digest was last checked: a change to the file changes its
-# ctime, which no one can set back; so a boot re-reads a disk only if it was touched.
-def _identity(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
-def _remember_verified(path: Path) -> None:
-    write_atomically(path.with_name(path.name + ".verified"),
-                     json.dumps(_identity(path)).encode())
-
-
-def _verified(path: Path, sha256: str) -> bool:
-    """Is ``path`` (still) what its digest says? Hashed again only if it was changed."""
-    stamp = path.with_name(path.name + ".verified")
-    try:
-        if json.loads(stamp.read_text()) == _identity(path):
-            return True
-    except (OSError, ValueError):
-        pass
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != sha256:
-        return False
-    _remember_verified(path)
-    return True

@@ -1,0 +1,53 @@
+"""Is a file in the cache still what its digest says? Checked before each boot, and
+hashed again only when the file was touched since it was last checked.
+
+A file's identity when its digest was last checked sits beside it (``NAME.verified``):
+inode, size, mtime and ctime. Any change to the file changes its ctime, which no one can
+set back, so a boot re-reads a multi-megabyte disk or RAM file only if it was touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from krait.paths import write_atomically
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def remember_verified(path: Path) -> None:
+    """``path`` was just checked (or written from checked bytes)."""
+    write_atomically(_stamp(path), json.dumps(_identity(path)).encode())
+
+
+def verified(path: Path, sha256: str) -> bool:
+    """Is ``path`` (still) what ``sha256`` says?"""
+    try:
+        if json.loads(_stamp(path).read_text()) == _identity(path):
+            return True
+    except (OSError, ValueError):
+        pass
+    try:
+        if sha256_file(path) != sha256:
+            return False
+    except OSError:
+        return False
+    remember_verified(path)
+    return True
