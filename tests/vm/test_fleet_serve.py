@@ -215,6 +215,23 @@ def test_replace_under_continuous_requests(hello_image: Path, serve, tmp_path: P
     assert stats["boots"] == 2 and stats["upstream_errors"] == 0 and stats["rejected"] == 0
 
 
+def test_serve_with_verify_refuses_an_unsigned_replacement(hello_image: Path, serve,
+                                                          tmp_path: Path) -> None:
+    key = tmp_path / "release.key"
+    assert krait_cli("keygen", key).returncode == 0
+    app = tmp_path / "signed-hello"
+    shutil.copytree(Path(__file__).parents[2] / "examples" / "hello", app,
+                    ignore=shutil.ignore_patterns("*.krait", "__pycache__"))
+    built = krait_cli("build", app, "--sign", key, "-q")
+    assert built.returncode == 0, built.stderr
+    s = serve(Path(built.stdout.strip()), "--verify", f"{key}.pub", "--no-snapshot")
+    assert get(s.url())[0] == 200
+    replaced = krait_cli("replace", s.name, hello_image)  # built by make: not signed
+    assert replaced.returncode == 1 and "not signed" in replaced.stderr, replaced.stderr
+    assert get(s.url())[0] == 200
+    assert s.status()["generation"] == 1
+
+
 def test_vm_dies_mid_request_then_boot_fails_fast(make_app, build, serve) -> None:
     image = build(make_app(SLOW_APP, kind="asgi", entry="app:app", extra="ports = [8080]\n"))
     s = serve(image, "--no-snapshot")
