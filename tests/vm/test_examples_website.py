@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
+import shutil
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -101,3 +104,35 @@ def test_website_over_https(kernel, tmp_path: Path, no_leftover_qemu: None) -> N
         status, headers, _ = fetch(plain, "GET", "/about/")
         assert status == 301 and headers["location"] == "https://127.0.0.1:8443/about/"
         plain.close()
+
+
+# A self-signed certificate has no CA that could revoke it, so it names no CRL or OCSP
+# responder; a certificate from a CA (tls-cert) does. Every other finding counts.
+SELF_SIGNED_ONLY = {"cert_revocation"}
+
+
+def test_testssl_finds_nothing_high_or_critical(kernel, tmp_path: Path,
+                                               no_leftover_qemu: None) -> None:
+    testssl = shutil.which("testssl")
+    if testssl is None:
+        pytest.fail("testssl.sh is not installed (apt-get install testssl.sh; `make deps`)")
+    image = tmp_path / "website.krait"
+    folder = bare_copy(EXAMPLES / "website", tmp_path)
+    proc = krait_cli("build", folder, "--self-signed", "-o", image, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = tmp_path / "testssl.json"
+    with booted(image, guest_ports=(8443, 8080)) as vm:
+        first_fetch(vm.ports[8443], folder / ".krait-tls" / "cert.pem").close()
+        scan = subprocess.run(
+            [testssl, "--quiet", "--warnings", "off", "--nodns", "min", "--ip", "127.0.0.1",
+             "--add-ca", str(folder / ".krait-tls" / "cert.pem"),
+             "--jsonfile", str(report), f"https://localhost:{vm.ports[8443]}"],
+            capture_output=True, text=True, timeout=900)
+    findings = json.loads(report.read_text())
+    assert not [f for f in findings if f["severity"] == "FATAL"], scan.stdout[-2000:]
+    serious = [f"{f['id']}: {f['finding']}" for f in findings
+               if f["severity"] in ("HIGH", "CRITICAL") and f["id"] not in SELF_SIGNED_ONLY]
+    assert serious == []
+    # It really scanned: what it says of the protocols is what the site offers.
+    offered = {f["id"]: f["finding"] for f in findings if f["id"].startswith(("SSL", "TLS1"))}
+    assert offered["TLS1_3"].startswith("offered") and offered["TLS1_2"] == "not offered"
