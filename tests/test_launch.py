@@ -100,3 +100,15 @@ def test_a_new_service_on_a_port_taken_in_the_guest_is_refused() -> None:
     for taken in ("other=127.0.0.1:5432", "web=127.0.0.1:8080"):
         with pytest.raises(ConfigError, match="taken inside the guest"):
             services(img, RunOptions(connect=(taken,)))
+
+
+def test_env_without_a_value_comes_from_kraits_own_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from krait.cli.run import options_from_flags
+
+    monkeypatch.setenv("DB_PASSWORD", "hunter2")
+    monkeypatch.delenv("NOT_SET", raising=False)
+    options = options_from_flags((), ("DB_PASSWORD", "A=b=c"), None, {})
+    assert options.env == {"DB_PASSWORD": "hunter2", "A": "b=c"}
+    with pytest.raises(ConfigError, match="NOT_SET is not set"):
+        options_from_flags((), ("NOT_SET",), None, {})

@@ -110,7 +110,8 @@ def test_root_is_read_only_and_there_is_no_shell(make_app, build, no_leftover_qe
     assert "PID 1" in proc.stdout
 
 
-def test_env_reaches_the_app_from_its_own_disk(make_app, build, no_leftover_qemu) -> None:
+def test_env_reaches_the_app_from_its_own_disk(make_app, build, no_leftover_qemu,
+                                               monkeypatch) -> None:
     image = build(make_app("""
         import os
 
@@ -118,16 +119,19 @@ def test_env_reaches_the_app_from_its_own_disk(make_app, build, no_leftover_qemu
             print("BAKED=" + os.environ.get("BAKED", "-"))
             print("BOOT=" + os.environ.get("AT_BOOT", "-"))
             print("LARGE=%d" % len(os.environ.get("LARGE", "")))
+            print("PASSED=" + os.environ.get("PASSED", "-"))
             with open("/proc/cmdline") as f:
                 print("ON-CMDLINE=" + str("given at boot" in f.read()))
     """, extra='env = { BAKED = "in the image" }\n'))
     # More than a kernel command line could ever carry (2047 bytes).
+    monkeypatch.setenv("PASSED", "from krait's environment")  # on no command line at all
     proc = krait_cli("run", image, "--env", "AT_BOOT=given at boot, with spaces",
-                     "--env", "LARGE=" + "x" * 10000)
+                     "--env", "LARGE=" + "x" * 10000, "--env", "PASSED")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "BAKED=in the image" in proc.stdout
     assert "BOOT=given at boot, with spaces" in proc.stdout
     assert "LARGE=10000" in proc.stdout
+    assert "PASSED=from krait's environment" in proc.stdout
     assert "ON-CMDLINE=False" in proc.stdout
 
 

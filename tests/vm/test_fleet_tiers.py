@@ -111,23 +111,24 @@ def test_every_tier_answers_with_the_right_time(make_app, build, fresh: Path,
         assert (stats.pauses, stats.resumes) == (1, 1)
 
 
+async def two_clones(image: Path, options: RunOptions) -> list[dict[str, Any]]:
+    """The answers of two instances woken from one snapshot (the first makes it)."""
+    driver = QemuDriver(options, use_snapshots=True)
+    ref = ImageRef.open(image, 1)
+    handles = [await driver.boot(ref, "clone-a"), await driver.boot(ref, "clone-b")]
+    try:
+        assert all(h.woke_from_snapshot for h in handles)
+        return [await ask(h.address[1]) for h in handles]
+    finally:
+        for h in handles:
+            await driver.stop(h)
+        await driver.close()
+
+
 def test_clones_of_one_snapshot_do_not_share_randomness(make_app, build, fresh: Path) -> None:
     image = build(make_app(ENTROPY_APP, kind="asgi", entry="app:app", name="entropy",
                            extra="ports = [8080]\n"))
-
-    async def two_clones() -> list[dict[str, Any]]:
-        driver = QemuDriver(RunOptions(), use_snapshots=True)
-        ref = ImageRef.open(image, 1)
-        handles = [await driver.boot(ref, "clone-a"), await driver.boot(ref, "clone-b")]
-        try:
-            assert all(h.woke_from_snapshot for h in handles)
-            return [await ask(h.address[1]) for h in handles]
-        finally:
-            for h in handles:
-                await driver.stop(h)
-            await driver.close()
-
-    a, b = asyncio.run(two_clones())
+    a, b = asyncio.run(two_clones(image, RunOptions()))
     assert a["urandom"] != b["urandom"]
     assert a["random"] != b["random"]
 
@@ -198,22 +199,13 @@ def test_clones_reach_their_service_and_each_settings_get_their_own_snapshot(
     image = build(make_app(SERVICE_APP, kind="asgi", entry="app:app", name="reach",
                            extra='ports = [8080]\nconnect = ["echo=127.0.0.1:7000"]\n'))
 
-    async def clones(secret: str, port: int) -> list[dict[str, Any]]:
+    def clones(secret: str, port: int) -> list[dict[str, Any]]:
         options = RunOptions(env={"SECRET": secret}, connect=(f"echo=127.0.0.1:{port}",))
-        driver = QemuDriver(options, use_snapshots=True)
-        ref = ImageRef.open(image, 1)
-        handles = [await driver.boot(ref, "clone-a"), await driver.boot(ref, "clone-b")]
-        try:
-            assert all(h.woke_from_snapshot for h in handles)
-            return [await ask(h.address[1]) for h in handles]
-        finally:
-            for h in handles:
-                await driver.stop(h)
-            await driver.close()
+        return asyncio.run(two_clones(image, options))
 
     with echo_server() as port:
-        first = asyncio.run(clones("one", port))
-        second = asyncio.run(clones("two", port))
+        first = clones("one", port)
+        second = clones("two", port)
     assert [a["echo"] for a in first] == ["PING ONE"] * 2
     assert [a["echo"] for a in second] == ["PING TWO"] * 2  # not the first one's snapshot
     assert len(list((fresh / "snapshots").glob("*.state"))) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -47,13 +48,25 @@ def trust_options(fn: Any) -> Any:
                         "(`krait build --sign`).")(fn)
 
 
+def from_environment(item: str) -> str:
+    """--env KEY (no value) passes KEY's value from this process's environment, as docker
+    does: a secret then appears on no command line at all, krait's own included."""
+    if "=" in item:
+        return item
+    if item not in os.environ:
+        raise ConfigError(f"--env {item}: {item} is not set in this environment",
+                          hint=f"set it (export {item}=...) or give --env {item}=VALUE")
+    return f"{item}={os.environ[item]}"
+
+
 def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: str | None,
                        settings: dict[str, Any]) -> RunOptions:
     given = overrides(settings)
     try:
-        boot_env = parse_env(list(env)) if env else {}
+        boot_env = parse_env([from_environment(item) for item in env]) if env else {}
     except ValueError as e:
-        raise ConfigError(f"--env: {e}", hint="use --env KEY=VALUE") from None
+        raise ConfigError(f"--env: {e}", hint="use --env KEY=VALUE, or --env KEY to pass "
+                          "KEY's value from krait's own environment") from None
     parsed = {k: parse_setting(k, v, "command line") for k, v in given.items()}
     return RunOptions(ports=parse_publish(publish), env=boot_env, accel=accel,
                       memory=parsed.get("memory"), vcpus=parsed.get("vcpus"),
@@ -66,7 +79,7 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
               help="Forward a host port (on 127.0.0.1) to a guest port.")
 @click.option("-e", "--env", multiple=True, metavar="KEY=VALUE",
               help="Environment for this boot (on a 0600 disk of its own, never on a "
-              "command line).")
+              "command line); --env KEY takes KEY's value from krait's environment.")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,
               help="Accelerator (default: KVM when it really works, else TCG).")
 @click.option("--dry-run", is_flag=True, help="Print the QEMU command line and exit.")

@@ -57,7 +57,7 @@ def parse_duration(value: str) -> float:
               help="Open connections accepted from one client address; more get 503.")
 @click.option("-e", "--env", multiple=True, metavar="KEY=VALUE",
               help="Environment for each boot (on a 0600 disk of its own, never on a "
-              "command line).")
+              "command line); --env KEY takes KEY's value from krait's environment.")
 @click.option("-m", "--memory", help="Guest memory, e.g. 48M (default: the image's).")
 @click.option("--connect", multiple=True, metavar="NAME=HOST:PORT",
               help="Point a service the image declares (connect) at this address.")
