@@ -26,6 +26,7 @@ from krait.cli import (
     settings,
     snapshot,
     stop,
+    volume,
 )
 from krait.cli._output import err_console
 from krait.errors import KraitError
@@ -43,7 +44,7 @@ def cli(debug: bool) -> None:
 
 
 for module in (build, lock, run, inspect, kernel, bench, settings, ps, logs, stop, rm, serve,
-               replace, snapshot, keygen):
+               replace, snapshot, keygen, volume):
     cli.add_command(module.command)
 
 

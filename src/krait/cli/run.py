@@ -60,7 +60,7 @@ def from_environment(item: str) -> str:
 
 
 def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: str | None,
-                       settings: dict[str, Any]) -> RunOptions:
+                       settings: dict[str, Any], volumes: tuple[str, ...] = ()) -> RunOptions:
     given = overrides(settings)
     try:
         boot_env = parse_env([from_environment(item) for item in env]) if env else {}
@@ -70,7 +70,8 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
     parsed = {k: parse_setting(k, v, "command line") for k, v in given.items()}
     return RunOptions(ports=parse_publish(publish), env=boot_env, accel=accel,
                       memory=parsed.get("memory"), vcpus=parsed.get("vcpus"),
-                      cmdline=parsed.get("cmdline", ""), connect=parsed.get("connect", ()))
+                      cmdline=parsed.get("cmdline", ""), connect=parsed.get("connect", ()),
+                      volumes=volumes)
 
 
 @click.command("run")
@@ -80,6 +81,9 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
 @click.option("-e", "--env", multiple=True, metavar="KEY=VALUE",
               help="Environment for this boot (on a 0600 disk of its own, never on a "
               "command line); --env KEY takes KEY's value from krait's environment.")
+@click.option("-v", "--volume", "volumes", multiple=True, metavar="FILE:TARGET[:ro]",
+              help="Attach a data volume: FILE:/data or FILE:/mnt/NAME mounts an ext4 volume "
+              "(`krait volume create`); FILE:NAME gives the app a raw disk ($KRAIT_VOLUME_NAME).")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,
               help="Accelerator (default: KVM when it really works, else TCG).")
 @click.option("--dry-run", is_flag=True, help="Print the QEMU command line and exit.")
@@ -90,11 +94,12 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
               show_default=True, help="With -d: bring the instance back when it ends.")
 @trust_options
 @setting_options("boot")
-def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...], accel: str | None,
-            dry_run: bool, detach: bool, name: str | None, restart: str,
+def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
+            volumes: tuple[str, ...], accel: str | None, dry_run: bool, detach: bool,
+            name: str | None, restart: str,
             verify: Path | None, digest: str | None, **settings: Any) -> None:
     """Boot IMAGE and show its console; Ctrl-C stops it gracefully."""
-    options = options_from_flags(publish, env, accel, settings)
+    options = options_from_flags(publish, env, accel, settings, volumes)
     img = open_image(image, Trust.from_flags(verify, digest))
     img, spec = prepare(image, options, image=img)
     backend = QemuBackend()

@@ -37,6 +37,7 @@ class AppConfig:
     python: str | None = None
     sources: bool = False
     max_body: int = 1 << 20
+    volumes: tuple[str, ...] = ()  # mount points the image expects volumes at
     memory: int | None = None  # None: what the image needs (measured at build time)
     vcpus: int = 1
     cmdline: str = ""
@@ -72,7 +73,7 @@ class AppConfig:
         data = json.loads(text)
         data["root"] = Path(data["root"])
         for key in ("ports", "include", "ignore", "modules", "exclude", "dependencies",
-                    "extras", "connect"):
+                    "extras", "connect", "volumes"):
             data[key] = tuple(data[key])
         data["optional_dependencies"] = {k: tuple(v) for k, v in
                                          data["optional_dependencies"].items()}

@@ -186,6 +186,14 @@ def parse_connect(value: Any) -> tuple[str, ...]:
     return tuple(str(s) for s in services)
 
 
+def _mount_points(value: Any) -> tuple[str, ...]:
+    points = _strings(value)
+    for point in points:
+        if not re.fullmatch(r"/data|/mnt/[A-Za-z0-9_.-]{1,64}", point):
+            raise ValueError(f"{point!r}: a volume is mounted at /data or /mnt/NAME")
+    return points
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a string")
@@ -244,6 +252,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max-body", "build", parse_size, 1 << 20, "Largest request body the builtin "
             "server accepts (larger: 413), e.g. 10M. Bodies held at once never exceed a "
             "quarter of the guest's memory (more: 503).", "SIZE"),
+    Setting("volumes", "build", _mount_points, (), "Where the image expects data volumes "
+            "('/data' or '/mnt/NAME'); a boot without `--volume FILE:PATH` for each is an "
+            "error.", "PATH", repeatable=True),
     Setting("memory", "boot", parse_memory, None, "Guest memory, e.g. 64M (default: what the "
             "image needs, measured at build time).", "SIZE"),
     Setting("vcpus", "boot", _int(1, 8), 1, "Virtual CPUs.", "N"),

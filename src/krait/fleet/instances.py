@@ -49,7 +49,10 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
         image_digest=image.digest, memory=spec.memory, vcpus=spec.vcpus,
         accel=spec.accel.name, ports=[[p.host, p.guest] for p in spec.ports],
         created=time.time(), owner="run", restart=restart, env=dict(options.env),
-        connect=list(options.connect))
+        connect=list(options.connect),
+        # Absolute: the supervisor runs in another folder.
+        volumes=[str(Path(v.partition(":")[0]).resolve()) + ":" + v.partition(":")[2]
+                 for v in options.volumes])
     folder = create_instance(record)
     with folder.supervisor_log.open("ab") as out:
         # A daemon: it outlives this command, and ends with its VM.

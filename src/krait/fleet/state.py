@@ -43,6 +43,7 @@ class InstanceRecord:
     restart: str = "no"  # no | on-failure | always
     env: dict[str, str] = field(default_factory=dict)
     connect: list[str] = field(default_factory=list)  # --connect NAME=HOST:PORT
+    volumes: list[str] = field(default_factory=list)  # --volume FILE:TARGET[:ro]
 
 
 @dataclass

@@ -70,7 +70,8 @@ class Supervisor:
         options = RunOptions(
             ports=tuple(PortForward(h, g) for h, g in self.record.ports),
             memory=self.record.memory, vcpus=self.record.vcpus, env=self.record.env,
-            connect=tuple(self.record.connect), accel=self.record.accel,
+            connect=tuple(self.record.connect), volumes=tuple(self.record.volumes),
+            accel=self.record.accel,
             workdir=self.folder.path, console_log=console)
         _, spec = prepare(Path(self.record.image), options, image=image)
         return QemuBackend().start(replace(spec, qmp=True))

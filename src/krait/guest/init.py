@@ -172,6 +172,57 @@ def _mount_layers(cmdline: str) -> None:
                        MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
+# Read-write volumes, frozen at the end so that they are clean on the disk (see below).
+_WRITABLE: list[str] = []
+FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
+
+
+def _freeze_volumes() -> None:
+    """Before the reset: the app may not unmount (its seccomp filter refuses it, and so it
+    does PID 1's), but freezing an ext4 file system flushes its journal and marks it
+    clean, so it mounts read-only next time. A VM killed instead is replayed by the next
+    read-write mount."""
+    import fcntl
+
+    for target in _WRITABLE:
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.ioctl(fd, FIFREEZE, 0)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            print(f"krait: could not flush the volume at {target}: {e}", file=sys.stderr)
+
+
+def _mount_volumes(volumes: Any) -> None:
+    """Data volumes where the host said, before the app (and its confinement) starts;
+    a raw one is only named in the app's environment."""
+    mnt = False
+    for volume in volumes:
+        device, target = volume["device"], volume["target"]
+        if volume["raw"]:
+            os.environ[f"KRAIT_VOLUME_{target.upper()}"] = device
+            continue
+        if target.startswith("/mnt/"):
+            if not mnt:  # the root is read-only: mount points live on a small tmpfs
+                _mount("tmpfs", "/mnt", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                       "size=64k,mode=0755")
+                mnt = True
+            os.mkdir(target)
+        flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (MS_RDONLY if volume["readonly"] else 0)
+        try:
+            _mount(device, target, "ext4", flags)
+        except OSError as e:
+            if volume["readonly"] and e.errno == 30:  # EROFS: its journal needs replaying
+                raise OSError(e.errno, f"the volume for {target} was not cleanly unmounted "
+                              "(a VM using it was killed): attach it read-write once, and "
+                              "its journal is replayed") from None
+            raise
+        if not volume["readonly"]:
+            _WRITABLE.append(target)
+
+
 def _prepare_system(cmdline: str) -> None:
     if not os.path.exists("/dev/null"):  # an initramfs: no /dev yet
         _mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
@@ -315,6 +366,7 @@ def main() -> None:
         if device:
             with open(device, "rb") as f:
                 boot = protocol.decode_boot(f.read(protocol.MAX_BOOT_SETTINGS))
+        _mount_volumes(boot.get("volumes", ()))
     except (OSError, ValueError, EOFError) as e:
         _power_off_on(e)
     _mark("mounted")
@@ -341,6 +393,7 @@ def main() -> None:
     control = Control()
     status = run_app(config, control)
     try:
+        _freeze_volumes()
         sys.stdout.flush()
         sys.stderr.flush()
         control.send(f"{protocol.EXIT} {status & 0xFF}")  # as a process's status is

@@ -127,6 +127,9 @@ def system_entries(interpreter: str, dynload: str) -> list[Entry]:
         Entry.folder("/sys", 0o555),
         Entry.folder("/dev"),
         Entry.folder("/tmp", 0o1777),
+        # Mount points for data volumes (krait.vmm.volumes): the root is read-only.
+        Entry.folder("/data"),
+        Entry.folder("/mnt"),
         *(Entry.folder(mount) for name, mount in protocol.MOUNTS.items() if mount != "/"),
         Entry.folder(dynload),
     ]

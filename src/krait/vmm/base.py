@@ -15,6 +15,7 @@ from pathlib import Path
 from krait.config.settings import Service
 from krait.vmm.accel import Accel
 from krait.vmm.options import PortForward
+from krait.vmm.volumes import Volume
 
 # The sockets a backend creates in a VM's work folder (instance folders are work folders).
 CONTROL_SOCKET = "control.sock"
@@ -45,6 +46,7 @@ class VmSpec:
     services: tuple[Service, ...] = ()  # what the guest may reach outside (nothing else)
     # This boot's settings (--env...), a read-only disk after the image's: never argv.
     boot_settings: bytes = b""
+    volumes: tuple[Volume, ...] = ()  # data disks, after the boot disk
     workdir: Path | None = None  # sockets and logs; a temporary folder when None
     console_log: Path | None = None  # write the console here instead of a pipe
     qmp: bool = False  # a QMP monitor socket in the workdir (snapshots, run state)

@@ -46,6 +46,7 @@ class Booted:
 def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
            host_ports: dict[int, int] | None = None, memory: int | None = None,
            env: dict[str, str] | None = None, connect: tuple[str, ...] = (),
+           volumes: tuple[str, ...] = (),
            check_memory: bool = True, ready_timeout: float = 120.0, stop_grace: float = 10.0,
            on_failure: Callable[[str], None] = print) -> Iterator[Booted]:
     """Boot ``image`` with each guest port forwarded to a free host port and yield once
@@ -56,7 +57,7 @@ def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
     wanted = guest_ports or img.manifest.ports or (img.manifest.first_port,)
     ports = {g: (host_ports or {}).get(g) or free_port() for g in wanted}
     options = RunOptions(ports=tuple(PortForward(h, g) for g, h in ports.items()),
-                         memory=memory, env=dict(env or {}), connect=connect,
+                         memory=memory, env=dict(env or {}), connect=connect, volumes=volumes,
                          check_memory=check_memory)
     _, spec = prepare(img.path, options, image=img)
     lines: list[str] = []

@@ -12,6 +12,7 @@ from krait.image.archive import Image, open_image, unpack_for_boot
 from krait.vmm.accel import Accel, detect_accel
 from krait.vmm.base import Disk, VmSpec
 from krait.vmm.options import PortForward
+from krait.vmm.volumes import Volume
 
 # Always on the command line. Later arguments win, so the user's extras come last.
 BASE_CMDLINE = (
@@ -43,6 +44,8 @@ class RunOptions:
     cmdline: str = ""
     # NAME=HOST:PORT: where declared services lead from this boot (see services()).
     connect: tuple[str, ...] = ()
+    # FILE:/data[:ro], FILE:/mnt/NAME, FILE:NAME (raw): see krait.vmm.volumes.
+    volumes: tuple[str, ...] = ()
     accel: str | None = None
     workdir: Path | None = None
     console_log: Path | None = None
@@ -77,12 +80,40 @@ def services(image: Image, options: RunOptions) -> tuple[Service, ...]:
     return tuple(chosen.values())
 
 
+def volumes(image: Image, options: RunOptions) -> tuple[Volume, ...]:
+    """This boot's volumes, checked: each file there (ext4 where it is mounted), each
+    target once, and every mount point the image declares given."""
+    given = tuple(Volume.parse(v) for v in options.volumes)
+    targets = [v.target for v in given]
+    for v in given:
+        if targets.count(v.target) > 1:
+            raise ConfigError(f"--volume: {v.target} is given twice")
+        v.check()
+    missing = [m for m in image.manifest.settings.get("volumes", ()) if m not in targets]
+    if missing:
+        raise ConfigError(f"{image.name} expects a volume at {missing[0]}",
+                          hint=f"give it one: --volume FILE:{missing[0]} (make FILE with "
+                          "`krait volume create FILE --size 256M`)")
+    return given
+
+
+def _disk(index: int) -> str:
+    return f"/dev/vd{chr(ord('a') + index)}"
+
+
 def boot_settings(image: Image, options: RunOptions) -> bytes:
     """What this boot tells the guest besides the image (its boot disk; see protocol)."""
     boot: dict[str, object] = {"env": options.env} if options.env else {}
     reach = services(image, options)
     if reach:
         boot["connect"] = {s.name: s.guest_port for s in reach}
+    attached = volumes(image, options)
+    if attached:
+        # After the image's disks and the boot disk itself.
+        first = len(image.manifest.layers) + 1
+        boot["volumes"] = [{"device": _disk(first + i), "target": v.target,
+                            "readonly": v.readonly, "raw": v.raw}
+                           for i, v in enumerate(attached)]
     data = protocol.encode_boot(boot) if boot else b""
     if len(data) > protocol.MAX_BOOT_SETTINGS:
         raise ConfigError(f"the boot settings (--env) come to {len(data)} bytes, over "
@@ -96,7 +127,7 @@ def kernel_cmdline(image: Image, options: RunOptions, accel: Accel) -> tuple[str
     network = f"ip={protocol.GUEST_ADDR}::{protocol.GATEWAY}:255.255.255.0:{name}:eth0:off"
     extras = (image.manifest.boot.cmdline + " " + options.cmdline).split()
     # The boot disk follows the image's own disks (/dev/vda is the first).
-    boot_disk = f"/dev/vd{chr(ord('a') + len(image.manifest.layers))}"
+    boot_disk = _disk(len(image.manifest.layers))
     boot_args = ([f"{protocol.BOOT_PARAM}={boot_disk}"] if boot_settings(image, options)
                  else [])
     tuned = TCG_CMDLINE if accel.name == "tcg" else ()
@@ -138,6 +169,7 @@ def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
         ports=options.ports,
         services=services(image, options),
         boot_settings=boot_settings(image, options),
+        volumes=volumes(image, options),
         workdir=options.workdir,
         console_log=options.console_log,
     )

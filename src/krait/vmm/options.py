@@ -89,10 +89,17 @@ class Drive(Option):
     id: str
     path: Path
     readonly: bool = True
+    # QEMU's default (writeback, flushes honoured) is what makes a guest's fsync durable;
+    # said here so that it is a choice (krait.vmm.volumes).
+    cache: str | None = None
 
     def args(self) -> list[str]:
-        drive = _props((("file", self.path), ("if", "none"), ("id", self.id),
-                        ("format", "raw"), ("readonly", self.readonly)))
+        props: list[tuple[str, object]] = [("file", self.path), ("if", "none"),
+                                           ("id", self.id), ("format", "raw"),
+                                           ("readonly", self.readonly)]
+        if self.cache:
+            props.append(("cache", self.cache))
+        drive = _props(props)
         return ["-drive", drive, "-device", f"virtio-blk-device,drive={self.id}"]
 
 

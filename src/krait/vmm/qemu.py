@@ -52,6 +52,7 @@ from krait.vmm.options import (
     Serial,
     UserNetwork,
 )
+from krait.vmm.volumes import VolumeLock
 
 log = logging.getLogger("krait")
 QEMU = "qemu-system-x86_64"
@@ -94,6 +95,8 @@ class QemuBackend(Backend):
             DirectBoot(spec.kernel, spec.cmdline),
             *(Drive(f"disk-{d.name}", d.path, d.readonly) for d in spec.disks),
             *([Drive("disk-boot", workdir / BOOT_DISK)] if spec.boot_settings else []),
+            *(Drive(f"volume-{i}", v.path.resolve(), v.readonly, cache="writeback")
+              for i, v in enumerate(spec.volumes)),
             console,
             Serial("con"),
             Chardev("ctl", "socket", (("path", workdir / CONTROL_SOCKET), ("server", True),
@@ -125,17 +128,20 @@ class QemuBackend(Backend):
         argv = self.build_command(spec, workdir).argv()
         if spec.boot_settings:
             write_private(workdir / BOOT_DISK, spec.boot_settings)
-        # QEMU connects to it as it starts: it must be listening first.
-        tunnel = _listen(workdir / TUNNEL_SOCKET) if spec.services else None
+        lock = VolumeLock(spec.volumes)  # a read-write volume is one VM's at a time
+        tunnel = None
         # Not spawn(): the VM outlives this call; QemuVm ends it (stop, kill), and every
         # VM is started in a booted() block or by a driver that ends all of its VMs.
         try:
+            # QEMU connects to it as it starts: it must be listening first.
+            tunnel = _listen(workdir / TUNNEL_SOCKET) if spec.services else None
             proc = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except BaseException:
             if tunnel is not None:
                 tunnel.close()
+            lock.release()
             raise
-        return QemuVm(spec, proc, workdir, owned, on_console, tunnel)
+        return QemuVm(spec, proc, workdir, owned, on_console, tunnel, lock)
 
     def restore(self, spec: VmSpec, state: Path, timeout: float = 30.0) -> QemuVm:
         """Wake a clone: guest RAM mapped privately from ``spec.ram_file``, its devices'
@@ -208,7 +214,8 @@ def _check_port_free(addr: str, port: int) -> None:
 class QemuVm(Vm):
     def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes], workdir: Path,
                  owned_workdir: bool, on_console: Callable[[str], None] | None = None,
-                 tunnel: socket.socket | None = None) -> None:
+                 tunnel: socket.socket | None = None,
+                 volume_lock: VolumeLock | None = None) -> None:
         self.spec = spec
         self.proc = proc
         self.pid = proc.pid
@@ -233,6 +240,7 @@ class QemuVm(Vm):
             threading.Thread(target=self._read_console, daemon=True),
         ]
         self._tunnel_server = tunnel
+        self._volume_lock = volume_lock
         self._tunnel: Tunnel | None = None
         if tunnel is not None:
             self._threads.append(threading.Thread(target=self._carry, args=(tunnel,),
@@ -452,6 +460,8 @@ class QemuVm(Vm):
                 self._tunnel.close()
         if self._tunnel_server is not None:
             self._tunnel_server.close()
+        if self._volume_lock is not None:
+            self._volume_lock.release()
         if self._owned:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
