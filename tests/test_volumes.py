@@ -80,3 +80,13 @@ def test_an_image_that_expects_a_volume_does_not_boot_without(tmp_path: Path) ->
         **img.manifest.settings, "volumes": ["/data"]}))
     with pytest.raises(ConfigError, match="expects a volume at /data"):
         boot_settings(img, RunOptions())
+
+
+def test_the_fsync_benchmark_runs_one_loop_on_both_sides(tmp_path: Path) -> None:
+    from krait.bench.volume import PROBE, fsync_latencies
+
+    latencies = fsync_latencies(str(tmp_path / "f"), 5, 1)
+    assert len(latencies) == 5 and all(s > 0 for s in latencies)
+    namespace: dict[str, object] = {}
+    exec(compile(PROBE, "probe", "exec"), namespace)  # what the guest runs: this very loop
+    assert "main" in namespace and "fsync_latencies" in namespace

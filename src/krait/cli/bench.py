@@ -122,6 +122,23 @@ def rebuild(app_dir: Path, runs: int, dependency_runs: int | None, output: Path 
                           f"max {added['max']} s, {len(added['samples'])} runs")
 
 
+@command.command("volume")
+@click.option("-n", "--writes", default=200, show_default=True,
+              help="Random 4 KiB writes, each fsync'ed.")
+@_output
+def volume(writes: int, output: Path | None) -> None:
+    """Random 4 KiB write + fsync latency on a data volume (the guest's view), against
+    the same loop on a host file beside it."""
+    from krait.bench.volume import bench_volume
+
+    result = bench_volume(ensure_kernel(), detect_accel().name, writes)
+    _emit(result, output)
+    host = result.extra["host_file"]
+    ratio = result.extra["guest_over_host_median"]
+    err_console.print(f"host file: min {host['min']} median {host['median']} max "
+                      f"{host['max']} ms; guest/host median {ratio}")
+
+
 @command.command("compare")
 @click.argument("app_dir", type=click.Path(path_type=Path), default="examples/hello")
 @click.option("-n", "--runs", default=3, show_default=True, help="Boots per variant.")
