@@ -13,6 +13,7 @@ from krait import __version__
 from krait.cli import (
     bench,
     build,
+    init,
     inspect,
     kernel,
     keygen,
@@ -44,7 +45,7 @@ def cli(debug: bool) -> None:
 
 
 for module in (build, lock, run, inspect, kernel, bench, settings, ps, logs, stop, rm, serve,
-               replace, snapshot, keygen, volume):
+               replace, snapshot, keygen, volume, init):
     cli.add_command(module.command)
 
 
