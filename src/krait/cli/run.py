@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,9 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,
               help="Accelerator (default: KVM when it really works, else TCG).")
 @click.option("--dry-run", is_flag=True, help="Print the QEMU command line and exit.")
+@click.option("--gdb", "gdb_port", type=int, is_flag=False, flag_value=1234, default=None,
+              metavar="[PORT]", help="Start paused, with QEMU's gdbstub on 127.0.0.1:PORT "
+              "(default 1234), and print the gdb command to attach with the kernel's symbols.")
 @click.option("-d", "--detach", is_flag=True,
               help="Run in the background as an instance (see krait ps/logs/stop/rm).")
 @click.option("--name", help="The instance's name (with -d; default: IMAGE-NAME-xxxxxx).")
@@ -95,13 +99,18 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
 @trust_options
 @setting_options("boot")
 def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
-            volumes: tuple[str, ...], accel: str | None, dry_run: bool, detach: bool,
-            name: str | None, restart: str,
+            volumes: tuple[str, ...], accel: str | None, dry_run: bool,
+            gdb_port: int | None, detach: bool, name: str | None, restart: str,
             verify: Path | None, digest: str | None, **settings: Any) -> None:
     """Boot IMAGE and show its console; Ctrl-C stops it gracefully."""
     options = options_from_flags(publish, env, accel, settings, volumes)
     img = open_image(image, Trust.from_flags(verify, digest))
     img, spec = prepare(image, options, image=img)
+    if gdb_port is not None:
+        if detach or not 0 < gdb_port < 65536:
+            raise ConfigError("--gdb PORT: a port from 1 to 65535, without -d",
+                              hint="debug in the foreground: krait run --gdb 1234 IMAGE")
+        spec = replace(spec, gdb_port=gdb_port)
     backend = QemuBackend()
     if dry_run:
         click.echo(shlex.join(backend.command(spec)))
@@ -122,6 +131,13 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
             err_console.print(f"[yellow]warning:[/] the app listens on {sorted(declared)}, "
                               f"not on {forward.guest}")
     err_console.print(f"krait: booting {img.name} ({spec.memory} MiB, {spec.accel.reason})")
+    if spec.gdb_port:
+        # The unpacked kernel is the ELF vmlinux, symbols and all (PVH boot); a bzImage
+        # (--kernel) has none to give.
+        symbols = spec.kernel if img.manifest.kernel.format == "elf" else ""
+        err_console.print(f"krait: paused for gdb; attach with\n  gdb {symbols} -ex "
+                          f"'target remote 127.0.0.1:{spec.gdb_port}'\nand `continue` to boot",
+                          highlight=False)
 
     def show(line: str) -> None:
         if line.strip() not in _QUIET_LINES:

@@ -53,6 +53,7 @@ class VmSpec:
     ram_file: Path | None = None  # guest RAM in this file (see RamFile) ...
     ram_shared: bool = False  # ... written by the guest (a template), or mapped privately
     incoming: bool = False  # start paused, for a saved state to be loaded (a wake)
+    gdb_port: int | None = None  # start paused, with QEMU's gdbstub on 127.0.0.1:PORT
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,16 @@ class Incoming(Option):
 
 
 @dataclass(frozen=True)
+class GdbStub(Option):
+    """QEMU's gdbstub on loopback, the guest's CPUs stopped until gdb says continue."""
+
+    port: int
+
+    def args(self) -> list[str]:
+        return ["-gdb", f"tcp:127.0.0.1:{self.port}", "-S"]
+
+
+@dataclass(frozen=True)
 class Sandbox(Option):
     """QEMU's own seccomp filter: no obsolete system calls, no fork or exec, no changes
     to scheduling or CPU affinity. With ``runas`` (krait runs as root), QEMU becomes that

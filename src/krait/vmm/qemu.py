@@ -41,6 +41,7 @@ from krait.vmm.options import (
     DirectBoot,
     Drive,
     Flag,
+    GdbStub,
     Incoming,
     Machine,
     Memory,
@@ -113,6 +114,8 @@ class QemuBackend(Backend):
             command.add(Monitor(workdir / QMP_SOCKET))
         if spec.incoming:
             command.add(Incoming())
+        if spec.gdb_port:
+            command.add(GdbStub(spec.gdb_port))
         return command
 
     def command(self, spec: VmSpec) -> list[str]:
@@ -122,6 +125,8 @@ class QemuBackend(Backend):
         find_qemu()
         for forward in spec.ports:
             _check_port_free(forward.host_addr, forward.host)
+        if spec.gdb_port:
+            _check_port_free("127.0.0.1", spec.gdb_port)
         owned = spec.workdir is None
         workdir = spec.workdir or Path(tempfile.mkdtemp(prefix="krait-vm-"))
         workdir.mkdir(parents=True, exist_ok=True)

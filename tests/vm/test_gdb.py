@@ -1,0 +1,57 @@
+"""`krait run --gdb`: QEMU waits, paused, for a debugger on loopback; continuing boots."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from krait.vmm.qemu import free_port
+
+pytestmark = pytest.mark.vm
+
+
+def packet(body: str) -> bytes:
+    """A gdb remote-serial-protocol packet: $body#checksum."""
+    return f"${body}#{sum(body.encode()) % 256:02x}".encode()
+
+
+def test_run_gdb_waits_paused_for_a_debugger(make_app, build, no_leftover_qemu) -> None:
+    image = build(make_app("def main():\n    print('BOOTED-UNDER-GDB')\n"))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "krait.cli", "run", str(image),
+                             "--gdb", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                gdb = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        with gdb:
+            gdb.sendall(packet("?"))  # why are you stopped?
+            reply = b""
+            while b"#" not in reply:
+                reply += gdb.recv(256)
+            assert reply.startswith(b"+$T05") or reply.startswith(b"+$S05"), reply
+            time.sleep(1)
+            assert proc.poll() is None  # paused: the app has not run
+            gdb.sendall(b"+" + packet("c"))  # continue
+            out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "BOOTED-UNDER-GDB" in out
+    assert f"target remote 127.0.0.1:{port}" in err
+    # The kernel it names for gdb's symbols is the ELF it booted.
+    [command] = [line.split() for line in err.splitlines() if line.startswith("  gdb ")]
+    assert Path(command[1]).read_bytes()[:4] == b"\x7fELF"
