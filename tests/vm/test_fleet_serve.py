@@ -330,3 +330,33 @@ def test_scale_out_to_two_instances_and_reload_on_sighup(make_app, build, serve,
     wait_for(lambda: get(s.url()) == (200, b"two\n"), 90, "the reloaded image")
     assert s.stop() == 0
     assert instances() == []
+
+
+READER_APP = """
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = open("/data/greeting.txt", "rb").read()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_serve_shares_a_read_only_volume_and_refuses_a_writable_one(
+        make_app, build, serve, tmp_path: Path) -> None:
+    image = build(make_app(READER_APP, kind="asgi", entry="app:app",
+                           extra='ports = [8080]\nvolumes = ["/data"]\n'))
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "greeting.txt").write_text("from a volume\n")
+    data = tmp_path / "data.img"
+    made = krait_cli("volume", "create", data, "--size", "16M", "--from", content)
+    assert made.returncode == 0, made.stderr
+    writable = krait_cli("serve", image, "--port", str(free_port()), "--volume",
+                         f"{data}:/data")
+    assert writable.returncode == 1 and "one VM's at a time" in writable.stderr
+    missing = krait_cli("serve", image, "--port", str(free_port()))
+    assert missing.returncode == 1 and "expects a volume at /data" in missing.stderr
+    s = serve(image, "--volume", f"{data}:/data:ro", "--max", "2", "--per-instance", "1")
+    assert get(s.url()) == (200, b"from a volume\n")

@@ -19,6 +19,8 @@ from krait.fleet.serve import run_server
 from krait.fleet.state import check_name, name_from
 from krait.image.archive import open_image
 from krait.image.signing import Trust
+from krait.vmm.launch import volumes as attached
+from krait.vmm.volumes import Volume
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
 
@@ -59,6 +61,9 @@ def parse_duration(value: str) -> float:
               help="Environment for each boot (on a 0600 disk of its own, never on a "
               "command line); --env KEY takes KEY's value from krait's environment.")
 @click.option("-m", "--memory", help="Guest memory, e.g. 48M (default: the image's).")
+@click.option("-v", "--volume", "volumes", multiple=True, metavar="FILE:TARGET:ro",
+              help="Attach a data volume to every instance, read-only (FILE:/data:ro); a "
+              "read-write one is one VM's at a time: `krait run -d` it.")
 @click.option("--connect", multiple=True, metavar="NAME=HOST:PORT",
               help="Point a service the image declares (connect) at this address.")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None)
@@ -66,7 +71,8 @@ def parse_duration(value: str) -> float:
 def command(image: Path, port: int, host: str, name: str | None, idle: str,
             pause_after: str, max_instances: int, min_instances: int, per_instance: int,
             snapshot: bool, boot_timeout: str, max_connections: int, max_per_client: int,
-            env: tuple[str, ...], memory: str | None, connect: tuple[str, ...],
+            env: tuple[str, ...], memory: str | None, volumes: tuple[str, ...],
+            connect: tuple[str, ...],
             accel: str | None, verify: Path | None, digest: str | None, **_: Any) -> None:
     """Serve IMAGE on PORT, booting instances on demand.
 
@@ -83,8 +89,15 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
     limits = Limits(max_connections=max_connections, max_per_client=max_per_client)
     trust = Trust.from_flags(verify, digest)  # every image it serves, replacements too
     img = open_image(image, trust)
+    writable = [v for v in volumes if not Volume.parse(v).readonly]
+    if writable:
+        raise ConfigError(f"--volume {writable[0]}: serve runs several instances of an "
+                          "image, and a read-write volume is one VM's at a time",
+                          hint="attach it read-only (FILE:/data:ro), or run one instance "
+                          "with `krait run -d IMAGE --volume FILE:/data`")
     given = {"memory": memory, "connect": connect}
-    options = options_from_flags((), env, accel, given)
+    options = options_from_flags((), env, accel, given, volumes)
+    attached(img, options)  # every volume checked now, not at the first connection
     pause = None if pause_after == "off" else parse_duration(pause_after)
     policy = ScalePolicy(max_instances=max_instances, min_instances=min_instances,
                          idle_seconds=parse_duration(idle), per_instance=per_instance,

@@ -98,8 +98,16 @@ def key(image: Image, spec: VmSpec, argv: list[str]) -> str:
                 "settings": hashlib.sha256(spec.boot_settings).hexdigest(),
                 "memory": spec.memory,
                 "vcpus": spec.vcpus, "accel": spec.accel.name, "devices": devices,
+                # A volume's files may be in the guest's page cache: another file (or this
+                # one changed) is another snapshot.
+                "volumes": [_file_identity(v.path) for v in spec.volumes],
                 "qemu": qemu_version(argv[0]), "krait": __version__}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _file_identity(path: Path) -> list[object]:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def for_image(image: Image, spec: VmSpec, argv: list[str]) -> Snapshot:

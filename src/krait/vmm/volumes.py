@@ -78,8 +78,9 @@ class Volume:
                               "as a raw disk: --volume FILE:NAME")
 
 
-def create(path: Path, size: int, raw: bool = False) -> None:
-    """A new volume: ext4 made without root (mke2fs on a plain file), or raw zeros."""
+def create(path: Path, size: int, raw: bool = False, source: Path | None = None) -> None:
+    """A new volume: ext4 made without root (mke2fs on a plain file), holding a copy of
+    the folder ``source`` if given, or raw zeros."""
     if path.exists():
         raise ConfigError(f"{path} exists already", hint="pick another file, or remove it")
     if size < MIN_SIZE and not raw:
@@ -92,10 +93,14 @@ def create(path: Path, size: int, raw: bool = False) -> None:
         os.close(fd)
     if raw:
         return
+    if source is not None and not source.is_dir():
+        path.unlink()
+        raise ConfigError(f"--from {source}: not a folder")
+    populate = ["-d", str(source)] if source is not None else []
     try:
         # root_owner: the files are the app's (root in the guest), whoever made the disk.
         run([mke2fs, "-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-L", "krait",
-             str(path)], timeout=120)
+             *populate, str(path)], timeout=120)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
