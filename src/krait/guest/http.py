@@ -518,11 +518,11 @@ def asgi_handler(app: Any, port: int, limits: Limits) -> Handler:
 
 
 def serve_asgi(app: Any, port: int, ready: Callable[[], None],
-               limits: Limits | None = None) -> int:
+               limits: Limits | None = None, host: str = "0.0.0.0") -> int:
     limits = limits or Limits()
     lifespan = Lifespan(app)
     return asyncio.run(serve(asgi_handler(app, port, limits), port, ready, lifespan.startup,
-                             lifespan.shutdown, limits))
+                             lifespan.shutdown, limits, host))
 
 
 # -- WSGI --------------------------------------------------------------------------------
@@ -579,5 +579,5 @@ def wsgi_handler(app: Any, port: int) -> Handler:
 
 
 def serve_wsgi(app: Any, port: int, ready: Callable[[], None],
-               limits: Limits | None = None) -> int:
-    return asyncio.run(serve(wsgi_handler(app, port), port, ready, limits=limits))
+               limits: Limits | None = None, host: str = "0.0.0.0") -> int:
+    return asyncio.run(serve(wsgi_handler(app, port), port, ready, limits=limits, host=host))

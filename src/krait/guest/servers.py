@@ -26,15 +26,16 @@ MODULES = {"uvicorn": ["uvicorn"], "waitress": ["waitress", "waitress.server"]}
 WAITRESS_THREADS = 4
 
 
-def _uvicorn_config(app: Any, port: int) -> Any:
+def _uvicorn_config(app: Any, port: int, host: str = "0.0.0.0") -> Any:
     uvicorn = importlib.import_module("uvicorn")
     # One asyncio loop and the pure-Python h11 parser: no uvloop/httptools to carry.
-    return uvicorn.Config(app, host="0.0.0.0", port=port, loop="asyncio", http="h11",
+    return uvicorn.Config(app, host=host, port=port, loop="asyncio", http="h11",
                           ws="none", lifespan="auto", log_config=None, log_level="warning",
                           access_log=False, proxy_headers=False, server_header=False)
 
 
-def serve_uvicorn(app: Any, port: int, ready: Callable[[], None]) -> int:
+def serve_uvicorn(app: Any, port: int, ready: Callable[[], None],
+                  host: str = "0.0.0.0") -> int:
     """Run ``app`` under uvicorn; ``ready`` is called once it listens."""
     uvicorn = importlib.import_module("uvicorn")
 
@@ -44,15 +45,16 @@ def serve_uvicorn(app: Any, port: int, ready: Callable[[], None]) -> int:
             if self.started:
                 ready()
 
-    server = Server(_uvicorn_config(app, port))
+    server = Server(_uvicorn_config(app, port, host))
     server.run()  # SIGTERM ends it gracefully (uvicorn's own signal handling)
     return 0 if server.started else 1
 
 
-def serve_waitress(app: Any, port: int, ready: Callable[[], None]) -> int:
+def serve_waitress(app: Any, port: int, ready: Callable[[], None],
+                   host: str = "0.0.0.0") -> int:
     """Run ``app`` under waitress (one process, a small thread pool)."""
     waitress_server = importlib.import_module("waitress.server")
-    server = waitress_server.create_server(app, host="0.0.0.0", port=port,
+    server = waitress_server.create_server(app, host=host, port=port,
                                            threads=WAITRESS_THREADS, ident="krait")
 
     def on_term(signum: int, frame: Any) -> None:
@@ -73,8 +75,9 @@ def serve_waitress(app: Any, port: int, ready: Callable[[], None]) -> int:
 SERVE = {"uvicorn": serve_uvicorn, "waitress": serve_waitress}
 
 
-def serve(server: str, app: Any, port: int, ready: Callable[[], None]) -> int:
-    return SERVE[server](app, port, ready)
+def serve(server: str, app: Any, port: int, ready: Callable[[], None],
+          host: str = "0.0.0.0") -> int:
+    return SERVE[server](app, port, ready, host)
 
 
 def preload(server: str, app: Any) -> None:

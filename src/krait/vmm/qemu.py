@@ -11,7 +11,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,11 +27,8 @@ from krait.vmm.base import (
     QMP_SOCKET,
     TUNNEL_SOCKET,
     Backend,
-    Vm,
-    VmResult,
     VmSpec,
 )
-from krait.vmm.console import ConsoleLog, Lines
 from krait.vmm.options import (
     Accelerator,
     Chardev,
@@ -53,6 +49,7 @@ from krait.vmm.options import (
     Serial,
     UserNetwork,
 )
+from krait.vmm.reporting import ReportingVm
 from krait.vmm.volumes import VolumeLock
 
 log = logging.getLogger("krait")
@@ -124,9 +121,9 @@ class QemuBackend(Backend):
     def start(self, spec: VmSpec, on_console: Callable[[str], None] | None = None) -> QemuVm:
         find_qemu()
         for forward in spec.ports:
-            _check_port_free(forward.host_addr, forward.host)
+            check_port_free(forward.host_addr, forward.host)
         if spec.gdb_port:
-            _check_port_free("127.0.0.1", spec.gdb_port)
+            check_port_free("127.0.0.1", spec.gdb_port)
         owned = spec.workdir is None
         workdir = spec.workdir or Path(tempfile.mkdtemp(prefix="krait-vm-"))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +203,7 @@ def service_connector(services: tuple[Service, ...]) -> Callable[[str], socket.s
     return connect
 
 
-def _check_port_free(addr: str, port: int) -> None:
+def check_port_free(addr: str, port: int) -> None:
     with socket.socket() as s:
         try:
             s.bind((addr, port))
@@ -216,73 +213,23 @@ def _check_port_free(addr: str, port: int) -> None:
                           "or stop what is listening there") from None
 
 
-class QemuVm(Vm):
+class QemuVm(ReportingVm):
+    vmm_name = "QEMU"
+
     def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes], workdir: Path,
                  owned_workdir: bool, on_console: Callable[[str], None] | None = None,
                  tunnel: socket.socket | None = None,
                  volume_lock: VolumeLock | None = None) -> None:
-        self.spec = spec
-        self.proc = proc
-        self.pid = proc.pid
+        super().__init__(spec, proc, on_console)
         self.workdir = workdir
         self._owned = owned_workdir
-        self._console: deque[str] = deque(maxlen=60)
-        self._stderr: deque[str] = deque(maxlen=20)
-        self._ready = threading.Event()
-        self._ended = threading.Event()
-        self._status: int | None = None
-        self._crashed = False
-        # When the guest did each step of its boot (seconds since its kernel started).
-        self.timeline: dict[str, float] = {}
-        self.started_at = time.monotonic()
-        self.ready_at: float | None = None  # time.monotonic() of the first "ready"
-        self._control: socket.socket | None = None
-        self.on_console = on_console
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._read_stderr, daemon=True),
-            threading.Thread(target=self._read_control, daemon=True),
-            threading.Thread(target=self._read_console, daemon=True),
-        ]
         self._tunnel_server = tunnel
         self._volume_lock = volume_lock
         self._tunnel: Tunnel | None = None
         if tunnel is not None:
             self._threads.append(threading.Thread(target=self._carry, args=(tunnel,),
                                                   daemon=True))
-        for t in self._threads:
-            t.start()
-
-    # -- reading what the VM says -------------------------------------------------------
-    def _read_console(self) -> None:
-        assert self.proc.stdout is not None
-        out = ConsoleLog(self.spec.console_log) if self.spec.console_log else None
-        lines = Lines()
-        fd = self.proc.stdout.fileno()
-        try:
-            while True:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    data = b""
-                if out is not None and data:
-                    out.write(data)
-                for line in lines.feed(data) if data else lines.rest():
-                    self._console.append(line)
-                    if self.on_console:
-                        self.on_console(line)
-                if not data:
-                    return
-        finally:
-            if out is not None:
-                out.close()
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            log.debug("qemu: %s", line)
-            self._stderr.append(line)
+        self._start()
 
     def _carry(self, server: socket.socket) -> None:
         """The guest's connections to its services, for as long as QEMU runs (it
@@ -301,7 +248,7 @@ class QemuVm(Vm):
             self._tunnel.serve()
             return
 
-    def _connect_control(self) -> socket.socket | None:
+    def _open_control(self) -> socket.socket | None:
         path = self.workdir / CONTROL_SOCKET
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -313,93 +260,6 @@ class QemuVm(Vm):
                 s.close()
                 time.sleep(0.005)
         return None
-
-    def _read_control(self) -> None:
-        sock = self._connect_control()
-        if sock is None:
-            self._ended.set()
-            return
-        with self._lock:
-            self._control = sock
-        buf = b""
-        skipping = False  # inside a line that was too long: drop it up to its newline
-        while True:
-            try:
-                chunk = sock.recv(256)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-            while b"\n" in buf:
-                line, _, buf = buf.partition(b"\n")
-                if not skipping:
-                    self._on_message(line.decode(errors="replace").strip())
-                skipping = False
-            if len(buf) > protocol.MAX_LINE:
-                if not skipping:
-                    log.warning("dropped a control message over %d bytes", protocol.MAX_LINE)
-                buf, skipping = b"", True
-        self._ended.set()
-
-    def _on_message(self, message: str) -> None:
-        word, _, arg = message.partition(" ")
-        if word == protocol.READY:
-            if not self._ready.is_set():
-                self.ready_at = time.monotonic()
-            self._ready.set()
-        elif word == protocol.CRASH:
-            self._crashed = True
-        elif word == protocol.EXIT:
-            # Anything but 0-255 is no status at all: the run ends as a failure.
-            self._status = protocol.parse_status(arg)
-        elif word == protocol.TIMELINE:
-            for item in arg.split():
-                step, _, seconds = item.partition("=")
-                try:
-                    self.timeline[step] = float(seconds)
-                except ValueError:
-                    continue
-
-    # -- the Vm interface -----------------------------------------------------------------
-    def wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._ready.wait(0.05):
-                return True
-            if self.proc.poll() is not None:
-                return self._ready.is_set()
-        return False
-
-    def request_stop(self) -> None:
-        with self._lock:
-            sock = self._control
-        if sock is not None:
-            try:
-                sock.sendall(f"{protocol.STOP}\n".encode())
-                return
-            except OSError:
-                pass
-        self.kill()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-
-    def send_control(self, message: str, timeout: float = 5.0) -> bool:
-        """Write one line to the guest's control port, once it is connected."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            with self._lock:
-                sock = self._control
-            if sock is not None:
-                try:
-                    sock.sendall(f"{message}\n".encode())
-                    return True
-                except OSError:
-                    return False
-            time.sleep(0.005)
-        return False
 
     def save(self, state: Path) -> None:
         if not (self.spec.qmp and self.spec.ram_file and self.spec.ram_shared):
@@ -425,42 +285,8 @@ class QemuVm(Vm):
         if not (self.send_control(message) and self.wait_ready(timeout)):
             raise VmError(f"the guest did not confirm its wake in {timeout:g}s")
 
-    def wait(self, timeout: float | None = None) -> VmResult | None:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._ended.wait(2)
-        for t in self._threads:
-            t.join(2)
-        self._cleanup()
-        return self._result(code)
-
-    def console_tail(self) -> str:
-        return "\n".join(self._console)
-
-    def _result(self, code: int) -> VmResult:
-        tail = self.console_tail()
-        if self._status is not None:
-            status = self._status
-            reason = (f"the app crashed (exit status {status})" if self._crashed
-                      else f"the app exited with status {status}")
-            return VmResult(status, self._crashed, code, tail, reason)
-        if "Kernel panic" in tail:
-            panic = next(line for line in tail.splitlines() if "Kernel panic" in line)
-            reason = f"the guest kernel panicked: {panic.split('Kernel panic - ')[-1].strip()}"
-        elif code < 0:
-            reason = "the VM was stopped"
-        elif code != 0:
-            reason = f"QEMU failed (status {code}): " + " ".join(self._stderr)[-300:]
-        else:
-            reason = "the VM ended without reporting an exit status"
-        return VmResult(None, False, code, tail, reason)
-
-    def _cleanup(self) -> None:
+    def _release(self) -> None:
         with self._lock:
-            if self._control is not None:
-                self._control.close()
             if self._tunnel is not None:
                 self._tunnel.close()
         if self._tunnel_server is not None:
@@ -469,8 +295,3 @@ class QemuVm(Vm):
             self._volume_lock.release()
         if self._owned:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __del__(self) -> None:  # a VM must never outlive its owner by accident
-        if getattr(self, "proc", None) is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
