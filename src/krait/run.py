@@ -76,6 +76,7 @@ def popen(
     env: Mapping[str, str] | None = None,
     stdout: int | None = subprocess.PIPE,
     stderr: int | None = subprocess.STDOUT,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Start a long-running command in its own session; the caller owns it and must end
     it (see :func:`terminate`). Use :func:`spawn` unless the child outlives a block."""
@@ -89,6 +90,7 @@ def popen(
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
+            pass_fds=pass_fds,
             start_new_session=True,  # our Ctrl-C is ours to handle; terminate() ends it
         )
     except FileNotFoundError as e:

@@ -19,8 +19,10 @@ from krait.config.settings import parse_setting
 from krait.errors import ConfigError, GuestFailed
 from krait.image.archive import open_image
 from krait.image.signing import Trust
+from krait.vmm.base import Backend
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
+from krait.vmm.process import ProcessBackend
 from krait.vmm.qemu import QemuBackend
 
 # Printed by the guest kernel as the VM ends; noise for the user.
@@ -87,6 +89,9 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
               "(`krait volume create`); FILE:NAME gives the app a raw disk ($KRAIT_VOLUME_NAME).")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,
               help="Accelerator (default: KVM when it really works, else TCG).")
+@click.option("--target", type=click.Choice(["vm", "process"]), default="vm", show_default=True,
+              help="vm: boot the image; process: run its app, interpreter and layers as a "
+              "plain process on this host (loopback only, for a quick edit-run loop).")
 @click.option("--dry-run", is_flag=True, help="Print the QEMU command line and exit.")
 @click.option("--gdb", "gdb_port", type=int, is_flag=False, flag_value=1234, default=None,
               metavar="[PORT]", help="Start paused, with QEMU's gdbstub on 127.0.0.1:PORT "
@@ -99,7 +104,7 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
 @trust_options
 @setting_options("boot")
 def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
-            volumes: tuple[str, ...], accel: str | None, dry_run: bool,
+            volumes: tuple[str, ...], accel: str | None, target: str, dry_run: bool,
             gdb_port: int | None, detach: bool, name: str | None, restart: str,
             verify: Path | None, digest: str | None, **settings: Any) -> None:
     """Boot IMAGE and show its console; Ctrl-C stops it gracefully."""
@@ -111,7 +116,11 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
             raise ConfigError("--gdb PORT: a port from 1 to 65535, without -d",
                               hint="debug in the foreground: krait run --gdb 1234 IMAGE")
         spec = replace(spec, gdb_port=gdb_port)
-    backend = QemuBackend()
+    backend: Backend = QemuBackend()
+    if target == "process":
+        if detach or gdb_port is not None:
+            raise ConfigError("--target process runs in the foreground, without --gdb or -d")
+        backend = ProcessBackend(img)
     if dry_run:
         click.echo(shlex.join(backend.command(spec)))
         return
@@ -130,7 +139,11 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
         if declared and forward.guest not in declared:
             err_console.print(f"[yellow]warning:[/] the app listens on {sorted(declared)}, "
                               f"not on {forward.guest}")
-    err_console.print(f"krait: booting {img.name} ({spec.memory} MiB, {spec.accel.reason})")
+    if target == "process":
+        err_console.print(f"krait: running {img.name} as a process on this host")
+    else:
+        err_console.print(f"krait: booting {img.name} ({spec.memory} MiB, "
+                          f"{spec.accel.reason})")
     if spec.gdb_port:
         # The unpacked kernel is the ELF vmlinux, symbols and all (PVH boot); a bzImage
         # (--kernel) has none to give.

@@ -1,0 +1,76 @@
+"""`krait run --target process`: the image's app, interpreter and layers as a process on
+this host: the same readiness line, exit status, environment and ports, in well under a
+second, and a clear error where it cannot run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from krait.bench.http import first_answer
+from krait.vmm.qemu import free_port
+
+from .conftest import krait_cli
+from .test_errors import rewrite
+
+pytestmark = pytest.mark.vm
+
+JOB = """
+    import os, sys
+
+    def main():
+        print("ENV=" + os.environ.get("BAKED", "-") + "/" + os.environ.get("GIVEN", "-"))
+        print("SITE=" + str(any("site-packages" in p and "/krait" not in p
+                                for p in sys.path)))
+        return 3
+"""
+
+
+def test_a_job_runs_with_its_settings_and_exit_status(make_app, build) -> None:
+    image = build(make_app(JOB, extra='env = { BAKED = "baked" }\n'))
+    started = time.monotonic()
+    proc = krait_cli("run", image, "--target", "process", "--env", "GIVEN=given")
+    took = time.monotonic() - started
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "ENV=baked/given" in proc.stdout
+    assert "SITE=False" in proc.stdout  # nothing of the host's site-packages
+    assert "krait: t ready" in proc.stdout
+    print(f"--target process took {took:.2f}s")
+
+
+def test_a_service_listens_on_the_host_port_and_stops_on_ctrl_c(hello_image: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "krait.cli", "run", str(hello_image),
+                             "--target", "process", "-p", f"{port}:8080"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        status, body = first_answer(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
+        assert status == 200 and b"Hello from a krait unikernel" in body
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert f"ready on port {port}" in out
+
+
+def test_an_interpreter_this_host_does_not_have_is_a_clear_error(hello_image: Path,
+                                                                 tmp_path: Path) -> None:
+    def elsewhere(raw: bytes) -> bytes:
+        manifest = json.loads(raw)
+        manifest["interpreter"]["path"] = "/opt/python3.99/bin/python3.99"
+        return json.dumps(manifest).encode()
+
+    moved = rewrite(hello_image, tmp_path / "moved.krait", "manifest.json", elsewhere)
+    proc = krait_cli("run", moved, "--target", "process")
+    assert proc.returncode == 1
+    assert "built for /opt/python3.99/bin/python3.99, which this host does not have" in \
+        proc.stderr and "Traceback" not in proc.stderr
