@@ -74,3 +74,32 @@ def test_an_interpreter_this_host_does_not_have_is_a_clear_error(hello_image: Pa
     assert proc.returncode == 1
     assert "built for /opt/python3.99/bin/python3.99, which this host does not have" in \
         proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_watch_rebuilds_and_restarts_on_each_change(make_app, build, tmp_path: Path) -> None:
+    from krait.bench.edit import APP
+
+    folder = make_app(APP, kind="asgi", entry="app:app", extra="ports = [8080]\n")
+    image = build(folder)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "krait.cli", "run", str(image), "--target",
+                             "process", "-p", f"{port}:8080", "--watch", str(folder)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        assert first_answer(url, time.monotonic() + 30, b"v0")[0] == 200
+        (folder / "app.py").write_text(APP.replace('"v0"', '"v1"'))
+        assert first_answer(url, time.monotonic() + 60, b"v1")[0] == 200
+        (folder / "app.py").write_text(APP.replace('"v0"', '"v2') + "\n")  # broken
+        time.sleep(3)
+        assert first_answer(url, time.monotonic() + 5, b"v1")[0] == 200  # kept running
+        (folder / "app.py").write_text(APP.replace('"v0"', '"v3"'))
+        assert first_answer(url, time.monotonic() + 60, b"v3")[0] == 200
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert err.count("rebuilt and restarted") == 2 and "the rebuild failed" in err, err

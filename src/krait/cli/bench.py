@@ -122,6 +122,22 @@ def rebuild(app_dir: Path, runs: int, dependency_runs: int | None, output: Path 
                           f"max {added['max']} s, {len(added['samples'])} runs")
 
 
+@command.command("edit")
+@click.option("-n", "--runs", default=5, show_default=True)
+@_output
+def edit(runs: int, output: Path | None) -> None:
+    """From a one-line change of an app to its first answer with the change: with
+    `krait run --target process --watch`, and with a rebuild and a full boot."""
+    from krait.bench.edit import bench_edit
+
+    result = bench_edit(ensure_kernel(), detect_accel().name, runs)
+    _emit(result, output)
+    booted = result.extra["rebuild_and_boot"]
+    err_console.print(f"rebuild and boot: min {booted['min']} median {booted['median']} max "
+                      f"{booted['max']} s; boot/process median "
+                      f"{result.extra['boot_over_process_median']}")
+
+
 @command.command("volume")
 @click.option("-n", "--writes", default=200, show_default=True,
               help="Random 4 KiB writes, each fsync'ed.")

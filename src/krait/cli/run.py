@@ -19,7 +19,7 @@ from krait.config.settings import parse_setting
 from krait.errors import ConfigError, GuestFailed
 from krait.image.archive import open_image
 from krait.image.signing import Trust
-from krait.vmm.base import Backend
+from krait.vmm.base import Backend, Vm
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
 from krait.vmm.process import ProcessBackend
@@ -92,6 +92,9 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
 @click.option("--target", type=click.Choice(["vm", "process"]), default="vm", show_default=True,
               help="vm: boot the image; process: run its app, interpreter and layers as a "
               "plain process on this host (loopback only, for a quick edit-run loop).")
+@click.option("--watch", "watch_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="With --target process: rebuild IMAGE from this app folder on each change "
+              "and restart the app.")
 @click.option("--dry-run", is_flag=True, help="Print the QEMU command line and exit.")
 @click.option("--gdb", "gdb_port", type=int, is_flag=False, flag_value=1234, default=None,
               metavar="[PORT]", help="Start paused, with QEMU's gdbstub on 127.0.0.1:PORT "
@@ -104,7 +107,8 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
 @trust_options
 @setting_options("boot")
 def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
-            volumes: tuple[str, ...], accel: str | None, target: str, dry_run: bool,
+            volumes: tuple[str, ...], accel: str | None, target: str,
+            watch_dir: Path | None, dry_run: bool,
             gdb_port: int | None, detach: bool, name: str | None, restart: str,
             verify: Path | None, digest: str | None, **settings: Any) -> None:
     """Boot IMAGE and show its console; Ctrl-C stops it gracefully."""
@@ -121,6 +125,11 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
         if detach or gdb_port is not None:
             raise ConfigError("--target process runs in the foreground, without --gdb or -d")
         backend = ProcessBackend(img)
+    elif watch_dir is not None:
+        raise ConfigError("--watch needs --target process",
+                          hint="krait run --target process --watch APP_DIR IMAGE")
+    if watch_dir is not None and (verify or digest):
+        raise ConfigError("--watch rebuilds the image: it cannot be --verify'd or pinned")
     if dry_run:
         click.echo(shlex.join(backend.command(spec)))
         return
@@ -157,6 +166,16 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
+    if watch_dir is not None:
+        from krait.cli._watch import watch
+        from krait.cli.kernel import ensure_kernel
+
+        def start() -> Vm:
+            fresh = open_image(image)
+            _, fresh_spec = prepare(image, options, image=fresh)
+            return ProcessBackend(fresh).start(fresh_spec, on_console=show)
+
+        sys.exit(watch(watch_dir, image, ensure_kernel(), start))
     vm = backend.start(spec, on_console=show)
     stops = 0
 

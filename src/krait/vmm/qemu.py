@@ -204,7 +204,11 @@ def service_connector(services: tuple[Service, ...]) -> Callable[[str], socket.s
 
 
 def check_port_free(addr: str, port: int) -> None:
+    """Refuse a port something listens on. As QEMU's forwards (and the app's own server,
+    for --target process) bind with SO_REUSEADDR, so does this check: connections of a
+    previous run still in TIME_WAIT do not make the port taken."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((addr, port))
         except OSError:
