@@ -43,3 +43,24 @@ def test_a_new_run_appends(tmp_path: Path) -> None:
         log.write(word)
         log.close()
     assert path.read_bytes() == b"first\nsecond\n"
+
+
+def test_logs_colour_kraits_lines_the_kernels_and_a_traceback_on_a_terminal() -> None:
+    import io
+
+    from krait.cli.logs import CYAN, DIM, RED, RESET, Colours
+
+    out = io.BytesIO()
+    colours = Colours(out)
+    text = (b"[    0.12] virtio_blk virtio0\nkrait: app ready\nplain line\n"
+            b"Traceback (most recent call last):\n  File \"app.py\", line 1\n"
+            b"ValueError: no\nafter\npart")
+    for i in range(0, len(text), 7):  # in chunks that cut lines anywhere
+        colours.write(text[i:i + 7])
+    assert out.getvalue().split(b"\n") == [
+        DIM + b"[    0.12] virtio_blk virtio0" + RESET, CYAN + b"krait: app ready" + RESET,
+        b"plain line", RED + b"Traceback (most recent call last):" + RESET,
+        RED + b'  File "app.py", line 1' + RESET, RED + b"ValueError: no" + RESET,
+        b"after", b""]  # "part" waits for the rest of its line
+    colours.finish()
+    assert out.getvalue().endswith(b"after\npart")  # the console ended mid-line
