@@ -140,3 +140,14 @@ def test_restart_always_hard_stop_and_logs_follow(make_app, build, state: Path) 
     assert info["state"] == "exited" and info["exit_status"] is None
     assert "stopped" in info["exit_reason"]
     assert krait_cli("stop", "again").returncode == 0
+
+
+def test_a_crash_reaches_krait_logs_with_its_traceback(make_app, build, state: Path) -> None:
+    image = build(make_app("def main():\n    raise ValueError('the app broke')\n"))
+    assert krait_cli("run", "-d", "--name", "broken", image).returncode == 0
+    wait_for(lambda: ps()["broken"]["state"] == "exited", 120, "the crash")
+    logs = krait_cli("logs", "broken").stdout
+    assert "Traceback (most recent call last)" in logs
+    assert "ValueError: the app broke" in logs
+    assert "\x1b[" not in logs  # not a terminal: no colour
+    krait_cli("rm", "broken")
