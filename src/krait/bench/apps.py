@@ -14,6 +14,9 @@ import psutil
 
 from krait.bench.http import first_answer, get, run_wrk
 from krait.bench.result import Result
+from krait.config import load_app
+from krait.image.build import build_image
+from krait.kernel import Kernel
 from krait.vmm.booted import booted
 
 _MEMORY = re.compile(r"krait: memory in use ([\d.]+) MiB")
@@ -77,3 +80,11 @@ def bench_app(image: Path, probe: Probe, runs: int = 10, memory: int | None = No
                "requests_per_second": load["requests_per_s"],
                "wrk_non_2xx": load["non_2xx"], "wrk_socket_errors": load["socket_errors"],
                "wrk_output": load["output"]})
+
+
+def probe_app(folder: Path, source: str, krait_toml: str, kernel: Kernel) -> Path:
+    """A benchmark's own small app, written to ``folder`` and built; its image's path."""
+    folder.mkdir(parents=True)
+    (folder / "app.py").write_text(source)
+    (folder / "krait.toml").write_text(krait_toml)
+    return build_image(load_app(folder), kernel).path

@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from krait.bench.apps import probe_app
 from krait.bench.http import first_answer
 from krait.bench.result import Result, summarize
 from krait.config import load_app
@@ -41,11 +42,8 @@ def _edit(folder: Path, version: str) -> float:
 def bench_edit(kernel: Kernel, accel: str, runs: int = 5) -> Result:
     with tempfile.TemporaryDirectory(prefix="krait-edit-") as tmp:
         folder = Path(tmp) / "edited"
-        folder.mkdir()
-        (folder / "app.py").write_text(APP)
-        (folder / "krait.toml").write_text('name = "edited"\nentry = "app:app"\n'
-                                           'kind = "asgi"\nports = [8080]\nexclude = ["ssl"]\n')
-        image = build_image(load_app(folder), kernel).path
+        image = probe_app(folder, APP, 'name = "edited"\nentry = "app:app"\nkind = "asgi"\n'
+                          'ports = [8080]\nexclude = ["ssl"]\n', kernel)
         port = free_port()
         watcher = popen([sys.executable, "-m", "krait.cli", "run", str(image), "--target",
                          "process", "-p", f"{port}:8080", "--watch", str(folder)],

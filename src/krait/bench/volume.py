@@ -9,10 +9,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from krait.bench.apps import probe_app
 from krait.bench.result import Result, summarize
-from krait.config import load_app
 from krait.errors import KraitError
-from krait.image.build import build_image
 from krait.kernel import Kernel
 from krait.vmm.booted import booted
 from krait.vmm.volumes import create
@@ -58,12 +57,8 @@ PROBE = textwrap.dedent(inspect.getsource(fsync_latencies)) + textwrap.dedent(f"
 
 def bench_volume(kernel: Kernel, accel: str, writes: int = 200) -> Result:
     with tempfile.TemporaryDirectory(prefix="krait-volume-") as tmp:
-        folder = Path(tmp) / "probe"
-        folder.mkdir()
-        (folder / "app.py").write_text(PROBE)
-        (folder / "krait.toml").write_text('name = "volume-probe"\nentry = "app:main"\n'
-                                           'volumes = ["/data"]\n')
-        image = build_image(load_app(folder), kernel, Path(tmp) / "probe.krait").path
+        image = probe_app(Path(tmp) / "probe", PROBE, 'name = "volume-probe"\n'
+                          'entry = "app:main"\nvolumes = ["/data"]\n', kernel)
         volume = Path(tmp) / "data.img"
         create(volume, (FILE_MIB + 64) << 20)
         host = fsync_latencies(str(Path(tmp) / "host-file"), writes, FILE_MIB)
