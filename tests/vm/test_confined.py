@@ -60,6 +60,26 @@ PROBE_APP = """
             conn.sendall(f"ping {i}".encode())
         return [conn.recv(100).decode() for conn in conns]
 
+    def pool_map():
+        # Closed and joined, as a pool should be: one left to the garbage collector is
+        # terminated from wherever the last reference went, and can hang there.
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            result = pool.map(square, [1, 2, 3])
+            pool.close()
+            pool.join()
+        return result
+
+    def terminated():
+        # A child the app forks dies of SIGTERM, as any process does (krait's own
+        # handlers, the server's graceful stop, are not its).
+        import time
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+        child.start()
+        time.sleep(0.5)
+        child.terminate()
+        child.join(10)
+        return child.exitcode
+
     def probe():
         os.mkdir("/tmp/m")
         return {
@@ -78,7 +98,8 @@ PROBE_APP = """
             "seccomp": status("Seccomp"),
             "subprocess": subprocess.run([sys.executable, "-c", "print(6 * 7)"],
                                          capture_output=True, text=True).stdout.strip(),
-            "pool": multiprocessing.get_context("fork").Pool(2).map(square, [1, 2, 3]),
+            "pool": pool_map(),
+            "terminated": terminated(),
             # The host's loopback and beyond: refused, but for the one declared service.
             "host_loopback": reach(f"10.0.2.2:{os.environ['HOST_PORT']}"),
             "outside": reach("192.0.2.1:80"),
@@ -122,7 +143,7 @@ def test_the_app_cannot_mount_use_raw_sockets_or_run_what_it_wrote(
         "run_from_tmp": 13,  # EACCES: /tmp is noexec
         "sethostname": 1,
         "cap_effective": kept, "cap_bounding": kept, "no_new_privs": "1", "seccomp": "2",
-        "subprocess": "42", "pool": [1, 4, 9],
+        "subprocess": "42", "pool": [1, 4, 9], "terminated": -15,
         "host_loopback": 111, "outside": 111,  # ECONNREFUSED, from QEMU (restrict=on)
         "declared": "127.0.0.1:7000", "service": ["PING 0", "PING 1", "PING 2"],
     }, got

@@ -179,8 +179,18 @@ def _memory_line() -> str:
         return "krait: memory in use unknown"
 
 
+def _plain_signals() -> None:
+    """In a child the app forks (multiprocessing, os.fork): SIGTERM kills, as in any
+    process. The handlers krait set for the VM (the server's graceful stop, through
+    asyncio's wakeup descriptor) would otherwise be inherited, and Process.terminate()
+    and a Pool's clean-up would wait for a child that never ends."""
+    _signal.set_wakeup_fd(-1)
+    _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+
+
 def run_app(config: dict[str, Any], control: Control) -> int:
     """Import and run the app; return its exit status (tracebacks go to the console)."""
+    os.register_at_fork(after_in_child=_plain_signals)
     try:
         target = _load_app(config)
         mark("imported")
