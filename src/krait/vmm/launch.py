@@ -101,13 +101,16 @@ def _disk(index: int) -> str:
     return f"/dev/vd{chr(ord('a') + index)}"
 
 
-def boot_settings(image: Image, options: RunOptions) -> bytes:
-    """What this boot tells the guest besides the image (its boot disk; see protocol)."""
+def boot_settings(image: Image, options: RunOptions,
+                  reach: tuple[Service, ...] | None = None,
+                  attached: tuple[Volume, ...] | None = None) -> bytes:
+    """What this boot tells the guest besides the image (its boot disk; see protocol).
+    ``reach`` and ``attached``: services() and volumes(), if worked out already."""
     boot: dict[str, object] = {"env": options.env} if options.env else {}
-    reach = services(image, options)
+    reach = services(image, options) if reach is None else reach
     if reach:
         boot["connect"] = {s.name: s.guest_port for s in reach}
-    attached = volumes(image, options)
+    attached = volumes(image, options) if attached is None else attached
     if attached:
         # After the image's disks and the boot disk itself.
         first = len(image.manifest.layers) + 1
@@ -122,14 +125,17 @@ def boot_settings(image: Image, options: RunOptions) -> bytes:
     return data
 
 
-def kernel_cmdline(image: Image, options: RunOptions, accel: Accel) -> tuple[str, ...]:
+def kernel_cmdline(image: Image, options: RunOptions, accel: Accel,
+                   settings: bytes | None = None) -> tuple[str, ...]:
+    """``settings``: boot_settings(), if worked out already (the boot disk is named only
+    when there are some)."""
+    settings = boot_settings(image, options) if settings is None else settings
     name = "".join(c if c.isalnum() or c == "-" else "-" for c in image.name)[:63] or "krait"
     network = f"ip={protocol.GUEST_ADDR}::{protocol.GATEWAY}:255.255.255.0:{name}:eth0:off"
     extras = (image.manifest.boot.cmdline + " " + options.cmdline).split()
     # The boot disk follows the image's own disks (/dev/vda is the first).
     boot_disk = _disk(len(image.manifest.layers))
-    boot_args = ([f"{protocol.BOOT_PARAM}={boot_disk}"] if boot_settings(image, options)
-                 else [])
+    boot_args = [f"{protocol.BOOT_PARAM}={boot_disk}"] if settings else []
     tuned = TCG_CMDLINE if accel.name == "tcg" else ()
     others = [p.name for p in image.manifest.layers if p.mount != "/"]
     disks = [f"{protocol.DISKS_PARAM}={','.join(others)}"] if others else []
@@ -158,18 +164,21 @@ def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
     # The root first (/dev/vda), then the others in the order krait.disks names them.
     ordered = sorted(files.disks, key=lambda d: d[0].mount != "/")
     accel = accel or detect_accel(options.accel)
+    # Each worked out once: a volume's check reads its file.
+    reach, attached = services(image, options), volumes(image, options)
+    settings = boot_settings(image, options, reach, attached)
     spec = VmSpec(
         name=image.name,
         kernel=files.kernel,
         disks=tuple(Disk(part.name, path) for part, path in ordered),
-        cmdline=kernel_cmdline(image, options, accel),
+        cmdline=kernel_cmdline(image, options, accel, settings),
         memory=memory,
         vcpus=options.vcpus or boot.vcpus,
         accel=accel,
         ports=options.ports,
-        services=services(image, options),
-        boot_settings=boot_settings(image, options),
-        volumes=volumes(image, options),
+        services=reach,
+        boot_settings=settings,
+        volumes=attached,
         workdir=options.workdir,
         console_log=options.console_log,
     )
