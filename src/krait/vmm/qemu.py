@@ -19,6 +19,7 @@ from krait.config.settings import Service
 from krait.errors import VmError
 from krait.guest import protocol
 from krait.guest.tunnel import Tunnel
+from krait.paths import write_atomically
 from krait.run import popen
 from krait.vmm import qmp
 from krait.vmm.base import (
@@ -129,7 +130,7 @@ class QemuBackend(Backend):
         workdir.mkdir(parents=True, exist_ok=True)
         argv = self.build_command(spec, workdir).argv()
         if spec.boot_settings:
-            write_private(workdir / BOOT_DISK, spec.boot_settings)
+            write_atomically(workdir / BOOT_DISK, spec.boot_settings, mode=0o600)
         lock = VolumeLock(spec.volumes)  # a read-write volume is one VM's at a time
         tunnel = None
         # Not spawn(): the VM outlives this call; QemuVm ends it (stop, kill), and every
@@ -164,14 +165,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """A file only this user can read, from its first byte."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def _listen(path: Path) -> socket.socket:
