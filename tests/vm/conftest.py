@@ -7,8 +7,10 @@ stopped at the end, its console dumped if the test failed).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -82,6 +84,32 @@ def krait_cli(*args: str | os.PathLike[str], timeout: float = 120,
                 out, err = proc.communicate()
             pytest.fail(f"`krait {' '.join(map(str, args))}` ran over {timeout}s:\n{out}{err}")
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def krait_running(*args: str | os.PathLike[str]) -> Iterator[subprocess.Popen[str]]:
+    """The real `krait ARGS` running while the block runs (ctrl_c() stops it as a user
+    would). One still running at the end (a test that failed) is stopped with SIGTERM,
+    as krait_cli() does, and killed only if it will not stop."""
+    proc = subprocess.Popen([*KRAIT, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+
+def ctrl_c(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    """Ctrl-C on a krait_running(); what it printed (stdout, stderr) once it ended."""
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=timeout)
+    return out, err
 
 
 @pytest.fixture(scope="session")

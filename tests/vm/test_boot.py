@@ -15,7 +15,7 @@ from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
 from krait.vmm.qemu import QemuBackend, free_port
 
-from .conftest import krait_cli
+from .conftest import ctrl_c, krait_cli, krait_running
 
 pytestmark = pytest.mark.vm
 
@@ -136,23 +136,12 @@ def test_env_reaches_the_app_from_its_own_disk(make_app, build, no_leftover_qemu
 
 
 def test_ctrl_c_stops_krait_run_gracefully(hello_image: Path, no_leftover_qemu) -> None:
-    import signal
-    import subprocess
-    import sys
     import time
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "krait.cli", "run", str(hello_image),
-                             "-p", f"{port}:8080"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    try:
+    with krait_running("run", hello_image, "-p", f"{port}:8080") as proc:
         status, _ = first_answer(f"http://127.0.0.1:{port}/", time.monotonic() + 90)
         assert status == 200
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, err = ctrl_c(proc)
     assert proc.returncode == 0, out + err  # the app ended cleanly on SIGTERM
     assert "stopping" in err

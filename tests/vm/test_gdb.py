@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from krait.vmm.qemu import free_port
+
+from .conftest import krait_running
 
 pytestmark = pytest.mark.vm
 
@@ -23,10 +23,7 @@ def packet(body: str) -> bytes:
 def test_run_gdb_waits_paused_for_a_debugger(make_app, build, no_leftover_qemu) -> None:
     image = build(make_app("def main():\n    print('BOOTED-UNDER-GDB')\n"))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "krait.cli", "run", str(image),
-                             "--gdb", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
+    with krait_running("run", image, "--gdb", port) as proc:
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -45,10 +42,6 @@ def test_run_gdb_waits_paused_for_a_debugger(make_app, build, no_leftover_qemu) 
             assert proc.poll() is None  # paused: the app has not run
             gdb.sendall(b"+" + packet("c"))  # continue
             out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "BOOTED-UNDER-GDB" in out
     assert f"target remote 127.0.0.1:{port}" in err

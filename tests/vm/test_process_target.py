@@ -5,9 +5,6 @@ second, and a clear error where it cannot run."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import pytest
 from krait.bench.http import first_answer
 from krait.vmm.qemu import free_port
 
-from .conftest import krait_cli
+from .conftest import ctrl_c, krait_cli, krait_running
 from .test_errors import rewrite
 
 pytestmark = pytest.mark.vm
@@ -46,18 +43,10 @@ def test_a_job_runs_with_its_settings_and_exit_status(make_app, build) -> None:
 
 def test_a_service_listens_on_the_host_port_and_stops_on_ctrl_c(hello_image: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "krait.cli", "run", str(hello_image),
-                             "--target", "process", "-p", f"{port}:8080"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with krait_running("run", hello_image, "--target", "process", "-p", f"{port}:8080") as proc:
         status, body = first_answer(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
         assert status == 200 and b"Hello from a krait unikernel" in body
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        out, err = ctrl_c(proc, timeout=30)
     assert proc.returncode == 0, err
     assert f"ready on port {port}" in out
 
@@ -82,11 +71,9 @@ def test_watch_rebuilds_and_restarts_on_each_change(make_app, build, tmp_path: P
     folder = make_app(APP, kind="asgi", entry="app:app", extra="ports = [8080]\n")
     image = build(folder)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "krait.cli", "run", str(image), "--target",
-                             "process", "-p", f"{port}:8080", "--watch", str(folder)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
-    try:
+    with krait_running("run", image, "--target", "process", "-p", f"{port}:8080", "--watch",
+                       folder) as proc:
         assert first_answer(url, time.monotonic() + 30, b"v0")[0] == 200
         (folder / "app.py").write_text(APP.replace('"v0"', '"v1"'))
         assert first_answer(url, time.monotonic() + 60, b"v1")[0] == 200
@@ -95,11 +82,6 @@ def test_watch_rebuilds_and_restarts_on_each_change(make_app, build, tmp_path: P
         assert first_answer(url, time.monotonic() + 5, b"v1")[0] == 200  # kept running
         (folder / "app.py").write_text(APP.replace('"v0"', '"v3"'))
         assert first_answer(url, time.monotonic() + 60, b"v3")[0] == 200
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _, err = ctrl_c(proc, timeout=30)
     assert proc.returncode == 0, err
     assert err.count("rebuilt and restarted") == 2 and "the rebuild failed" in err, err
