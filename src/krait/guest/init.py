@@ -95,7 +95,7 @@ def _mount_volumes(volumes: Any) -> None:
     for volume in volumes:
         device, target = volume["device"], volume["target"]
         if volume["raw"]:
-            os.environ[f"KRAIT_VOLUME_{target.upper()}"] = device
+            os.environ[protocol.volume_env(target)] = device
             continue
         if target.startswith("/mnt/"):
             if not mnt:  # the root is read-only: mount points live on a small tmpfs

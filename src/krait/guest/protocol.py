@@ -53,6 +53,11 @@ def decode_boot(data: bytes) -> dict[str, Any]:
     return result
 
 
+def volume_env(name: str) -> str:
+    """The environment variable that gives the app a raw volume's device path."""
+    return f"KRAIT_VOLUME_{name.upper()}"
+
+
 def boot_device(cmdline: str) -> str | None:
     """The disk holding this boot's settings, if it has any (the first krait.boot=)."""
     for arg in cmdline.split():

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from krait.errors import ConfigError
+from krait.guest import protocol
 from krait.run import run
 
 # Where volumes may be mounted in the guest, whose root is read-only: /data (a folder
@@ -45,7 +46,7 @@ class Volume:
 
     @property
     def env_var(self) -> str:
-        return f"KRAIT_VOLUME_{self.target.upper()}"
+        return protocol.volume_env(self.target)
 
     @classmethod
     def parse(cls, text: str) -> Volume:
