@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from krait.errors import ConfigError
+from krait.guest import protocol
 
 Stage = Literal["build", "boot"]
 KINDS = ("main", "asgi", "wsgi")
@@ -189,7 +190,7 @@ def parse_connect(value: Any) -> tuple[str, ...]:
 def _mount_points(value: Any) -> tuple[str, ...]:
     points = _strings(value)
     for point in points:
-        if not re.fullmatch(r"/data|/mnt/[A-Za-z0-9_.-]{1,64}", point):
+        if not re.fullmatch(protocol.VOLUME_MOUNT, point):
             raise ValueError(f"{point!r}: a volume is mounted at /data or /mnt/NAME")
     return points
 

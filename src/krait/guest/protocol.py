@@ -53,6 +53,11 @@ def decode_boot(data: bytes) -> dict[str, Any]:
     return result
 
 
+# Where a data volume may be mounted (a regular expression): the root is read-only, so
+# /data (a folder in every image) or /mnt/NAME (the guest mounts a small tmpfs at /mnt).
+VOLUME_MOUNT = r"/data|/mnt/[A-Za-z0-9_.-]{1,64}"
+
+
 def volume_env(name: str) -> str:
     """The environment variable that gives the app a raw volume's device path."""
     return f"KRAIT_VOLUME_{name.upper()}"

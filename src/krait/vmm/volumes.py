@@ -25,10 +25,7 @@ from krait.errors import ConfigError
 from krait.guest import protocol
 from krait.run import run
 
-# Where volumes may be mounted in the guest, whose root is read-only: /data (a folder
-# in every image), or /mnt/NAME (a small tmpfs at /mnt holds the mount points).
-DATA, MNT = "/data", "/mnt"
-_MOUNT = re.compile(r"/data|/mnt/[A-Za-z0-9_.-]{1,64}")
+_MOUNT = re.compile(protocol.VOLUME_MOUNT)
 _RAW_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 EXT4_MAGIC_OFFSET, EXT4_MAGIC = 1080, b"\x53\xef"
 MIN_SIZE = 8 << 20  # ext4 with a journal wants a few MiB
