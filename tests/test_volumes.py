@@ -20,6 +20,8 @@ from ._manifests import image
 def test_targets_are_a_mount_point_or_a_raw_name() -> None:
     assert Volume.parse("d.img:/data") == Volume(Path("d.img"), "/data", False)
     assert Volume.parse("d.img:/mnt/cache:ro") == Volume(Path("d.img"), "/mnt/cache", True)
+    for text in ("d.img:/data", "d.img:/mnt/cache:ro", "b.img:blocks"):
+        assert str(Volume.parse(text)) == text
     raw = Volume.parse("b.img:blocks")
     assert raw.raw and raw.env_var == "KRAIT_VOLUME_BLOCKS"
     for bad in ("d.img", "d.img:/etc", "d.img:/mnt/a/b", "d.img:/data:rx", ":/data",

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -51,8 +52,7 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
         created=time.time(), owner="run", restart=restart, env=dict(options.env),
         connect=list(options.connect),
         # Absolute: the supervisor runs in another folder.
-        volumes=[str(Path(v.partition(":")[0]).resolve()) + ":" + v.partition(":")[2]
-                 for v in options.volumes])
+        volumes=[str(replace(v, path=v.path.resolve())) for v in spec.volumes])
     folder = create_instance(record)
     with folder.supervisor_log.open("ab") as out:
         # A daemon: it outlives this command, and ends with its VM.

@@ -45,6 +45,9 @@ class Volume:
     def env_var(self) -> str:
         return protocol.volume_env(self.target)
 
+    def __str__(self) -> str:  # what parse() reads
+        return f"{self.path}:{self.target}{':ro' if self.readonly else ''}"
+
     @classmethod
     def parse(cls, text: str) -> Volume:
         """FILE:/data, FILE:/mnt/NAME, FILE:NAME (raw), each with an optional :ro."""
