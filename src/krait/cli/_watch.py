@@ -34,6 +34,13 @@ def sources(folder: Path) -> dict[Path, int]:
     return found
 
 
+def _stop(vm: Vm, grace: float = 10) -> None:
+    vm.request_stop()
+    if vm.wait(grace) is None:
+        vm.kill()
+        vm.wait()
+
+
 def watch(folder: Path, image: Path, kernel: Kernel, start: Callable[[], Vm],
           poll: float = 0.2) -> int:
     """Run, and on each change of ``folder`` rebuild ``image`` and run again (a build
@@ -63,18 +70,12 @@ def watch(folder: Path, image: Path, kernel: Kernel, start: Callable[[], Vm],
                 err_console.print(f"[bold red]krait: the rebuild failed:[/] {escape(e.message)}"
                                   "; the last build keeps running")
                 continue
-            vm.request_stop()
-            if vm.wait(10) is None:
-                vm.kill()
-                vm.wait()
+            _stop(vm)
             vm, ended = start(), False
             err_console.print(f"krait: rebuilt and restarted in "
                               f"{time.monotonic() - started:.2f}s")
     finally:
-        vm.request_stop()
-        if vm.wait(10) is None:
-            vm.kill()
-            vm.wait()
+        _stop(vm)
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 0

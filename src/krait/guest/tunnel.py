@@ -43,6 +43,12 @@ class Channel:
         self.opened = threading.Event()
         self.refused = False
 
+    def end(self) -> None:
+        """Close the local connection, and let a pump still waiting to start go."""
+        self.refused = True
+        self.opened.set()
+        _end(self.conn)
+
 
 class Tunnel:
     """One end of the stream. ``connect`` (the host's end) turns a service name into a
@@ -82,9 +88,7 @@ class Tunnel:
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
         for ch in channels:
-            ch.refused = True
-            ch.opened.set()
-            _end(ch.conn)
+            ch.end()
 
     def _on_frame(self, kind: int, channel: int, payload: bytes) -> bool:
         if kind == DATA:
@@ -151,9 +155,7 @@ class Tunnel:
             ch = self._channels.pop(channel, None)
         if ch is None:
             return
-        ch.refused = True
-        ch.opened.set()
-        _end(ch.conn)
+        ch.end()
         if tell:
             self._send(CLOSE, channel)
 
