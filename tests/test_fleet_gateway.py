@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,13 @@ class FakeClock:
         return self.now
 
 
+@dataclass
+class FakeInstance:
+    server: asyncio.Server
+    writers: set[asyncio.StreamWriter]
+    dead: bool = False
+
+
 class FakeDriver(Driver):
     """Each instance answers `HTTP/1.0 200` with its generation and id; it can be made to
     fail its boot, hang its answers, or die."""
@@ -40,6 +48,7 @@ class FakeDriver(Driver):
         self.paused: list[str] = []
         self.resumed: list[str] = []
         self.handles: dict[str, Handle] = {}
+        self.instances: dict[str, FakeInstance] = {}
 
     async def boot(self, image: ImageRef, instance_id: str) -> Handle:
         self.booted.append((instance_id, image.generation))
@@ -52,7 +61,7 @@ class FakeDriver(Driver):
             writers.add(writer)
             try:
                 await reader.readline()
-                while self.hang or self.handles[instance_id].extra["paused"]:
+                while self.hang or self.handles[instance_id].paused:
                     await asyncio.sleep(0.01)  # a paused VM answers nothing
                 writer.write(f"HTTP/1.0 200 OK\r\n\r\ngen={image.generation} "
                              f"id={instance_id}".encode())
@@ -67,9 +76,9 @@ class FakeDriver(Driver):
 
         server = await asyncio.start_server(answer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        handle = Handle(instance_id, ("127.0.0.1", port), extra={
-            "server": server, "writers": writers, "dead": False, "paused": False})
+        handle = Handle(instance_id, ("127.0.0.1", port))
         self.handles[instance_id] = handle
+        self.instances[instance_id] = FakeInstance(server, writers)
         return handle
 
     async def stop(self, handle: Handle) -> None:
@@ -77,28 +86,29 @@ class FakeDriver(Driver):
         self.stopped.append(handle.id)
 
     async def pause(self, handle: Handle) -> None:
-        handle.extra["paused"] = True
+        handle.paused = True
         self.paused.append(handle.id)
 
     async def resume(self, handle: Handle) -> None:
-        handle.extra["paused"] = False
+        handle.paused = False
         self.resumed.append(handle.id)
 
     def alive(self, handle: Handle) -> bool:
-        return not handle.extra["dead"]
+        return not self.instances[handle.id].dead
 
     def kill(self, instance_id: str) -> None:
         """The VM dies: its port closes and its connections are cut."""
         self._end(self.handles[instance_id])
 
     def _end(self, handle: Handle) -> None:
-        handle.extra["dead"] = True
-        handle.extra["server"].close()
-        for writer in list(handle.extra["writers"]):
+        instance = self.instances[handle.id]
+        instance.dead = True
+        instance.server.close()
+        for writer in list(instance.writers):
             writer.transport.abort()
 
     def running(self) -> list[str]:
-        return [i for i, h in self.handles.items() if not h.extra["dead"]]
+        return [i for i, x in self.instances.items() if not x.dead]
 
 
 def image(generation: int = 1) -> ImageRef:

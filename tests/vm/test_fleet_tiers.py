@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from krait.fleet.driver import ImageRef, QemuDriver
+from krait.fleet.driver import ImageRef, VmDriver
 from krait.fleet.gateway import Gateway
 from krait.fleet.policy import ScalePolicy
 from krait.vmm.launch import RunOptions
@@ -70,7 +70,7 @@ async def ask(port: int, path: str = "/") -> dict[str, Any]:
 
 async def tier(image: Path, how: str) -> tuple[dict[str, Any], Gateway]:
     """One answer from an instance reached the way ``how`` says."""
-    driver = QemuDriver(RunOptions(), use_snapshots=how != "cold")
+    driver = VmDriver(RunOptions(), use_snapshots=how != "cold")
     policy = ScalePolicy(idle_seconds=3600, pause_seconds=0.5 if how == "paused" else None)
     gateway = Gateway(driver, ImageRef.open(image, 1), policy, "tier", port=0)
     await gateway.start()
@@ -113,7 +113,7 @@ def test_every_tier_answers_with_the_right_time(make_app, build, fresh: Path,
 
 async def two_clones(image: Path, options: RunOptions) -> list[dict[str, Any]]:
     """The answers of two instances woken from one snapshot (the first makes it)."""
-    driver = QemuDriver(options, use_snapshots=True)
+    driver = VmDriver(options, use_snapshots=True)
     ref = ImageRef.open(image, 1)
     handles = [await driver.boot(ref, "clone-a"), await driver.boot(ref, "clone-b")]
     try:
@@ -153,7 +153,7 @@ def test_a_changed_snapshot_is_skipped_and_the_instance_boots_cold(
                            extra="ports = [8080]\n"))
 
     async def run() -> tuple[bool, bool]:
-        driver = QemuDriver(RunOptions(), use_snapshots=True)
+        driver = VmDriver(RunOptions(), use_snapshots=True)
         ref = ImageRef.open(image, 1)
         first = await driver.boot(ref, "first")
         await driver.stop(first)

@@ -20,7 +20,7 @@ import psutil
 from krait.bench.http import run_wrk, status_of
 from krait.bench.result import machine_info, summarize
 from krait.errors import VmError
-from krait.fleet.driver import Handle, ImageRef, QemuDriver
+from krait.fleet.driver import Handle, ImageRef, VmDriver
 from krait.fleet.gateway import Gateway, Stats
 from krait.fleet.policy import ScalePolicy
 from krait.vmm.launch import RunOptions, prepare
@@ -42,7 +42,7 @@ async def _first_request(image: ImageRef, options: RunOptions, how: str,
     """Seconds from connecting to the proxy to the whole response, for a request that finds
     no instance (``how`` = "cold": booted; "snapshot": woken from the snapshot, which must
     exist) or a paused one ("paused": resumed)."""
-    driver = QemuDriver(options, use_snapshots=how != "cold")
+    driver = VmDriver(options, use_snapshots=how != "cold")
     policy = ScalePolicy(idle_seconds=3600, pause_seconds=0.2 if how == "paused" else None)
     gateway = Gateway(driver, image, policy, "bench", port=0)
     await gateway.start()
@@ -74,7 +74,7 @@ async def _load(image: ImageRef, options: RunOptions, seconds: int, connections:
                 max_instances: int) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         return {"skipped": "wrk is not installed (apt-get install wrk)"}
-    driver = QemuDriver(options, use_snapshots=True)
+    driver = VmDriver(options, use_snapshots=True)
     policy = ScalePolicy(idle_seconds=3600, max_instances=max_instances,
                          per_instance=max(1, connections // max_instances))
     gateway = Gateway(driver, image, policy, "bench-load", port=0)
@@ -105,7 +105,7 @@ async def _idle(image: ImageRef, options: RunOptions, most: int, reserve_mb: flo
     """Wake idle instances from the snapshot one after another (up to ``most``, keeping
     ``reserve_mb`` of host memory free), check each answers, pause them all (the idle
     tier), and measure what they cost at rest; then check every one answers again."""
-    driver = QemuDriver(options, use_snapshots=True)
+    driver = VmDriver(options, use_snapshots=True)
     handles: list[Handle] = []
     available_before = psutil.virtual_memory().available / 1e6
     try:
@@ -123,7 +123,7 @@ async def _idle(image: ImageRef, options: RunOptions, most: int, reserve_mb: flo
             if len(handles) % 20 == 0:
                 progress(f"{len(handles)} idle instances held")
         await asyncio.sleep(3)  # let the host settle
-        procs = [psutil.Process(h.extra["vm"].pid) for h in handles]
+        procs = [psutil.Process(driver.vm(h).pid) for h in handles]
         for p in procs:
             p.cpu_percent(None)
         window = 10.0
@@ -156,11 +156,7 @@ async def _idle(image: ImageRef, options: RunOptions, most: int, reserve_mb: flo
             "estimated_capacity_by_memory": int(available_before / max(1.0, per_instance)),
         }
     finally:
-        for h in handles:
-            h.extra["vm"].kill()
-        await driver.close()
-        for h in handles:
-            h.extra["folder"].remove()
+        await driver.close()  # ends every VM and removes its folder
 
 
 def bench_serve(image_path: Path, runs: int = 5, memory: int | None = None,
@@ -170,7 +166,7 @@ def bench_serve(image_path: Path, runs: int = 5, memory: int | None = None,
     options = RunOptions(memory=memory)
     image = ImageRef.open(image_path, 1)
     _, spec = prepare(image_path, options, image=image.image)
-    snap = QemuDriver(options).snapshot_for(image, spec)
+    snap = VmDriver(options).snapshot_for(image, spec)
 
     async def main() -> dict[str, Any]:
         cold, wake, resume = [], [], []

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from krait.cli._output import console
 from krait.fleet.observe import clean_orphans, list_statuses
+from krait.vmm.libvirt import host_of, is_local
 
 
 def _uptime(seconds: float | None) -> str:
@@ -32,7 +33,7 @@ def command(as_json: bool) -> None:
         click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "IMAGE", "STATE", "PORTS", "UPTIME", "MEMORY", "OWNER"):
+    for column in ("NAME", "IMAGE", "STATE", "PORTS", "UPTIME", "MEMORY", "OWNER", "BACKEND"):
         table.add_column(column)
     for s in statuses:
         state = s.state
@@ -40,8 +41,9 @@ def command(as_json: bool) -> None:
             state = f"exited ({s.exit_status})"
         if s.restarts:
             state += f", {s.restarts} restarts"
-        ports = ", ".join(f"127.0.0.1:{h}->{g}" for h, g in s.ports) or "-"
+        address = host_of(s.host) if s.host and not is_local(s.host) else "127.0.0.1"
+        ports = ", ".join(f"{address}:{h}->{g}" for h, g in s.ports) or "-"
         memory = f"{s.rss_mb:.0f} MB" if s.rss_mb is not None else "-"
         table.add_row(s.name, s.image.rsplit("/", 1)[-1], state, ports, _uptime(s.uptime_s),
-                      memory, s.owner)
+                      memory, s.owner, s.backend)
     console.print(table)

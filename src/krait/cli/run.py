@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import sys
 from dataclasses import replace
@@ -19,11 +18,11 @@ from krait.config.settings import parse_setting
 from krait.errors import ConfigError, GuestFailed
 from krait.image.archive import open_image
 from krait.image.signing import Trust
+from krait.vmm.backends import is_uri
 from krait.vmm.base import Backend, Vm
-from krait.vmm.launch import RunOptions, prepare
+from krait.vmm.launch import RunOptions, backend_for, prepare
 from krait.vmm.options import PortForward
 from krait.vmm.process import ProcessBackend
-from krait.vmm.qemu import QemuBackend
 
 # Printed by the guest kernel as the VM ends; noise for the user.
 _QUIET_LINES = ("reboot: Restarting system", "reboot: machine restart")
@@ -65,6 +64,10 @@ def from_environment(item: str) -> str:
 def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: str | None,
                        settings: dict[str, Any], volumes: tuple[str, ...] = ()) -> RunOptions:
     given = overrides(settings)
+    # --connect takes services (NAME=HOST:PORT) and libvirt hosts (URIs) alike.
+    hosts = tuple(v for v in given.get("connect", ()) if is_uri(v))
+    if hosts:
+        given["connect"] = tuple(v for v in given["connect"] if not is_uri(v))
     try:
         boot_env = parse_env([from_environment(item) for item in env]) if env else {}
     except ValueError as e:
@@ -74,7 +77,7 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
     return RunOptions(ports=parse_publish(publish), env=boot_env, accel=accel,
                       memory=parsed.get("memory"), vcpus=parsed.get("vcpus"),
                       cmdline=parsed.get("cmdline", ""), connect=parsed.get("connect", ()),
-                      volumes=volumes)
+                      volumes=volumes, backend=parsed.get("backend"), hosts=hosts)
 
 
 @click.command("run")
@@ -120,7 +123,7 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
             raise ConfigError("--gdb PORT: a port from 1 to 65535, without -d",
                               hint="debug in the foreground: krait run --gdb 1234 IMAGE")
         spec = replace(spec, gdb_port=gdb_port)
-    backend: Backend = QemuBackend()
+    backend: Backend = backend_for(img, options)
     if target == "process":
         if detach or gdb_port is not None:
             raise ConfigError("--target process runs in the foreground, without --gdb or -d")
@@ -131,7 +134,7 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
     if watch_dir is not None and (verify or digest):
         raise ConfigError("--watch rebuilds the image: it cannot be --verify'd or pinned")
     if dry_run:
-        click.echo(shlex.join(backend.command(spec)))
+        click.echo(backend.describe(spec))
         return
     if detach or name or restart != "no":
         if not detach:
@@ -151,8 +154,9 @@ def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
     if target == "process":
         err_console.print(f"krait: running {img.name} as a process on this host")
     else:
+        where = f", on libvirt at {backend.uri}" if backend.uri else ""
         err_console.print(f"krait: booting {img.name} ({spec.memory} MiB, "
-                          f"{spec.accel.reason})")
+                          f"{spec.accel.reason}{where})")
     if spec.gdb_port:
         # The unpacked kernel is the ELF vmlinux, symbols and all (PVH boot); a bzImage
         # (--kernel) has none to give.

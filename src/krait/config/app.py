@@ -42,6 +42,7 @@ class AppConfig:
     vcpus: int = 1
     cmdline: str = ""
     connect: tuple[str, ...] = ()  # NAME=HOST:PORT (see settings.Service)
+    backend: str | None = None  # None: krait's default (see vmm.backends)
     # Not settings: what the app's files say besides its krait table.
     config_file: str = "krait.toml"  # the file the settings came from
     requires_python: str | None = None  # [project].requires-python

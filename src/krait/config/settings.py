@@ -187,6 +187,14 @@ def parse_connect(value: Any) -> tuple[str, ...]:
     return tuple(str(s) for s in services)
 
 
+def _backend(value: Any) -> str:
+    from krait.vmm.backends import BACKENDS
+
+    if value not in BACKENDS:
+        raise ValueError(f"expected one of {', '.join(BACKENDS)}")
+    return str(value)
+
+
 def _mount_points(value: Any) -> tuple[str, ...]:
     points = _strings(value)
     for point in points:
@@ -264,7 +272,12 @@ SETTINGS: tuple[Setting, ...] = (
             "reach, as NAME=HOST:PORT: inside the guest 127.0.0.1:PORT leads to HOST:PORT on "
             "the host, and $KRAIT_CONNECT_NAME says where. The guest reaches nothing else. "
             "At `krait run`/`serve`, --connect NAME=HOST:PORT points a declared NAME at "
-            "another address (the guest's port stays).", "NAME=HOST:PORT", repeatable=True),
+            "another address (the guest's port stays); --connect URI names a libvirt host "
+            "instead (qemu:///system, qemu+ssh://USER@HOST/system).", "NAME=HOST:PORT",
+            repeatable=True),
+    Setting("backend", "boot", _backend, None, "What runs the VM: qemu (krait starts QEMU "
+            "itself) or libvirt (a libvirtd, local or on another host: --connect URI). "
+            "$KRAIT_BACKEND overrides it.", "NAME"),
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -1,5 +1,6 @@
 """What the gateway asks of instances: boot one (ready when it returns), stop one, is it
-alive. :class:`QemuDriver` does it with real VMs (and snapshot wake); tests use a fake.
+alive. :class:`VmDriver` does it with real VMs of any backend, on one host or several
+(and wakes clones from snapshots where the backend can); tests use a fake.
 """
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,12 @@ from krait.fleet import snapshot
 from krait.fleet.state import InstanceDir, InstanceRecord, RunRecord, create_instance
 from krait.image.archive import Image, open_image
 from krait.image.signing import Trust
-from krait.vmm.base import VmSpec
+from krait.vmm.backends import get_backend
+from krait.vmm.base import Backend, Vm, VmSpec
 from krait.vmm.launch import RunOptions, prepare
+from krait.vmm.libvirt import LibvirtBackend, LibvirtVm
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, QemuVm, free_port
+from krait.vmm.qemu import free_port
 
 log = logging.getLogger("krait.fleet")
 
@@ -55,13 +59,29 @@ class ImageRef:
 
 @dataclass
 class Handle:
-    """A ready instance: where to connect, plus whatever the driver needs to stop it."""
+    """A ready instance: where to connect (the driver keeps the rest, by ``id``)."""
 
     id: str
     address: tuple[str, int]
     woke_from_snapshot: bool = False
     boot_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    paused: bool = False
+    host: str = ""  # the libvirt host it runs on; "" for this machine
+
+
+@dataclass
+class Host:
+    """Somewhere instances run: this machine's QEMU, or one libvirt host."""
+
+    backend: Backend
+    uri: str = ""  # "" for this machine
+    address: str = "127.0.0.1"  # where its instances' forwarded ports are reached
+    instances: int = 0
+    failed_until: float = 0.0  # time.monotonic() before which it is not tried again
+
+
+# A host whose boot failed is skipped for this long, then tried again.
+HOST_RETRY_SECONDS = 30.0
 
 
 class Driver(ABC):
@@ -99,48 +119,72 @@ class Driver(ABC):
 
 
 
-class QemuDriver(Driver):
-    """Instances are QEMU VMs with a host port krait picks, visible in `krait ps`."""
+def hosts_for(backend: str, uris: tuple[str, ...]) -> list[Host]:
+    """The hosts a serve places instances on: this machine, or each libvirt URI."""
+    if not uris:
+        return [Host(get_backend(backend))]
+    hosts = [LibvirtBackend(uri) for uri in uris]
+    return [Host(h, h.uri, h.address) for h in hosts]
+
+
+class VmDriver(Driver):
+    """Instances are VMs with a host port krait picks, visible in `krait ps`; placed on
+    the host with the fewest, skipping for a while one whose boot failed."""
 
     def __init__(self, options: RunOptions, use_snapshots: bool = True,
-                 boot_timeout: float = 60.0, stop_grace: float = 5.0) -> None:
+                 boot_timeout: float = 60.0, stop_grace: float = 5.0,
+                 hosts: list[Host] | None = None) -> None:
         self.options = options
+        self.hosts = hosts or [Host(get_backend())]
         self.use_snapshots = use_snapshots
         self.boot_timeout = boot_timeout
         self.stop_grace = stop_grace
-        self.backend = QemuBackend()
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="krait-vm")
         # Every VM started and not yet stopped, whatever happened to the task that
         # started it (a cancelled boot must not leave a VM behind): close() ends them.
-        self._vms: dict[int, tuple[QemuVm, InstanceDir]] = {}
+        self._vms: dict[int, tuple[Vm, InstanceDir]] = {}
+        self._running: dict[str, tuple[Vm, InstanceDir, Host]] = {}  # by instance id
         self._lock = threading.Lock()
 
-    def _start_vm(self, spec: VmSpec, folder: InstanceDir, state: Path | None) -> QemuVm:
-        vm = (self.backend.restore(spec, state, self.boot_timeout) if state is not None
-              else self.backend.start(spec))
+    @property
+    def backend(self) -> Backend:
+        return self.hosts[0].backend
+
+    def _place(self) -> Host:
+        now = time.monotonic()
+        ready = [h for h in self.hosts if h.failed_until <= now] or self.hosts
+        return min(ready, key=lambda h: h.instances)
+
+    def vm(self, handle: Handle) -> Vm:
+        return self._running[handle.id][0]
+
+    def _start_vm(self, backend: Backend, spec: VmSpec, folder: InstanceDir,
+                  state: Path | None) -> Vm:
+        vm = (backend.restore(spec, state, self.boot_timeout) if state is not None
+              else backend.start(spec))
         with self._lock:
-            self._vms[vm.pid] = (vm, folder)
+            self._vms[id(vm)] = (vm, folder)
         return vm
 
-    def _end_vm(self, vm: QemuVm) -> None:
+    def _end_vm(self, vm: Vm) -> None:
         vm.kill()
         vm.wait()
         self._forget(vm)
 
-    def _forget(self, vm: QemuVm) -> None:
+    def _forget(self, vm: Vm) -> None:
         with self._lock:
-            self._vms.pop(vm.pid, None)
+            self._vms.pop(id(vm), None)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def _spec(self, image: ImageRef, folder: InstanceDir, port: int) -> VmSpec:
+    def _spec(self, image: ImageRef, folder: InstanceDir, host: Host, port: int) -> VmSpec:
         img: Image = image.image
         guest_port = img.manifest.first_port
-        options = replace(self.options, ports=(PortForward(port, guest_port),),
+        options = replace(self.options, ports=(PortForward(port, guest_port, host.address),),
                           workdir=folder.path, console_log=folder.console_log)
         _, spec = prepare(image.path, options, image=img)
-        return replace(spec, qmp=True)
+        return replace(spec, qmp=host.backend.snapshots)
 
     def snapshot_for(self, image: ImageRef, spec: VmSpec) -> snapshot.Snapshot:
         """The snapshot instances of ``image`` with ``spec`` wake from (it may not exist);
@@ -150,15 +194,34 @@ class QemuDriver(Driver):
         return snapshot.for_image(image.image, spec, self.backend.command(model))
 
     async def boot(self, image: ImageRef, instance_id: str) -> Handle:
+        host = self._place()
+        host.instances += 1
+        try:
+            handle = await self._boot_on(host, image, instance_id)
+        except BaseException as e:
+            host.instances -= 1
+            if isinstance(e, BootFailed) and len(self.hosts) > 1:
+                host.failed_until = time.monotonic() + HOST_RETRY_SECONDS
+                log.warning("%s: %s failed (%s); not placing there for %gs", instance_id,
+                            host.uri or "this machine", e, HOST_RETRY_SECONDS)
+            raise
+        host.failed_until = 0.0
+        return handle
+
+    async def _boot_on(self, host: Host, image: ImageRef, instance_id: str) -> Handle:
         started = time.monotonic()
-        port = free_port()
+        # A remote host's ports cannot be probed from here: one picked at random, and
+        # a taken one fails the boot (the next boot picks another).
+        port = free_port() if host.address == "127.0.0.1" else random.randint(20000, 59999)
+        backend = host.backend
         try:
             record = InstanceRecord(
                 name=instance_id, image=str(image.path), image_name=image.name,
                 image_digest=image.digest, memory=0, vcpus=0, accel="", ports=[],
-                created=time.time(), owner="serve", env=dict(self.options.env))
+                created=time.time(), owner="serve", env=dict(self.options.env),
+                backend=backend.name, host=host.uri)
             folder = create_instance(record)
-            spec = self._spec(image, folder, port)
+            spec = self._spec(image, folder, host, port)
             record.memory, record.vcpus, record.accel = spec.memory, spec.vcpus, spec.accel.name
             record.ports = [[port, spec.ports[0].guest]]
             folder.write_record(record)
@@ -166,35 +229,38 @@ class QemuDriver(Driver):
             folder.write_run(run)
         except KraitError as e:
             raise BootFailed(e.message) from e
-        snap = self.snapshot_for(image, spec) if self.use_snapshots else None
-        vm: QemuVm | None = None
+        snap = (self.snapshot_for(image, spec) if self.use_snapshots and backend.snapshots
+                else None)
+        vm: Vm | None = None
         if snap is not None and snap.exists():
             if await self._call(snap.intact):
-                vm = await self._wake(instance_id, spec, folder, snap)
+                vm = await self._wake(backend, instance_id, spec, folder, snap)
             else:
                 log.warning("%s: snapshot %s changed since it was made; booting instead",
                             instance_id, snap.name)
                 snap.remove()
         woke = vm is not None
         if vm is None:
-            vm = await self._cold_boot(instance_id, spec, folder, snap, image.digest)
+            vm = await self._cold_boot(backend, instance_id, spec, folder, snap, image.digest)
             woke = vm.spec.ram_file is not None  # booted as a template, serving as a clone
         run.qemu_pid = vm.pid
+        run.domain = vm.domain_name if isinstance(vm, LibvirtVm) else None
         run.ready = time.time()
         run.snapshot = str(snap.state) if woke and snap else None
         folder.write_run(run)
-        return Handle(instance_id, ("127.0.0.1", port), woke, time.monotonic() - started,
-                      {"vm": vm, "folder": folder})
+        self._running[instance_id] = (vm, folder, host)
+        return Handle(instance_id, (host.address, port), woke, time.monotonic() - started,
+                      host=host.uri)
 
     def _clone(self, spec: VmSpec, snap: snapshot.Snapshot) -> VmSpec:
         return replace(spec, ram_file=snap.ram, ram_shared=False)
 
-    async def _wake(self, instance_id: str, spec: VmSpec, folder: InstanceDir,
-                    snap: snapshot.Snapshot) -> QemuVm | None:
+    async def _wake(self, backend: Backend, instance_id: str, spec: VmSpec,
+                    folder: InstanceDir, snap: snapshot.Snapshot) -> Vm | None:
         """A clone of the snapshot; None (the snapshot removed) if it does not wake."""
         try:
-            vm: QemuVm = await self._call(self._start_vm, self._clone(spec, snap), folder,
-                                          snap.state)
+            vm: Vm = await self._call(self._start_vm, backend, self._clone(spec, snap), folder,
+                                      snap.state)
             os.utime(snap.state)  # for prune: least recently used first
             return vm
         except KraitError as e:
@@ -207,14 +273,15 @@ class QemuDriver(Driver):
             snap.remove()
             return None
 
-    async def _cold_boot(self, instance_id: str, spec: VmSpec, folder: InstanceDir,
-                         snap: snapshot.Snapshot | None, digest: str) -> QemuVm:
+    async def _cold_boot(self, backend: Backend, instance_id: str, spec: VmSpec,
+                         folder: InstanceDir, snap: snapshot.Snapshot | None, digest: str
+                         ) -> Vm:
         """Boot; with ``snap``, as its template: RAM in a new file, saved when ready, then
         ended, and this instance wakes from it like every later one."""
         ram = snapshot.new_ram_file(snap) if snap is not None else None
         template = replace(spec, ram_file=ram, ram_shared=True) if ram else spec
         try:
-            vm: QemuVm = await self._call(self._start_vm, template, folder, None)
+            vm: Vm = await self._call(self._start_vm, backend, template, folder, None)
         except KraitError as e:
             folder.remove()
             if ram:
@@ -246,34 +313,31 @@ class QemuDriver(Driver):
             snap.remove()
             ram.unlink(missing_ok=True)
             await self._call(self._end_vm, vm)
-            plain: QemuVm = await self._call(self._start_vm, spec, folder, None)
+            plain: Vm = await self._call(self._start_vm, backend, spec, folder, None)
             if not await self._call(plain.wait_ready, self.boot_timeout):
                 await self._call(self._end_vm, plain)
                 folder.remove()
                 raise BootFailed("the instance did not boot again after a failed snapshot"
                                  ) from e
             return plain
-        clone = await self._wake(instance_id, spec, folder, snap)
+        clone = await self._wake(backend, instance_id, spec, folder, snap)
         if clone is None:
             folder.remove()
             raise BootFailed("the instance did not wake from the snapshot it just saved")
         return clone
 
     async def pause(self, handle: Handle) -> None:
-        vm: QemuVm = handle.extra["vm"]
-        await self._call(vm.pause)
-        handle.extra["paused"] = True
+        await self._call(self.vm(handle).pause)
+        handle.paused = True
 
     async def resume(self, handle: Handle) -> None:
-        vm: QemuVm = handle.extra["vm"]
-        await self._call(vm.resume)
-        handle.extra["paused"] = False
+        await self._call(self.vm(handle).resume)
+        handle.paused = False
 
     async def stop(self, handle: Handle) -> None:
-        vm: QemuVm = handle.extra["vm"]
-        folder: InstanceDir = handle.extra["folder"]
+        vm, folder, host = self._running[handle.id]
         try:
-            if handle.extra.get("paused"):  # a paused guest cannot stop gracefully
+            if handle.paused:  # a paused guest cannot stop gracefully
                 with contextlib.suppress(KraitError):
                     await self.resume(handle)
             await self._call(vm.stop, self.stop_grace)
@@ -281,22 +345,25 @@ class QemuDriver(Driver):
             vm.kill()
             self._forget(vm)
             folder.remove()
+            if self._running.pop(handle.id, None) is not None:
+                host.instances -= 1
 
     def alive(self, handle: Handle) -> bool:
-        vm: QemuVm = handle.extra["vm"]
-        return vm.proc.poll() is None
+        return self.vm(handle).alive()
 
     def forget_snapshots(self, image: ImageRef) -> None:
         snapshot.prune(image_digest=image.digest)
 
     def console_tail(self, handle: Handle) -> str:
-        vm: QemuVm = handle.extra["vm"]
-        return vm.console_tail()
+        return self.vm(handle).console_tail()
 
     def kill_all(self) -> None:
         with self._lock:
             vms = list(self._vms.values())
             self._vms.clear()
+        self._running.clear()
+        for host in self.hosts:
+            host.instances = 0
         for vm, folder in vms:
             vm.kill()
             with contextlib.suppress(Exception):

@@ -30,7 +30,8 @@ from krait.fleet.state import (
 )
 from krait.guest import protocol
 from krait.run import popen
-from krait.vmm.launch import RunOptions, prepare
+from krait.vmm.launch import RunOptions, backend_for, prepare
+from krait.vmm.libvirt import LibvirtBackend
 
 
 def start_detached(image_path: Path, options: RunOptions, name: str | None = None,
@@ -39,6 +40,7 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
     if restart not in POLICIES:
         raise ConfigError(f"--restart {restart}: expected one of {', '.join(POLICIES)}")
     image, spec = prepare(image_path, options)  # checks the image before anything starts
+    backend = backend_for(image, options)
     name = check_name(name) if name else new_name(image.name)
     existing = find_instance(name)
     if existing is not None:
@@ -50,7 +52,8 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
         image_digest=image.digest, memory=spec.memory, vcpus=spec.vcpus,
         accel=spec.accel.name, ports=[[p.host, p.guest] for p in spec.ports],
         created=time.time(), owner="run", restart=restart, env=dict(options.env),
-        connect=list(options.connect),
+        connect=list(options.connect), backend=backend.name,
+        host=backend.uri,
         # Absolute: the supervisor runs in another folder.
         volumes=[str(replace(v, path=v.path.resolve())) for v in spec.volumes])
     folder = create_instance(record)
@@ -61,11 +64,11 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = folder.run()
-        if run.qemu_pid or run.ended:
+        if run.qemu_pid or run.domain or run.ended:
             break
         time.sleep(0.02)
     run = folder.run()
-    if run.ended or not run.qemu_pid:
+    if run.ended or not (run.qemu_pid or run.domain):
         tail = folder.supervisor_log.read_text(errors="replace").strip().splitlines()[-5:]
         raise VmError(f"instance {name} did not start: {run.exit_reason or 'timed out'}",
                       hint="\n".join(tail) or None)
@@ -97,10 +100,13 @@ def stop_instance(folder: InstanceDir, grace: float = 10.0) -> str:
             supervisor.wait(grace + 15)
         if supervisor.is_running() and supervisor.status() != psutil.STATUS_ZOMBIE:
             supervisor.kill()
-    # Without a supervisor (it crashed), stop QEMU ourselves.
+    # Without a supervisor (it crashed), stop the VM ourselves.
     qemu = process_of(folder.run().qemu_pid, folder)
     if qemu is not None:
         _stop_qemu_directly(folder, qemu, grace)
+    domain = folder.run().domain
+    if record is not None and domain:
+        LibvirtBackend(record.host).destroy(domain)
     run = folder.run()
     if not run.ended:
         run.ended = True

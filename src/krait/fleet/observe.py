@@ -22,6 +22,7 @@ from krait.errors import VmError
 from krait.fleet.state import InstanceDir, all_instances
 from krait.paths import state_dir
 from krait.vmm import qmp
+from krait.vmm.libvirt import LibvirtBackend
 
 # States a user sees.
 BOOTING, RUNNING, PAUSED, RESTARTING, EXITED, STALE = (
@@ -57,6 +58,8 @@ class InstanceStatus:
     pid: int | None  # QEMU's
     restarts: int
     restart: str
+    backend: str
+    host: str  # the libvirt URI; "" for this machine
     exit_status: int | None
     exit_reason: str | None
     path: str
@@ -74,7 +77,11 @@ def observe(folder: InstanceDir, query_qmp: bool = True) -> InstanceStatus | Non
     owner = process_of(run.owner_pid, folder) if record.owner == "run" else _alive(run.owner_pid)
     qemu = process_of(run.qemu_pid, folder)
     rss = uptime = None
-    if qemu is not None:
+    domain = LibvirtBackend(record.host).state(run.domain) if run.domain else None
+    if domain is not None:  # libvirt's QEMU, perhaps on another host
+        state = PAUSED if domain == "paused" else RUNNING if run.ready else BOOTING
+        uptime = round(time.time() - run.started, 1) if run.started else None
+    elif qemu is not None:
         with contextlib.suppress(psutil.Error):
             rss = round(qemu.memory_info().rss / 1e6, 1)
             uptime = round(time.time() - qemu.create_time(), 1)
@@ -94,7 +101,8 @@ def observe(folder: InstanceDir, query_qmp: bool = True) -> InstanceStatus | Non
         name=record.name, image=record.image, image_digest=record.image_digest, state=state,
         owner=record.owner, ports=record.ports, memory_mib=record.memory, rss_mb=rss,
         uptime_s=uptime, pid=qemu.pid if qemu else None, restarts=run.restarts,
-        restart=record.restart, exit_status=run.exit_status, exit_reason=run.exit_reason,
+        restart=record.restart, backend=record.backend, host=record.host,
+        exit_status=run.exit_status, exit_reason=run.exit_reason,
         path=str(folder.path))
 
 
@@ -129,6 +137,8 @@ def clean_orphans() -> list[str]:
         if qemu is not None:
             with contextlib.suppress(psutil.Error):
                 os.kill(qemu.pid, signal.SIGKILL)
+        if run.domain:
+            LibvirtBackend(record.host).destroy(run.domain)
         folder.remove()
         removed.append(folder.name)
     _clean_serve_records()

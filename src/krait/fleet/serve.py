@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from krait.errors import ConfigError, KraitError
-from krait.fleet.driver import Driver, ImageRef, QemuDriver
+from krait.fleet.driver import Driver, ImageRef, VmDriver
 from krait.fleet.gateway import Gateway
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
@@ -187,7 +187,7 @@ def run_server(image: Path, port: int, policy: ScalePolicy, name: str, options: 
                snapshots: bool = True, boot_timeout: float = 60.0,
                on_listening: Any = None, host: str = "127.0.0.1",
                limits: Limits | None = None, trust: Trust | None = None) -> Gateway:
-    driver = QemuDriver(options, use_snapshots=snapshots, boot_timeout=boot_timeout)
+    driver = VmDriver(options, use_snapshots=snapshots, boot_timeout=boot_timeout)
     server = Server(image, port, policy, name, driver, boot_timeout, host, limits, trust)
     asyncio.run(server.run(on_listening))
     return server.gateway

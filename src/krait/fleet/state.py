@@ -44,6 +44,8 @@ class InstanceRecord:
     env: dict[str, str] = field(default_factory=dict)
     connect: list[str] = field(default_factory=list)  # --connect NAME=HOST:PORT
     volumes: list[str] = field(default_factory=list)  # --volume FILE:TARGET[:ro]
+    backend: str = "qemu"  # what runs it (vmm.backends)
+    host: str = ""  # the libvirt URI it runs at; "" for this machine
 
 
 @dataclass
@@ -51,7 +53,8 @@ class RunRecord:
     """What the owner last saw; written only by the owner."""
 
     owner_pid: int | None = None
-    qemu_pid: int | None = None
+    qemu_pid: int | None = None  # when QEMU is a process of this machine's
+    domain: str | None = None  # the libvirt domain, when libvirt runs it
     started: float | None = None  # wall clock of the current QEMU's start
     ready: float | None = None  # wall clock when the guest said ready
     restarts: int = 0

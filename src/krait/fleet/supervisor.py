@@ -23,10 +23,11 @@ from krait.errors import KraitError
 from krait.fleet.restart import Backoff, restart_delay
 from krait.fleet.state import InstanceDir, InstanceRecord, RunRecord
 from krait.image.archive import open_image
-from krait.vmm.base import VmResult
+from krait.vmm.backends import get_backend
+from krait.vmm.base import Vm, VmResult
 from krait.vmm.launch import RunOptions, prepare
+from krait.vmm.libvirt import LibvirtVm
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, QemuVm
 
 log = logging.getLogger("krait.supervisor")
 DEFAULT_GRACE = 10.0
@@ -39,7 +40,7 @@ class Supervisor:
         self.record = record
         self.backoff = backoff or Backoff()
         self.run = RunRecord(owner_pid=os.getpid())
-        self.vm: QemuVm | None = None
+        self.vm: Vm | None = None
         self.stopping = False
         self.stop_deadline: float | None = None
 
@@ -59,7 +60,7 @@ class Supervisor:
         if self.vm is not None:
             self.vm.request_stop()
 
-    def boot(self) -> QemuVm:
+    def boot(self) -> Vm:
         console = self.folder.console_log
         if console.exists() and console.stat().st_size:
             with console.open("ab") as out:  # each run appends to the one (rotating) log
@@ -74,9 +75,11 @@ class Supervisor:
             accel=self.record.accel,
             workdir=self.folder.path, console_log=console)
         _, spec = prepare(Path(self.record.image), options, image=image)
-        return QemuBackend().start(replace(spec, qmp=True))
+        backend = get_backend(self.record.backend, self.record.host or None)
+        # QMP: `krait ps` asks QEMU whether a guest is paused (libvirt answers that itself).
+        return backend.start(replace(spec, qmp=backend.name == "qemu"))
 
-    def watch(self, vm: QemuVm) -> VmResult:
+    def watch(self, vm: Vm) -> VmResult:
         """Until the VM ends: note readiness, and enforce the stop deadline."""
         while True:
             if self.run.ready is None and vm.wait_ready(0.01):
@@ -100,7 +103,8 @@ class Supervisor:
             self.vm = vm
             started = time.monotonic()
             self.save(qemu_pid=vm.pid, started=time.time(), ready=None, exit_status=None,
-                      exit_reason=None)
+                      exit_reason=None,
+                      domain=vm.domain_name if isinstance(vm, LibvirtVm) else None)
             if self.stopping:  # a stop raced with the boot
                 vm.request_stop()
             result = self.watch(vm)
@@ -110,7 +114,7 @@ class Supervisor:
                 failures = 0
             delay = None if self.stopping else restart_delay(
                 self.record.restart, result.exit_status, failures, self.backoff)
-            self.save(qemu_pid=None, exit_status=result.exit_status,
+            self.save(qemu_pid=None, domain=None, exit_status=result.exit_status,
                       exit_reason=result.reason, ended=delay is None)
             if delay is None:
                 break

@@ -57,6 +57,7 @@ class BootDefaults:
     vcpus: int
     cmdline: str = ""
     connect: tuple[str, ...] = ()  # NAME=HOST:PORT: the services the guest may reach
+    backend: str | None = None  # what runs it unless a boot says otherwise (vmm.backends)
 
 
 @dataclass(frozen=True)

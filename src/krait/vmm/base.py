@@ -1,12 +1,14 @@
 """The narrow interface every backend offers, and the spec/status it speaks.
 
 A backend turns a frozen :class:`VmSpec` (what we want) into a running :class:`Vm`,
-which reports what was observed. QEMU is the one backend today; libvirt and a
-plain-process backend for development fit behind the same two classes.
+which reports what was observed. Backends are chosen by name (:mod:`krait.vmm.backends`):
+QEMU started by krait, libvirt (local or over SSH), and the app as a plain process for
+development. Whoever holds a Vm talks to it only through this interface.
 """
 
 from __future__ import annotations
 
+import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +73,18 @@ class Vm(ABC):
     """A running VM."""
 
     spec: VmSpec
-    pid: int
+    pid: int | None = None  # the VMM's process on this host, if it is krait's child
+    ready_at: float | None = None  # time.monotonic() when the guest first said ready
+    started_at: float  # time.monotonic() when it was started
+    timeline: dict[str, float]  # when the guest did each step of its boot (protocol)
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """Does the VM still run (cheap: called often)?"""
+
+    @abstractmethod
+    def console_tail(self) -> str:
+        """The last lines of its console."""
 
     @abstractmethod
     def wait_ready(self, timeout: float) -> bool:
@@ -89,9 +102,17 @@ class Vm(ABC):
     def kill(self) -> None:
         """Stop the VM now, without asking the guest."""
 
-    def snapshot(self, path: Path, resume: bool = True) -> None:
-        """Save the running guest's whole state to ``path`` (the VM pauses while it is
-        written, and runs on afterwards when ``resume``). Needs ``VmSpec.qmp``."""
+    def pause(self) -> None:
+        """Stop the guest's CPUs; it keeps its memory and resumes in milliseconds."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pause")
+
+    def resume(self) -> None:
+        """Run a paused guest again."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pause")
+
+    def save(self, state: Path) -> None:
+        """Save a template's device state to ``state`` (its RAM is its RAM file): what
+        :meth:`Backend.restore` wakes clones from. Only where ``Backend.snapshots``."""
         raise NotImplementedError(f"{type(self).__name__} cannot take snapshots")
 
     def stop(self, grace: float = 10.0) -> VmResult:
@@ -107,10 +128,16 @@ class Vm(ABC):
 
 class Backend(ABC):
     name: str
+    uri = ""  # the libvirt host it starts VMs at; "" for this machine
+    snapshots = False  # can save templates and wake clones (Vm.save, restore)
 
     @abstractmethod
     def command(self, spec: VmSpec) -> list[str]:
-        """The command that would start ``spec`` (for --dry-run and logs)."""
+        """The command that would start ``spec`` (for logs and snapshot keys)."""
+
+    def describe(self, spec: VmSpec) -> str:
+        """What would be started, for --dry-run: a command line, or a domain's XML."""
+        return shlex.join(self.command(spec))
 
     @abstractmethod
     def start(self, spec: VmSpec, on_console: Callable[[str], None] | None = None) -> Vm:

@@ -16,15 +16,15 @@ from pathlib import Path
 
 from krait.errors import VmError
 from krait.image.archive import Image, open_image
-from krait.vmm.base import VmSpec
+from krait.vmm.base import Backend, Vm, VmSpec
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, QemuVm, free_port
+from krait.vmm.qemu import QemuBackend, free_port
 
 
 @dataclass
 class Booted:
-    vm: QemuVm
+    vm: Vm
     spec: VmSpec
     image: Image
     ports: dict[int, int]  # guest port -> host port on 127.0.0.1
@@ -46,7 +46,7 @@ class Booted:
 def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
            host_ports: dict[int, int] | None = None, memory: int | None = None,
            env: dict[str, str] | None = None, connect: tuple[str, ...] = (),
-           volumes: tuple[str, ...] = (),
+           volumes: tuple[str, ...] = (), backend: Backend | None = None,
            check_memory: bool = True, ready_timeout: float = 120.0, stop_grace: float = 10.0,
            on_failure: Callable[[str], None] = print) -> Iterator[Booted]:
     """Boot ``image`` with each guest port forwarded to a free host port and yield once
@@ -62,7 +62,7 @@ def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
     _, spec = prepare(img.path, options, image=img)
     lines: list[str] = []
     started = time.monotonic()
-    vm = QemuBackend().start(spec, on_console=lines.append)
+    vm = (backend or QemuBackend()).start(spec, on_console=lines.append)
     try:
         if not vm.wait_ready(ready_timeout):
             vm.kill()

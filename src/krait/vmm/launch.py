@@ -10,7 +10,8 @@ from krait.errors import ConfigError, VmError
 from krait.guest import protocol
 from krait.image.archive import Image, open_image, unpack_for_boot
 from krait.vmm.accel import Accel, detect_accel
-from krait.vmm.base import Disk, VmSpec
+from krait.vmm.backends import choose, get_backend
+from krait.vmm.base import Backend, Disk, VmSpec
 from krait.vmm.options import PortForward
 from krait.vmm.volumes import Volume
 
@@ -47,6 +48,8 @@ class RunOptions:
     # FILE:/data[:ro], FILE:/mnt/NAME, FILE:NAME (raw): see krait.vmm.volumes.
     volumes: tuple[str, ...] = ()
     accel: str | None = None
+    backend: str | None = None  # by name (vmm.backends); None: $KRAIT_BACKEND, the image's
+    hosts: tuple[str, ...] = ()  # libvirt URIs (--connect URI)
     workdir: Path | None = None
     console_log: Path | None = None
     # Refuse less memory than the image needs (benchmarks looking for the limit do not).
@@ -146,6 +149,15 @@ def kernel_cmdline(image: Image, options: RunOptions, accel: Accel,
                       f"over the kernel's {COMMAND_LINE_SIZE - 1}",
                       hint="shorten the cmdline setting or --cmdline")
     return cmdline
+
+
+def backend_for(image: Image, options: RunOptions) -> Backend:
+    """The backend this boot runs on (one host: only `krait serve` places on several)."""
+    name = choose(options.backend, image.manifest.boot.backend, options.hosts)
+    if len(options.hosts) > 1:
+        raise ConfigError(f"--connect: {len(options.hosts)} libvirt hosts for one VM",
+                          hint="give one; `krait serve` places instances on several")
+    return get_backend(name, options.hosts[0] if options.hosts else None)
 
 
 def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,

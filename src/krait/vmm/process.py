@@ -29,7 +29,7 @@ from krait.paths import cache_dir
 from krait.run import popen, run
 from krait.vmm.base import Backend, VmSpec
 from krait.vmm.qemu import check_port_free
-from krait.vmm.reporting import ReportingVm
+from krait.vmm.reporting import ChildVm
 
 # The interpreter is started with this; it imports the runner from the image's runtime.
 _BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -112,7 +112,7 @@ class ProcessBackend(Backend):
         return ProcessVm(spec, proc, ours, scratch, on_console)
 
 
-class ProcessVm(ReportingVm):
+class ProcessVm(ChildVm):
     vmm_name = "the app's process"
 
     def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes], control: socket.socket,

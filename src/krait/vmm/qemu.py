@@ -50,7 +50,7 @@ from krait.vmm.options import (
     Serial,
     UserNetwork,
 )
-from krait.vmm.reporting import ReportingVm
+from krait.vmm.reporting import ChildVm
 from krait.vmm.volumes import VolumeLock
 
 log = logging.getLogger("krait")
@@ -210,7 +210,7 @@ def check_port_free(addr: str, port: int) -> None:
                           "or stop what is listening there") from None
 
 
-class QemuVm(ReportingVm):
+class QemuVm(ChildVm):
     vmm_name = "QEMU"
 
     def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes], workdir: Path,

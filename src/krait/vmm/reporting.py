@@ -1,19 +1,22 @@
-"""What every krait VM shares, whatever runs it: a child process whose stdout is the
-guest's console, and a control channel on which the guest reports (ready, its boot
-timeline, a crash, its exit status) and is asked to stop. QEMU's VMs
-(:class:`krait.vmm.qemu.QemuVm`) and app processes (:mod:`krait.vmm.process`) differ only
-in how that channel is reached, and in what they clean up."""
+"""The host half of the control protocol, whatever runs the VM: a console to read, and a
+control channel on which the guest reports (ready, its boot timeline, a crash, its exit
+status) and is asked to stop (:mod:`krait.guest.protocol` is the guest's half).
+
+:class:`ReportingVm` reads and answers both; a backend says only where they come from
+and how the VM ends. :class:`ChildVm` is a VM that is a child process of krait's: QEMU
+(:class:`krait.vmm.qemu.QemuVm`) or an app process (:mod:`krait.vmm.process`). A
+libvirt domain (:mod:`krait.vmm.libvirt`) is reached through libvirt's streams instead."""
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from krait.guest import protocol
 from krait.vmm.base import Vm, VmResult, VmSpec
@@ -22,14 +25,19 @@ from krait.vmm.console import ConsoleLog, Lines
 log = logging.getLogger("krait")
 
 
+class Channel(Protocol):
+    """The control channel, as a socket offers it (a libvirt stream is wrapped to)."""
+
+    def recv(self, size: int, /) -> bytes: ...
+    def sendall(self, data: bytes, /) -> None: ...
+    def close(self) -> None: ...
+
+
 class ReportingVm(Vm):
     vmm_name = "the VMM"
 
-    def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes],
-                 on_console: Callable[[str], None] | None = None) -> None:
+    def __init__(self, spec: VmSpec, on_console: Callable[[str], None] | None = None) -> None:
         self.spec = spec
-        self.proc = proc
-        self.pid = proc.pid
         self._console: deque[str] = deque(maxlen=60)
         self._stderr: deque[str] = deque(maxlen=20)
         self._ready = threading.Event()
@@ -40,7 +48,7 @@ class ReportingVm(Vm):
         self.timeline: dict[str, float] = {}
         self.started_at = time.monotonic()
         self.ready_at: float | None = None  # time.monotonic() of the first "ready"
-        self._control: socket.socket | None = None
+        self._control: Channel | None = None
         self.on_console = on_console
         self._lock = threading.Lock()
         self._threads = [
@@ -54,25 +62,41 @@ class ReportingVm(Vm):
         for t in self._threads:
             t.start()
 
-    def _open_control(self) -> socket.socket | None:
+    # -- what a backend says --------------------------------------------------------------
+    def _open_control(self) -> Channel | None:
         """The control channel, connected; None if the VM ended first."""
         raise NotImplementedError
 
+    def _console_chunks(self) -> Iterator[bytes]:
+        """The console's bytes as they come, until the VM ends."""
+        raise NotImplementedError
+
+    def _vmm_messages(self) -> Iterable[str]:
+        """What the VMM itself says (its stderr), line by line, if krait sees it."""
+        return ()
+
+    def poll(self) -> int | None:
+        """The VMM's exit status if it has ended, else None."""
+        raise NotImplementedError
+
+    def _wait_exit(self, timeout: float | None) -> int | None:
+        """Wait for the VMM to end: its exit status, or None after ``timeout``."""
+        raise NotImplementedError
+
     def _release(self) -> None:
-        """What the subclass holds beyond the process (sockets, locks, folders)."""
+        """What the subclass holds beyond the VM (sockets, locks, folders)."""
+
+    def alive(self) -> bool:
+        return self.poll() is None
 
     # -- reading what the VM says -------------------------------------------------------
     def _read_console(self) -> None:
-        assert self.proc.stdout is not None
         out = ConsoleLog(self.spec.console_log) if self.spec.console_log else None
         lines = Lines()
-        fd = self.proc.stdout.fileno()
+        chunks = self._console_chunks()
         try:
             while True:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    data = b""
+                data = next(chunks, b"")
                 if out is not None and data:
                     out.write(data)
                 for line in lines.feed(data) if data else lines.rest():
@@ -86,10 +110,7 @@ class ReportingVm(Vm):
                 out.close()
 
     def _read_stderr(self) -> None:
-        if self.proc.stderr is None:  # merged into the console
-            return
-        for raw in self.proc.stderr:
-            line = raw.decode(errors="replace").rstrip()
+        for line in self._vmm_messages():
             log.debug("qemu: %s", line)
             self._stderr.append(line)
 
@@ -146,7 +167,7 @@ class ReportingVm(Vm):
         while time.monotonic() < deadline:
             if self._ready.wait(0.05):
                 return True
-            if self.proc.poll() is not None:
+            if self.poll() is not None:
                 return self._ready.is_set()
         return False
 
@@ -161,14 +182,10 @@ class ReportingVm(Vm):
                 pass
         self.kill()
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-
     def send_control(self, message: str, timeout: float = 5.0) -> bool:
         """Write one line to the guest's control port, once it is connected."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
+        while time.monotonic() < deadline and self.poll() is None:
             with self._lock:
                 sock = self._control
             if sock is not None:
@@ -181,9 +198,8 @@ class ReportingVm(Vm):
         return False
 
     def wait(self, timeout: float | None = None) -> VmResult | None:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        code = self._wait_exit(timeout)
+        if code is None:
             return None
         self._ended.wait(2)
         for t in self._threads:
@@ -218,6 +234,48 @@ class ReportingVm(Vm):
             if self._control is not None:
                 self._control.close()
         self._release()
+
+
+
+class ChildVm(ReportingVm):
+    """A VM that is a child process of krait's: its stdout is the console."""
+
+    def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes],
+                 on_console: Callable[[str], None] | None = None) -> None:
+        super().__init__(spec, on_console)
+        self.proc = proc
+        self.pid = proc.pid
+
+    def _console_chunks(self) -> Iterator[bytes]:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            yield data
+
+    def _vmm_messages(self) -> Iterator[str]:
+        if self.proc.stderr is None:  # merged into the console
+            return
+        for raw in self.proc.stderr:
+            yield raw.decode(errors="replace").rstrip()
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def _wait_exit(self, timeout: float | None) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
 
     def __del__(self) -> None:  # a VM must never outlive its owner by accident
         if getattr(self, "proc", None) is not None and self.proc.poll() is None:

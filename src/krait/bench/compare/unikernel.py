@@ -12,18 +12,20 @@ from krait.bench.compare.surface import surface_of_image
 from krait.image.archive import open_image
 from krait.image.build import build_image
 from krait.kernel import Kernel, build_kernel
+from krait.vmm.base import Vm
 from krait.vmm.booted import booted
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, QemuVm
+from krait.vmm.qemu import QemuBackend
 
 
 class _Vm(Running):
-    def __init__(self, vm: QemuVm) -> None:
-        self.vm = vm
+    def __init__(self, vm: Vm) -> None:
+        assert vm.pid is not None  # QEMU, started by krait: a process of this machine's
+        self.pid = vm.pid
 
     def host_rss_mb(self) -> float:
-        return float(psutil.Process(self.vm.pid).memory_info().rss) / 1e6
+        return float(psutil.Process(self.pid).memory_info().rss) / 1e6
 
 
 class UnikernelVariant(Variant):

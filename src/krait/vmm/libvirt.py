@@ -1,0 +1,473 @@
+"""The libvirt backend: the same VM as :mod:`krait.vmm.qemu`, as a libvirt domain.
+
+libvirt is the engine that already manages QEMU on many hosts; through its Python binding
+krait reaches a local ``libvirtd`` (``qemu:///system``) or one on another host
+(``qemu+ssh://user@host/system``) the same way. The domain is made from the same
+:class:`VmSpec`: microvm, the kernel booted directly, virtio-mmio disks (the image's
+layers read-only), the console and the control port as the two serial ports, and QEMU's
+user network, deny-by-default, with the ``-p`` forwards. libvirt has no element for a
+restricted user network with forwards, so that one device is passed to QEMU as
+arguments (``<qemu:commandline>``).
+
+Everything crosses the libvirt connection, so a remote host needs nothing but libvirtd:
+
+- the image's kernel and disks are copied into a storage pool on the host, named by
+  their digest (a file already there is not copied again);
+- the console and the control port are read and written through libvirt's console
+  streams (the domain starts paused until both are open, so nothing the guest says is
+  lost);
+- liveness, pause, resume and the hard stop are libvirt calls.
+
+Domains are transient (``krait-NAME``): once it ends, nothing of a VM is left on the host
+but the image's files in the pool, which the next boot of the same image uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from krait.errors import ConfigError, VmError
+from krait.guest import protocol
+from krait.vmm.base import Backend, VmSpec
+from krait.vmm.options import UserNetwork
+from krait.vmm.reporting import ReportingVm
+
+log = logging.getLogger("krait")
+
+DEFAULT_URI = "qemu:///system"
+POOL = "krait"  # the storage pool krait's files live in, on each host
+POOL_PATH = "/var/lib/krait/images"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+CONSOLE, CONTROL = "serial0", "serial1"  # ttyS0 and ttyS1 in the guest
+
+
+def _libvirt() -> Any:
+    try:
+        import libvirt
+    except ImportError:
+        raise ConfigError("the libvirt backend needs libvirt's Python binding",
+                          hint="install it: `pip install 'krait[libvirt]'` (with libvirt-dev "
+                          "and pkg-config from apt), or use --backend qemu") from None
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are exceptions
+    return libvirt
+
+
+def host_of(uri: str) -> str:
+    """The host a URI names (``127.0.0.1`` for a local one)."""
+    return urlsplit(uri).hostname or "127.0.0.1"
+
+
+def is_local(uri: str) -> bool:
+    return urlsplit(uri).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def _message(error: Exception) -> str:
+    text = getattr(error, "get_error_message", lambda: None)() or str(error)
+    return " ".join(text.split())
+
+
+_connections: dict[str, Any] = {}
+_connections_lock = threading.Lock()
+
+
+def connect(uri: str) -> Any:
+    """One open connection per URI for this process (libvirt's are thread-safe)."""
+    libvirt = _libvirt()
+    with _connections_lock:
+        conn = _connections.get(uri)
+        if conn is not None and conn.isAlive():
+            return conn
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as e:
+            raise VmError(f"cannot reach libvirt at {uri}: {_message(e)}",
+                          hint=_reach_hint(uri)) from None
+        _connections[uri] = conn
+        return conn
+
+
+def _reach_hint(uri: str) -> str:
+    if uri.startswith("qemu+ssh://"):
+        return (f"check that `ssh {host_of(uri)}` works without a password and that "
+                "libvirtd runs there")
+    return "start libvirtd (and virtlogd), or use --backend qemu"
+
+
+def _call(uri: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """A libvirt call whose failure is a VmError naming the host."""
+    libvirt = _libvirt()
+    try:
+        return fn(*args)
+    except libvirt.libvirtError as e:
+        raise VmError(f"libvirt at {uri} could not {what}: {_message(e)}") from None
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where the spec's files are on the libvirt host."""
+
+    kernel: str
+    disks: tuple[str, ...]
+    boot: str | None  # this boot's settings, a volume of its own
+
+
+class LibvirtBackend(Backend):
+    name = "libvirt"
+
+    def __init__(self, uri: str = DEFAULT_URI) -> None:
+        self.uri = uri
+
+    @property
+    def address(self) -> str:
+        """Where the host's forwarded ports are reached: its address, as this machine
+        resolves the URI's host name (loopback for a local libvirtd)."""
+        if is_local(self.uri):
+            return "127.0.0.1"
+        try:
+            return socket.gethostbyname(host_of(self.uri))
+        except OSError:
+            raise ConfigError(f"cannot resolve the host of {self.uri}") from None
+
+    # -- the domain ---------------------------------------------------------------------
+    def domain_xml(self, spec: VmSpec, name: str, placed: Placed) -> str:
+        tcg = spec.accel.name == "tcg"
+        domain = ET.Element("domain", {"type": "qemu" if tcg else "kvm"})
+        ET.SubElement(domain, "name").text = name
+        ET.SubElement(domain, "memory", {"unit": "MiB"}).text = str(spec.memory)
+        ET.SubElement(domain, "vcpu").text = str(spec.vcpus)
+        os_ = ET.SubElement(domain, "os")
+        ET.SubElement(os_, "type", {"arch": "x86_64", "machine": "microvm"}).text = "hvm"
+        ET.SubElement(os_, "kernel").text = placed.kernel
+        ET.SubElement(os_, "cmdline").text = " ".join(spec.cmdline)
+        # No <features><acpi/>: QEMU then announces the virtio-mmio devices on the
+        # kernel command line, as krait's own QEMU command does.
+        if tcg:  # a small translation cache keeps an idle instance cheap, as with QEMU's
+            features = ET.SubElement(ET.SubElement(domain, "features"), "tcg")
+            ET.SubElement(features, "tb-cache", {"unit": "MiB"}).text = "64"
+        ET.SubElement(domain, "cpu", {"mode": "maximum" if tcg else "host-passthrough"})
+        ET.SubElement(domain, "clock", {"offset": "utc"})
+        # The guest resets to end; nothing is ever restarted by libvirt.
+        for event in ("on_poweroff", "on_reboot", "on_crash"):
+            ET.SubElement(domain, event).text = "destroy"
+        devices = ET.SubElement(domain, "devices")
+        ET.SubElement(devices, "controller", {"type": "usb", "model": "none"})  # no PCI
+        disks = [(path, True) for path in placed.disks]
+        if placed.boot is not None:
+            disks.append((placed.boot, True))
+        for index, (path, readonly) in enumerate(disks):
+            disk = ET.SubElement(devices, "disk", {"type": "file", "device": "disk"})
+            ET.SubElement(disk, "driver", {"name": "qemu", "type": "raw"})
+            ET.SubElement(disk, "source", {"file": path})
+            ET.SubElement(disk, "target", {"dev": f"vd{chr(ord('a') + index)}",
+                                           "bus": "virtio"})
+            if readonly:
+                ET.SubElement(disk, "readonly")
+            ET.SubElement(disk, "address", {"type": "virtio-mmio"})
+        for port in (0, 1):  # the console, then the control port
+            serial = ET.SubElement(devices, "serial", {"type": "pty"})
+            ET.SubElement(serial, "target", {"port": str(port)})
+        rng = ET.SubElement(devices, "rng", {"model": "virtio"})
+        ET.SubElement(rng, "backend", {"model": "random"}).text = "/dev/urandom"
+        ET.SubElement(rng, "address", {"type": "virtio-mmio"})
+        ET.SubElement(devices, "memballoon", {"model": "none"})
+        # Deny by default, with the forwards: QEMU's restricted user network (libvirt's
+        # <interface type='user'> has neither restrict nor forwards without passt).
+        args = ET.SubElement(domain, f"{{{QEMU_NS}}}commandline")
+        network = UserNetwork("net0", spec.ports, restrict=True).args()
+        for value in (*network, "-device", "virtio-net-device,netdev=net0"):
+            ET.SubElement(args, f"{{{QEMU_NS}}}arg", {"value": value})
+        ET.register_namespace("qemu", QEMU_NS)
+        ET.indent(domain)
+        return ET.tostring(domain, encoding="unicode") + "\n"
+
+    def domain_name(self, spec: VmSpec) -> str:
+        base = spec.workdir.name if spec.workdir else f"{spec.name}-{secrets.token_hex(3)}"
+        return f"krait-{base}"
+
+    def command(self, spec: VmSpec) -> list[str]:
+        return ["virsh", "--connect", self.uri, "create", f"{self.domain_name(spec)}.xml"]
+
+    def describe(self, spec: VmSpec) -> str:
+        """The domain, with the files where they would be in the host's pool."""
+        return self.domain_xml(spec, self.domain_name(spec), Placed(
+            f"{POOL_PATH}/{spec.kernel.name}",
+            tuple(f"{POOL_PATH}/{d.path.name}" for d in spec.disks),
+            f"{POOL_PATH}/boot-NAME.disk" if spec.boot_settings else None))
+
+    # -- starting -----------------------------------------------------------------------
+    def _refuse_unsupported(self, spec: VmSpec) -> None:
+        if spec.services:
+            raise ConfigError("the libvirt backend cannot carry declared services (connect) "
+                              "yet", hint="use --backend qemu for an app that reaches a "
+                              "service outside its VM")
+        if spec.volumes:
+            raise ConfigError("the libvirt backend cannot attach volumes yet",
+                              hint="use --backend qemu for an app with volumes")
+        if spec.gdb_port or spec.ram_file or spec.incoming:
+            raise ConfigError("the libvirt backend has no gdb stub or snapshots",
+                              hint="use --backend qemu")
+
+    def start(self, spec: VmSpec, on_console: Callable[[str], None] | None = None
+              ) -> LibvirtVm:
+        self._refuse_unsupported(spec)
+        if is_local(self.uri):
+            from krait.vmm.qemu import check_port_free
+
+            for forward in spec.ports:
+                check_port_free(forward.host_addr, forward.host)
+        else:  # -p PORT on another host is that host's PORT
+            spec = replace(spec, ports=tuple(replace(f, host_addr=self.address)
+                                             for f in spec.ports))
+        conn = connect(self.uri)
+        pool = Pool(self.uri, conn)
+        name = self.domain_name(spec)
+        boot = None
+        if spec.boot_settings:
+            boot = pool.put_bytes(f"boot-{name}.disk", spec.boot_settings)
+        placed = Placed(pool.put_file(spec.kernel),
+                        tuple(pool.put_file(d.path) for d in spec.disks), boot)
+        libvirt = _libvirt()
+        try:
+            domain = _call(self.uri, f"start {name}", conn.createXML,
+                           self.domain_xml(spec, name, placed), libvirt.VIR_DOMAIN_START_PAUSED)
+        except VmError:
+            if boot is not None:
+                pool.delete(Path(boot).name)
+            raise
+        try:
+            streams = [conn.newStream(0) for _ in (CONSOLE, CONTROL)]
+            for device, stream in zip((CONSOLE, CONTROL), streams, strict=True):
+                domain.openConsole(device, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            domain.resume()
+        except libvirt.libvirtError as e:
+            with contextlib.suppress(libvirt.libvirtError):
+                domain.destroy()
+            if boot is not None:
+                pool.delete(Path(boot).name)
+            raise VmError(f"libvirt at {self.uri} could not start {name}: {_message(e)}"
+                          ) from None
+        return LibvirtVm(spec, self.uri, domain, streams, pool, boot, on_console)
+
+    def state(self, name: str) -> str | None:
+        """Domain ``name``'s state on this host ("running", "paused"), None if it does
+        not run (or the host cannot be asked): for `krait ps`."""
+        libvirt = _libvirt()
+        try:
+            state, _ = connect(self.uri).lookupByName(name).state()
+        except (libvirt.libvirtError, VmError):
+            return None
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            return "paused"
+        return "running" if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED
+                                      ) else None
+
+    def destroy(self, name: str) -> None:
+        """End domain ``name`` now, if it runs (a detached instance whose owner died)."""
+        libvirt = _libvirt()
+        with contextlib.suppress(libvirt.libvirtError):
+            connect(self.uri).lookupByName(name).destroy()
+
+
+class Pool:
+    """krait's storage pool on a libvirt host: files named by their digest."""
+
+    def __init__(self, uri: str, conn: Any) -> None:
+        self.uri = uri
+        self.conn = conn
+        self.pool = self._ensure()
+
+    def _ensure(self) -> Any:
+        libvirt = _libvirt()
+        try:
+            pool = self.conn.storagePoolLookupByName(POOL)
+        except libvirt.libvirtError:
+            xml = (f"<pool type='dir'><name>{POOL}</name><target><path>{POOL_PATH}</path>"
+                   "<permissions><mode>0711</mode></permissions></target></pool>")
+            pool = _call(self.uri, f"make the storage pool {POOL}", self.conn.storagePoolDefineXML,
+                         xml, 0)
+            _call(self.uri, f"make {POOL_PATH}", pool.build, 0)
+        if not pool.isActive():
+            _call(self.uri, f"start the storage pool {POOL}", pool.create, 0)
+        return pool
+
+    def _lookup(self, name: str) -> Any:
+        libvirt = _libvirt()
+        try:
+            return self.pool.storageVolLookupByName(name)
+        except libvirt.libvirtError:
+            return None
+
+    def put_file(self, path: Path) -> str:
+        """Copy a file named by its digest (``DIGEST.SUFFIX``) unless the host has it."""
+        size = path.stat().st_size
+        existing = self._lookup(path.name)
+        if existing is not None and existing.info()[1] == size:
+            return str(existing.path())
+        if existing is not None:  # an interrupted copy: its size tells
+            existing.delete(0)
+        with path.open("rb") as source:
+            return self._upload(path.name, size, source.read, mode=0o444)
+
+    def put_bytes(self, name: str, data: bytes) -> str:
+        view = memoryview(data)
+        offset = 0
+
+        def read(n: int) -> bytes:
+            nonlocal offset
+            chunk = bytes(view[offset:offset + n])
+            offset += len(chunk)
+            return chunk
+
+        existing = self._lookup(name)
+        if existing is not None:
+            existing.delete(0)
+        return self._upload(name, len(data), read, mode=0o600)
+
+    def _upload(self, name: str, size: int, read: Callable[[int], bytes], mode: int) -> str:
+        libvirt = _libvirt()
+        xml = (f"<volume><name>{name}</name><capacity unit='bytes'>{size}</capacity>"
+               f"<target><format type='raw'/><permissions><mode>{mode:o}</mode>"
+               "</permissions></target></volume>")
+        volume = _call(self.uri, f"make {name} in pool {POOL}", self.pool.createXML, xml, 0)
+        try:
+            stream = self.conn.newStream(0)
+            volume.upload(stream, 0, size, 0)
+            stream.sendAll(lambda _stream, n, _opaque: read(n), None)
+            stream.finish()
+        except libvirt.libvirtError as e:
+            with contextlib.suppress(libvirt.libvirtError):
+                volume.delete(0)
+            raise VmError(f"could not copy {name} to libvirt at {self.uri}: {_message(e)}"
+                          ) from None
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                volume.delete(0)
+            raise
+        log.info("copied %s (%d bytes) to %s", name, size, self.uri)
+        return str(volume.path())
+
+    def delete(self, name: str) -> None:
+        volume = self._lookup(name)
+        if volume is not None:
+            with contextlib.suppress(_libvirt().libvirtError):
+                volume.delete(0)
+
+
+class StreamChannel:
+    """A libvirt console stream as a control channel (what ReportingVm reads)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.error = _libvirt().libvirtError
+
+    def recv(self, size: int, /) -> bytes:
+        try:
+            data = self.stream.recv(size)
+        except self.error as e:
+            raise OSError(_message(e)) from None
+        return data if isinstance(data, bytes) else b""
+
+    def sendall(self, data: bytes, /) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.stream.send(bytes(view))
+            except self.error as e:
+                raise OSError(_message(e)) from None
+            if sent <= 0:
+                raise OSError("the control stream is closed")
+            view = view[sent:]
+
+    def close(self) -> None:
+        with contextlib.suppress(self.error):
+            self.stream.abort()
+
+
+class LibvirtVm(ReportingVm):
+    vmm_name = "libvirt's QEMU"
+
+    def __init__(self, spec: VmSpec, uri: str, domain: Any, streams: list[Any], pool: Pool,
+                 boot: str | None, on_console: Callable[[str], None] | None = None) -> None:
+        super().__init__(spec, on_console)
+        self.uri = uri
+        self.domain = domain
+        self.domain_name = str(domain.name())
+        self._console_stream, self._control_stream = streams
+        self._pool = pool
+        self._boot = boot
+        self._exit: int | None = None
+        self._killed = False
+        self._start()
+
+    def _open_control(self) -> StreamChannel:
+        return StreamChannel(self._control_stream)
+
+    def _console_chunks(self) -> Iterator[bytes]:
+        channel = StreamChannel(self._console_stream)
+        while True:
+            try:
+                data = channel.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            yield data
+
+    def poll(self) -> int | None:
+        if self._exit is not None:
+            return self._exit
+        libvirt = _libvirt()
+        try:
+            active = self.domain.isActive()
+        except libvirt.libvirtError as e:
+            # A transient domain that ended is gone; anything else is a lost host.
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                log.warning("%s: lost libvirt at %s: %s", self.domain_name, self.uri,
+                            _message(e))
+            active = False
+        if active:
+            return None
+        self._exit = -9 if self._killed else 0
+        return self._exit
+
+    def _wait_exit(self, timeout: float | None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+        return code
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            self._killed = True
+            with contextlib.suppress(_libvirt().libvirtError):
+                self.domain.destroy()
+
+    def pause(self) -> None:
+        _call(self.uri, f"pause {self.domain_name}", self.domain.suspend)
+
+    def resume(self) -> None:
+        _call(self.uri, f"resume {self.domain_name}", self.domain.resume)
+        self.send_control(f"{protocol.WAKE} {time.time_ns()}")
+
+    def _release(self) -> None:
+        with contextlib.suppress(_libvirt().libvirtError):
+            self._console_stream.abort()
+        if self._boot is not None:
+            self._pool.delete(Path(self._boot).name)
+
+    def __del__(self) -> None:  # a VM must never outlive its owner by accident
+        if getattr(self, "_exit", 0) is None and not getattr(self, "_killed", True):
+            self.kill()
