@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import click
 from rich.table import Table
@@ -41,9 +42,11 @@ def command(as_json: bool) -> None:
             state = f"exited ({s.exit_status})"
         if s.restarts:
             state += f", {s.restarts} restarts"
-        address = host_of(s.host) if s.host and not is_local(s.host) else "127.0.0.1"
+        remote = bool(s.host) and not is_local(s.host)
+        address = host_of(s.host) if remote else "127.0.0.1"
+        where = f"{s.backend}@{urlsplit(s.host).netloc.rpartition('@')[2]}" if remote else s.backend
         ports = ", ".join(f"{address}:{h}->{g}" for h, g in s.ports) or "-"
         memory = f"{s.rss_mb:.0f} MB" if s.rss_mb is not None else "-"
         table.add_row(s.name, s.image.rsplit("/", 1)[-1], state, ports, _uptime(s.uptime_s),
-                      memory, s.owner, s.backend)
+                      memory, s.owner, where)
     console.print(table)

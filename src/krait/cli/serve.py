@@ -12,6 +12,7 @@ import click
 from krait.cli._output import err_console
 from krait.cli.run import options_from_flags, trust_options
 from krait.errors import ConfigError
+from krait.fleet.driver import hosts_for
 from krait.fleet.gateway import Gateway
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
@@ -19,6 +20,7 @@ from krait.fleet.serve import run_server
 from krait.fleet.state import check_name, name_from
 from krait.image.archive import open_image
 from krait.image.signing import Trust
+from krait.vmm.backends import BACKENDS, choose
 from krait.vmm.launch import volumes as attached
 from krait.vmm.volumes import Volume
 
@@ -64,15 +66,19 @@ def parse_duration(value: str) -> float:
 @click.option("-v", "--volume", "volumes", multiple=True, metavar="FILE:TARGET:ro",
               help="Attach a data volume to every instance, read-only (FILE:/data:ro); a "
               "read-write one is one VM's at a time: `krait run -d` it.")
-@click.option("--connect", multiple=True, metavar="NAME=HOST:PORT",
-              help="Point a service the image declares (connect) at this address.")
+@click.option("--connect", multiple=True, metavar="NAME=HOST:PORT|URI,...",
+              help="Point a service the image declares (connect) at this address; or, as "
+              "libvirt URIs (comma-separated), the hosts to place instances on.")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None,
+              help="What runs the instances (default: $KRAIT_BACKEND, the image's setting, "
+              "libvirt when --connect names hosts, else qemu).")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None)
 @trust_options
 def command(image: Path, port: int, host: str, name: str | None, idle: str,
             pause_after: str, max_instances: int, min_instances: int, per_instance: int,
             snapshot: bool, boot_timeout: str, max_connections: int, max_per_client: int,
             env: tuple[str, ...], memory: str | None, volumes: tuple[str, ...],
-            connect: tuple[str, ...],
+            connect: tuple[str, ...], backend: str | None,
             accel: str | None, verify: Path | None, digest: str | None, **_: Any) -> None:
     """Serve IMAGE on PORT, booting instances on demand.
 
@@ -95,7 +101,7 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
                           "image, and a read-write volume is one VM's at a time",
                           hint="attach it read-only (FILE:/data:ro), or run one instance "
                           "with `krait run -d IMAGE --volume FILE:/data`")
-    given = {"memory": memory, "connect": connect}
+    given = {"memory": memory, "connect": connect, "backend": backend}
     options = options_from_flags((), env, accel, given, volumes)
     attached(img, options)  # every volume checked now, not at the first connection
     pause = None if pause_after == "off" else parse_duration(pause_after)
@@ -105,17 +111,22 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
     # Its instances are named after it, and its files are in the state folder.
     serve_name = check_name(name) if name else f"{name_from(img.name)}-{port}"
 
+    hosts = hosts_for(choose(options.backend, img.manifest.boot.backend, options.hosts),
+                      options.hosts)
+    wakes = snapshot and hosts[0].backend.snapshots
+
     def listening(gateway: Gateway) -> None:
         where = f"[{gateway.host}]" if ":" in gateway.host else gateway.host
         err_console.print(f"krait: serving {img.name} on http://{where}:{gateway.port} as "
                           f"{serve_name} (idle {policy.idle_seconds:g}s"
                           f"{f', pause {pause:g}s' if pause is not None else ''}, "
                           f"max {max_instances}"
-                          f"{', snapshot wake' if snapshot else ''})")
+                          f"{f', on {len(hosts)} hosts' if len(hosts) > 1 else ''}"
+                          f"{', snapshot wake' if wakes else ''})")
 
     gateway = run_server(image, port, policy, serve_name, options, snapshots=snapshot,
                          boot_timeout=parse_duration(boot_timeout), on_listening=listening,
-                         host=host, limits=limits, trust=trust)
+                         host=host, limits=limits, trust=trust, hosts=hosts)
     s = gateway.stats
     err_console.print(f"krait: stopped; {s.connections} connections, {s.boots} boots "
                       f"({s.wakes} from snapshot), {s.resumes} resumes from pause, "

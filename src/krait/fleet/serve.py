@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from krait.errors import ConfigError, KraitError
-from krait.fleet.driver import Driver, ImageRef, VmDriver
+from krait.fleet.driver import Driver, Host, ImageRef, VmDriver
 from krait.fleet.gateway import Gateway
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
@@ -186,8 +186,10 @@ def file_limit_for(limits: Limits) -> Limits:
 def run_server(image: Path, port: int, policy: ScalePolicy, name: str, options: RunOptions,
                snapshots: bool = True, boot_timeout: float = 60.0,
                on_listening: Any = None, host: str = "127.0.0.1",
-               limits: Limits | None = None, trust: Trust | None = None) -> Gateway:
-    driver = VmDriver(options, use_snapshots=snapshots, boot_timeout=boot_timeout)
+               limits: Limits | None = None, trust: Trust | None = None,
+               hosts: list[Host] | None = None) -> Gateway:
+    driver = VmDriver(options, use_snapshots=snapshots, boot_timeout=boot_timeout,
+                      hosts=hosts)
     server = Server(image, port, policy, name, driver, boot_timeout, host, limits, trust)
     asyncio.run(server.run(on_listening))
     return server.gateway

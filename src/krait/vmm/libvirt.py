@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import queue
 import secrets
 import socket
 import threading
@@ -46,21 +48,40 @@ from krait.vmm.reporting import ReportingVm
 log = logging.getLogger("krait")
 
 DEFAULT_URI = "qemu:///system"
-POOL = "krait"  # the storage pool krait's files live in, on each host
+POOL = "krait"  # the storage pool krait's files live in, on each host ...
+POOL_ENV = "KRAIT_LIBVIRT_POOL"  # ... in this folder of the host's, if it has to be made
 POOL_PATH = "/var/lib/krait/images"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 CONSOLE, CONTROL = "serial0", "serial1"  # ttyS0 and ttyS1 in the guest
 
 
+_events_lock = threading.Lock()
+_events_running = False
+
+
 def _libvirt() -> Any:
+    """The binding, with its event loop running (streams and keepalives need one)."""
+    global _events_running
     try:
         import libvirt
     except ImportError:
         raise ConfigError("the libvirt backend needs libvirt's Python binding",
                           hint="install it: `pip install 'krait[libvirt]'` (with libvirt-dev "
                           "and pkg-config from apt), or use --backend qemu") from None
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are exceptions
+    with _events_lock:
+        if not _events_running:
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # exceptions only
+            # Before any connection is opened; its thread runs for the process's life.
+            libvirt.virEventRegisterDefaultImpl()
+            threading.Thread(target=_run_events, args=(libvirt,), daemon=True,
+                             name="libvirt-events").start()
+            _events_running = True
     return libvirt
+
+
+def _run_events(libvirt: Any) -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
 
 
 def host_of(uri: str) -> str:
@@ -246,9 +267,10 @@ class LibvirtBackend(Backend):
                 pool.delete(Path(boot).name)
             raise
         try:
-            streams = [conn.newStream(0) for _ in (CONSOLE, CONTROL)]
-            for device, stream in zip((CONSOLE, CONTROL), streams, strict=True):
-                domain.openConsole(device, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            streams = [StreamChannel(conn) for _ in (CONSOLE, CONTROL)]
+            for device, channel in zip((CONSOLE, CONTROL), streams, strict=True):
+                domain.openConsole(device, channel.stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+                channel.watch()
             domain.resume()
         except libvirt.libvirtError as e:
             with contextlib.suppress(libvirt.libvirtError):
@@ -257,7 +279,7 @@ class LibvirtBackend(Backend):
                 pool.delete(Path(boot).name)
             raise VmError(f"libvirt at {self.uri} could not start {name}: {_message(e)}"
                           ) from None
-        return LibvirtVm(spec, self.uri, domain, streams, pool, boot, on_console)
+        return LibvirtVm(spec, self.uri, domain, streams, boot, on_console)
 
     def state(self, name: str) -> str | None:
         """Domain ``name``'s state on this host ("running", "paused"), None if it does
@@ -288,15 +310,24 @@ class Pool:
         self.pool = self._ensure()
 
     def _ensure(self) -> Any:
+        """The host's pool "krait"; made (transient: nothing written to the host's
+        libvirt configuration) over its folder if libvirtd does not have it yet."""
         libvirt = _libvirt()
         try:
             pool = self.conn.storagePoolLookupByName(POOL)
         except libvirt.libvirtError:
-            xml = (f"<pool type='dir'><name>{POOL}</name><target><path>{POOL_PATH}</path>"
+            path = os.environ.get(POOL_ENV, POOL_PATH)
+            # 0711: QEMU (libvirt's unprivileged user) reaches the files, lists nothing.
+            xml = (f"<pool type='dir'><name>{POOL}</name><target><path>{path}</path>"
                    "<permissions><mode>0711</mode></permissions></target></pool>")
-            pool = _call(self.uri, f"make the storage pool {POOL}", self.conn.storagePoolDefineXML,
-                         xml, 0)
-            _call(self.uri, f"make {POOL_PATH}", pool.build, 0)
+            try:
+                pool = self.conn.storagePoolCreateXML(
+                    xml, libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
+            except libvirt.libvirtError as e:
+                with contextlib.suppress(libvirt.libvirtError):  # made by another krait
+                    return self.conn.storagePoolLookupByName(POOL)
+                raise VmError(f"libvirt at {self.uri} could not make the storage pool "
+                              f"{POOL} in {path}: {_message(e)}") from None
         if not pool.isActive():
             _call(self.uri, f"start the storage pool {POOL}", pool.create, 0)
         return pool
@@ -365,31 +396,75 @@ class Pool:
 
 
 class StreamChannel:
-    """A libvirt console stream as a control channel (what ReportingVm reads)."""
+    """A libvirt console stream as a channel (what ReportingVm reads and writes).
 
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.error = _libvirt().libvirtError
+    The stream is non-blocking and read by libvirt's event loop: a blocking read on one
+    stream would hold up every other call on the same connection (seen: a resume waited
+    for ever behind the console's read)."""
+
+    def __init__(self, conn: Any) -> None:
+        libvirt = _libvirt()
+        self.error = libvirt.libvirtError
+        self.stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+        self._chunks: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._ended = False
+        self._events = (libvirt.VIR_STREAM_EVENT_READABLE, libvirt.VIR_STREAM_EVENT_ERROR
+                        | libvirt.VIR_STREAM_EVENT_HANGUP)
+
+    def watch(self) -> None:
+        """Start reading (once the stream is opened on a console)."""
+        readable, failed = self._events
+        self.stream.eventAddCallback(readable | failed, self._on_event, None)
+
+    def _on_event(self, stream: Any, events: int, _opaque: Any) -> None:
+        readable, failed = self._events
+        if events & readable:
+            while True:
+                try:
+                    data = stream.recv(65536)
+                except self.error:
+                    self.end()
+                    return
+                if data == -2:  # nothing more for now
+                    break
+                if not data:
+                    self.end()
+                    return
+                self._chunks.put(data)
+        if events & failed:
+            self.end()
+
+    def end(self) -> None:
+        """No more to read: readers get b"" (the stream ended, or the VM did)."""
+        if not self._ended:
+            self._ended = True
+            self._chunks.put(b"")
+            with contextlib.suppress(self.error):
+                self.stream.eventRemoveCallback()
 
     def recv(self, size: int, /) -> bytes:
-        try:
-            data = self.stream.recv(size)
-        except self.error as e:
-            raise OSError(_message(e)) from None
-        return data if isinstance(data, bytes) else b""
+        """The next bytes the guest wrote (perhaps more than ``size``); b"" at the end."""
+        data = self._chunks.get()
+        if not data:
+            self._chunks.put(b"")  # every later read ends too
+        return data
 
     def sendall(self, data: bytes, /) -> None:
         view = memoryview(data)
         while view:
+            if self._ended:
+                raise OSError("the console stream has ended")
             try:
                 sent = self.stream.send(bytes(view))
             except self.error as e:
                 raise OSError(_message(e)) from None
-            if sent <= 0:
-                raise OSError("the control stream is closed")
+            if sent == -2:  # its buffer is full
+                time.sleep(0.005)
+                continue
             view = view[sent:]
 
     def close(self) -> None:
+        self.end()
         with contextlib.suppress(self.error):
             self.stream.abort()
 
@@ -397,48 +472,57 @@ class StreamChannel:
 class LibvirtVm(ReportingVm):
     vmm_name = "libvirt's QEMU"
 
-    def __init__(self, spec: VmSpec, uri: str, domain: Any, streams: list[Any], pool: Pool,
+    def __init__(self, spec: VmSpec, uri: str, domain: Any, streams: list[StreamChannel],
                  boot: str | None, on_console: Callable[[str], None] | None = None) -> None:
         super().__init__(spec, on_console)
         self.uri = uri
         self.domain = domain
         self.domain_name = str(domain.name())
         self._console_stream, self._control_stream = streams
-        self._pool = pool
         self._boot = boot
         self._exit: int | None = None
         self._killed = False
         self._start()
 
     def _open_control(self) -> StreamChannel:
-        return StreamChannel(self._control_stream)
+        return self._control_stream
 
     def _console_chunks(self) -> Iterator[bytes]:
-        channel = StreamChannel(self._console_stream)
-        while True:
-            try:
-                data = channel.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
+        while data := self._console_stream.recv(65536):
             yield data
+
+    def _active(self) -> bool:
+        """Does the domain run? A lost connection (an SSH child ended by the terminal's
+        Ctrl-C, say) is opened again and the domain looked up by name: only libvirt
+        saying there is no such domain means it ended."""
+        libvirt = _libvirt()
+        for attempt in range(2):
+            try:
+                return bool(self.domain.isActive())
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return False  # a transient domain that ended is gone
+                if attempt:
+                    log.warning("%s: lost libvirt at %s: %s", self.domain_name, self.uri,
+                                _message(e))
+                    return False
+            try:
+                self.domain = connect(self.uri).lookupByName(self.domain_name)
+            except libvirt.libvirtError:
+                return False
+            except VmError as e:
+                log.warning("%s: %s", self.domain_name, e.message)
+                return False
+        return False
 
     def poll(self) -> int | None:
         if self._exit is not None:
             return self._exit
-        libvirt = _libvirt()
-        try:
-            active = self.domain.isActive()
-        except libvirt.libvirtError as e:
-            # A transient domain that ended is gone; anything else is a lost host.
-            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                log.warning("%s: lost libvirt at %s: %s", self.domain_name, self.uri,
-                            _message(e))
-            active = False
-        if active:
+        if self._active():
             return None
         self._exit = -9 if self._killed else 0
+        for channel in (self._console_stream, self._control_stream):
+            channel.end()  # whatever libvirt still has to say, the readers stop
         return self._exit
 
     def _wait_exit(self, timeout: float | None) -> int | None:
@@ -450,7 +534,7 @@ class LibvirtVm(ReportingVm):
         return code
 
     def kill(self) -> None:
-        if self.poll() is None:
+        if self.poll() is None:  # the domain handle is a live one now
             self._killed = True
             with contextlib.suppress(_libvirt().libvirtError):
                 self.domain.destroy()
@@ -463,10 +547,13 @@ class LibvirtVm(ReportingVm):
         self.send_control(f"{protocol.WAKE} {time.time_ns()}")
 
     def _release(self) -> None:
-        with contextlib.suppress(_libvirt().libvirtError):
-            self._console_stream.abort()
+        self._console_stream.close()
         if self._boot is not None:
-            self._pool.delete(Path(self._boot).name)
+            try:  # on a connection opened again if the VM's was lost
+                Pool(self.uri, connect(self.uri)).delete(Path(self._boot).name)
+            except VmError as e:
+                log.warning("%s: could not remove its boot settings: %s", self.domain_name,
+                            e.message)
 
     def __del__(self) -> None:  # a VM must never outlive its owner by accident
         if getattr(self, "_exit", 0) is None and not getattr(self, "_killed", True):
