@@ -8,7 +8,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := python3 python3-venv qemu-system-x86 linux-source-6.1 build-essential bc \
 	flex bison libelf-dev libssl-dev cpio xz-utils binutils patch curl wrk erofs-utils \
 	crun slirp4netns debootstrap e2fsprogs util-linux \
-	python3.11 python3.11-venv postgresql openssl testssl.sh
+	python3.11 python3.11-venv postgresql openssl testssl.sh \
+	libvirt-daemon-system libvirt-dev pkg-config openssh-server openssh-client docker-registry skopeo \
+	netcat-openbsd
 
 .PHONY: deps venv kernel hello run test test-fast fuzz lint bench clean examples bench-examples
 

@@ -13,6 +13,7 @@ from krait import __version__
 from krait.cli import (
     bench,
     build,
+    export,
     init,
     inspect,
     kernel,
@@ -20,6 +21,8 @@ from krait.cli import (
     lock,
     logs,
     ps,
+    pull,
+    push,
     replace,
     rm,
     run,
@@ -45,7 +48,7 @@ def cli(debug: bool) -> None:
 
 
 for module in (build, lock, run, inspect, kernel, bench, settings, ps, logs, stop, rm, serve,
-               replace, snapshot, keygen, volume, init):
+               replace, snapshot, keygen, volume, init, push, pull, export):
     cli.add_command(module.command)
 
 

@@ -17,6 +17,7 @@ from krait.config import parse_env
 from krait.config.settings import parse_setting
 from krait.errors import ConfigError, GuestFailed
 from krait.image.archive import open_image
+from krait.image.registry import is_ref, pull
 from krait.image.signing import Trust
 from krait.vmm.backends import is_uri
 from krait.vmm.base import Backend, Vm
@@ -65,7 +66,7 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
                        settings: dict[str, Any], volumes: tuple[str, ...] = ()) -> RunOptions:
     given = overrides(settings)
     # --connect takes services (NAME=HOST:PORT) and libvirt hosts (URIs) alike.
-    hosts = tuple(v for v in given.get("connect", ()) if is_uri(v))
+    hosts = tuple(uri for v in given.get("connect", ()) if is_uri(v) for uri in v.split(","))
     if hosts:
         given["connect"] = tuple(v for v in given["connect"] if not is_uri(v))
     try:
@@ -80,8 +81,16 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
                       volumes=volumes, backend=parsed.get("backend"), hosts=hosts)
 
 
+def image_file(image: str, trust: Trust | None = None) -> Path:
+    """IMAGE as a file: a .krait path, or a registry reference pulled into the cache."""
+    path = Path(image)
+    if not path.exists() and is_ref(image):
+        return pull(image, trust=trust).path
+    return path
+
+
 @click.command("run")
-@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("image_arg", metavar="IMAGE")
 @click.option("-p", "--publish", multiple=True, metavar="HOST:GUEST",
               help="Forward a host port (on 127.0.0.1) to a guest port.")
 @click.option("-e", "--env", multiple=True, metavar="KEY=VALUE",
@@ -109,14 +118,17 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
               show_default=True, help="With -d: bring the instance back when it ends.")
 @trust_options
 @setting_options("boot")
-def command(image: Path, publish: tuple[str, ...], env: tuple[str, ...],
+def command(image_arg: str, publish: tuple[str, ...], env: tuple[str, ...],
             volumes: tuple[str, ...], accel: str | None, target: str,
             watch_dir: Path | None, dry_run: bool,
             gdb_port: int | None, detach: bool, name: str | None, restart: str,
             verify: Path | None, digest: str | None, **settings: Any) -> None:
-    """Boot IMAGE and show its console; Ctrl-C stops it gracefully."""
+    """Boot IMAGE (a .krait file, or a registry reference) and show its console; Ctrl-C
+    stops it gracefully."""
     options = options_from_flags(publish, env, accel, settings, volumes)
-    img = open_image(image, Trust.from_flags(verify, digest))
+    trust = Trust.from_flags(verify, digest)
+    image = image_file(image_arg, trust)
+    img = open_image(image, trust)
     img, spec = prepare(image, options, image=img)
     if gdb_port is not None:
         if detach or not 0 < gdb_port < 65536:

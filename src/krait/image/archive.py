@@ -49,12 +49,23 @@ def write_image(path: Path, manifest: Manifest, parts: dict[str, bytes],
     manifest_bytes = manifest.to_json()
     digest = hashlib.sha256(manifest_bytes).hexdigest()
     signature = {SIGNATURE: sign(key, digest)} if key else {}
+    write_members(path, [("manifest.json", manifest_bytes), *(parts | signature).items()], mode)
+    return digest
+
+
+def write_members(path: Path, members: list[tuple[str, bytes]], mode: int = 0o644) -> None:
+    """The tar itself, members in order: the same members give the same bytes."""
     with atomic_file(path, mode) as fd, open(fd, "wb", closefd=False) as out, \
             tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        tar.addfile(_info("manifest.json", len(manifest_bytes)), io.BytesIO(manifest_bytes))
-        for name, blob in (parts | signature).items():
+        for name, blob in members:
             tar.addfile(_info(name, len(blob)), io.BytesIO(blob))
-    return digest
+
+
+def read_members(path: Path) -> list[tuple[str, bytes]]:
+    """The tar's members in order (unchecked: :func:`open_image` checks them)."""
+    with tarfile.open(path, "r:") as tar:
+        return [(m.name, f.read()) for m in tar.getmembers()
+                if (f := tar.extractfile(m)) is not None]
 
 
 @dataclass(frozen=True)
@@ -94,12 +105,7 @@ def open_image(path: Path, trust: Trust | None = None) -> Image:
         raise ImageError(f"{path}: no such image",
                          hint="build one with `krait build` in the app's folder")
     try:
-        with tarfile.open(path, "r:") as tar:
-            parts = {}
-            for member in tar.getmembers():
-                f = tar.extractfile(member)
-                if f is not None:
-                    parts[member.name] = f.read()
+        parts = dict(read_members(path))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ImageError(f"{path}: not a krait image ({e})",
                          hint="rebuild it with `krait build`") from None

@@ -1,0 +1,172 @@
+"""Images through an OCI registry: ``krait push IMAGE REF``, ``krait pull REF``.
+
+A ``.krait`` is stored as an OCI artifact, one blob per member of its tar:
+
+    config   manifest.json     application/vnd.krait.manifest.v1+json
+    layers   kernel.zst, layers/NAME.erofs.zst, layers/NAME.files.json, manifest.sig
+             each application/vnd.krait.part.v1, named by its title annotation
+
+so a registry (and anything that copies between registries) keeps every digest the
+image's own manifest names, and a pull writes the very bytes that were pushed: the
+members are put back in order by the same tar writer. Every blob is checked against its
+digest as it arrives and the image is opened (each part checked against the manifest)
+before it is kept; a pull that fails leaves no file behind.
+
+The registry protocol is ORAS's (``oras-py``): blobs already in the registry are not sent
+again. A registry on loopback is spoken to over plain HTTP, as docker does; any other
+over HTTPS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from krait.errors import ImageError
+from krait.image.archive import Image, open_image, read_members, write_members
+from krait.image.signing import Trust
+from krait.paths import cache_dir
+
+log = logging.getLogger("krait")
+
+ARTIFACT_TYPE = "application/vnd.krait.image.v1"
+CONFIG_TYPE = "application/vnd.krait.manifest.v1+json"
+PART_TYPE = "application/vnd.krait.part.v1"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+TITLE = "org.opencontainers.image.title"
+DIGEST_ANNOTATION = "dev.krait.image.digest"
+# host[:port]/name[/name...][:tag][@sha256:...], as docker spells a reference.
+REF_RE = re.compile(r"^(?P<host>[A-Za-z0-9.-]+(?::\d+)?)/(?P<repo>[a-z0-9._/-]+)"
+                    r"(?::(?P<tag>[A-Za-z0-9_.-]{1,128}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+
+
+def is_ref(text: str) -> bool:
+    """A registry reference (``localhost:5000/hello:1``), not a file name."""
+    return not text.endswith(".krait") and REF_RE.match(text) is not None
+
+
+def _client(ref: str) -> tuple[Any, Any]:
+    """ORAS's registry client for ``ref``'s registry, and ``ref`` as ORAS parses it."""
+    import oras.logger
+    import oras.provider
+
+    class Registry(oras.provider.Registry):
+        # ORAS retries each failed request five times with growing sleeps (over two
+        # minutes for a registry that is down): krait says what failed at once.
+        def do_request(self, *args: Any, **kwargs: Any) -> Any:
+            return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
+
+    oras.logger.setup_logger(quiet=True)  # its errors reach the user as krait's
+
+    match = REF_RE.match(ref)
+    if match is None:
+        raise ImageError(f"{ref!r} is not a registry reference",
+                         hint="write HOST[:PORT]/NAME[:TAG], e.g. localhost:5000/hello:1")
+    host = match["host"].rsplit(":", 1)[0]
+    loopback = host in ("localhost", "127.0.0.1", "::1")
+    client = Registry(hostname=match["host"], insecure=loopback)
+    return client, client.get_container(ref)
+
+
+def _sha256(blob: bytes) -> str:
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def _refused(ref: str, error: Exception) -> ImageError:
+    import requests
+
+    if isinstance(error, requests.ConnectionError):
+        host = ref.partition("/")[0]
+        return ImageError(f"cannot reach the registry at {host} (for {ref})",
+                          hint="check the host and port, and that the registry runs")
+    text = " ".join(str(error).split())[:300]
+    return ImageError(f"the registry refused {ref}: {text}",
+                      hint="check the reference, that the registry runs, and your login "
+                      "(docker login writes what krait uses)")
+
+
+def push(image: Image, ref: str) -> str:
+    """Store ``image`` at ``ref``; return the artifact manifest's digest."""
+    import requests
+
+    remote, container = _client(ref)
+    members = read_members(image.path)
+    names = [name for name, _ in members]
+    if names[:1] != ["manifest.json"]:
+        raise ImageError(f"{image.path}: manifest.json is not its first member",
+                         hint="rebuild it with `krait build`")
+    with tempfile.TemporaryDirectory(prefix="krait-push-") as scratch:
+        descriptors = []
+        for index, (name, blob) in enumerate(members):
+            descriptor = {"mediaType": CONFIG_TYPE if index == 0 else PART_TYPE,
+                          "digest": _sha256(blob), "size": len(blob),
+                          "annotations": {TITLE: name}}
+            descriptors.append(descriptor)
+            try:
+                if remote.blob_exists(descriptor, container):
+                    continue
+                path = Path(scratch) / f"{index}"
+                path.write_bytes(blob)
+                response = remote.upload_blob(str(path), container, descriptor)
+                response.raise_for_status()
+            except (requests.RequestException, ValueError) as e:
+                raise _refused(ref, e) from None
+            log.info("pushed %s (%d bytes)", name, len(blob))
+    config, *layers = descriptors
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
+                "config": config, "layers": layers,
+                "annotations": {TITLE: image.name, DIGEST_ANNOTATION: f"sha256:{image.digest}"}}
+    try:
+        response = remote.upload_manifest(manifest, container)
+        response.raise_for_status()
+    except (requests.RequestException, ValueError) as e:
+        raise _refused(ref, e) from None
+    return response.headers.get("Docker-Content-Digest", "")
+
+
+def pull(ref: str, out: Path | None = None, trust: Trust | None = None) -> Image:
+    """Fetch the image at ``ref`` into ``out`` (default: the cache, by digest), checked."""
+    import requests
+
+    remote, container = _client(ref)
+    try:
+        manifest = remote.get_manifest(container, allowed_media_type=[OCI_MANIFEST])
+    except (requests.RequestException, ValueError) as e:
+        raise _refused(ref, e) from None
+    if manifest.get("config", {}).get("mediaType") != CONFIG_TYPE:
+        raise ImageError(f"{ref} is not a krait image (its config is "
+                         f"{manifest.get('config', {}).get('mediaType')!r})",
+                         hint="push one with `krait push IMAGE REF`")
+    members = []
+    for descriptor in [manifest["config"], *manifest.get("layers", [])]:
+        name = descriptor.get("annotations", {}).get(TITLE, "")
+        if not re.fullmatch(r"[a-z0-9_./-]{1,200}", name) or ".." in name:
+            raise ImageError(f"{ref}: a part is named {name!r}", hint="push it again")
+        try:
+            response = remote.get_blob(container, descriptor["digest"])
+            response.raise_for_status()
+        except (requests.RequestException, ValueError, KeyError) as e:
+            raise _refused(ref, e) from None
+        blob = response.content
+        if _sha256(blob) != descriptor["digest"]:
+            raise ImageError(f"{ref}: {name} does not match its digest after the pull "
+                             f"(got {_sha256(blob)[:23]}..., expected "
+                             f"{descriptor['digest'][:23]}...)",
+                             hint="the registry or something between gave other bytes; "
+                             "nothing was kept")
+        members.append((name, blob))
+    if members[0][0] != "manifest.json":
+        raise ImageError(f"{ref}: its config is not a krait manifest", hint="push it again")
+    digest = hashlib.sha256(members[0][1]).hexdigest()
+    target = out or cache_dir() / "pulled" / f"{digest}.krait"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pull-", dir=target.parent) as scratch:
+        candidate = Path(scratch) / target.name
+        write_members(candidate, members)
+        open_image(candidate, trust)  # each part against the manifest, and trust
+        candidate.replace(target)
+    return open_image(target)
