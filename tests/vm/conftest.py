@@ -136,3 +136,63 @@ def no_leftover_qemu() -> Iterator[None]:
     while (left := ours() - before) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"QEMU processes left running: {left}"
+
+
+@pytest.fixture(scope="session")
+def libvirt_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A libvirtd of the session's own (see _hosts); its storage pool in a fresh folder."""
+    from krait.vmm.libvirt import POOL_ENV
+    from tests.vm._hosts import libvirtd_running, pool_folder
+
+    pool = pool_folder()
+    os.environ[POOL_ENV] = str(pool)
+    try:
+        with libvirtd_running(tmp_path_factory.mktemp("libvirtd")) as uri:
+            import libvirt
+
+            conn = libvirt.open(uri)
+            with contextlib.suppress(libvirt.libvirtError):  # an earlier run's: not ours
+                conn.storagePoolLookupByName("krait").destroy()
+            conn.close()
+            yield uri
+    finally:
+        os.environ.pop(POOL_ENV, None)
+        shutil.rmtree(pool, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ssh_libvirt_uri(libvirt_uri: str, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[str]:
+    """The same libvirtd as another host would be reached: qemu+ssh through an sshd."""
+    from tests.vm._hosts import ssh_uri, sshd_running
+
+    socket_path = libvirt_uri.partition("socket=")[2]
+    with sshd_running(tmp_path_factory.mktemp("sshd")) as (port, ssh):
+        yield ssh_uri(port, ssh, socket_path)
+
+
+@pytest.fixture
+def no_domains_left(libvirt_uri: str) -> Iterator[None]:
+    """Fail if a test leaves a libvirt domain running (and end it)."""
+    import libvirt
+
+    def running() -> list[str]:
+        conn = libvirt.open(libvirt_uri)
+        try:
+            return [d.name() for d in conn.listAllDomains()]
+        finally:
+            conn.close()
+
+    yield
+    import time
+
+    deadline = time.monotonic() + 10
+    while (left := running()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if left:
+        conn = libvirt.open(libvirt_uri)
+        for name in left:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.lookupByName(name).destroy()
+        conn.close()
+    assert not left, f"domains left running: {left}"

@@ -13,13 +13,15 @@ from krait.bench.result import Result
 from krait.errors import VmError
 from krait.image.archive import open_image
 from krait.vmm.accel import detect_accel
+from krait.vmm.base import Backend
 from krait.vmm.booted import booted
 
 
 def boot_once(image: Path, memory: int | None, path: str = "/", timeout: float = 60,
-              check_memory: bool = True) -> dict[str, object]:
+              check_memory: bool = True, backend: Backend | None = None) -> dict[str, object]:
     """One boot: seconds from starting QEMU to the first answer, its status, QEMU's RSS in
-    MB, and the guest's timeline (seconds since QEMU started, per step).
+    MB (when QEMU is a process of this machine's), and the guest's timeline (seconds since
+    QEMU started, per step). ``backend``: QEMU started by krait unless given.
 
     The client asks as soon as the guest signals readiness on the control port (as a
     load balancer would). A request sent before the app listens is held by QEMU's
@@ -27,10 +29,10 @@ def boot_once(image: Path, memory: int | None, path: str = "/", timeout: float =
     1 s, 2 s, ...: that would measure slirp, not the boot.
     """
     with booted(image, memory=memory, ready_timeout=timeout, check_memory=check_memory,
-                on_failure=lambda _: None) as vm:
+                backend=backend, on_failure=lambda _: None) as vm:
         status, _ = first_answer(vm.url(path), vm.started + timeout)
         answered = time.monotonic()
-        rss = psutil.Process(vm.vm.pid).memory_info().rss / 1e6
+        rss = psutil.Process(vm.vm.pid).memory_info().rss / 1e6 if vm.vm.pid else None
         # The guest's clock starts with its kernel; the host saw "ready" at vm.ready.
         guest = dict(vm.vm.timeline)
         offset = (vm.ready - vm.started) - guest.get("ready", vm.ready - vm.started)

@@ -208,6 +208,26 @@ def serve(image: Path, runs: int, memory: int | None, wrk_seconds: int, wrk_conn
     _write_json(doc, output)
 
 
+@command.command("backends")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--connect", "uris", multiple=True, metavar="URI", required=True,
+              help="A libvirt host to boot through (qemu:///system, qemu+ssh://...); "
+              "two or more: also serve across them under wrk.")
+@click.option("-n", "--runs", default=5, show_default=True, help="Boots per engine.")
+@click.option("--wrk-seconds", default=10, show_default=True)
+@click.option("--wrk-connections", default=8, show_default=True)
+@_output
+def backends(image: Path, uris: tuple[str, ...], runs: int, wrk_seconds: int,
+             wrk_connections: int, output: Path | None) -> None:
+    """Boot to first 200: QEMU started by krait beside libvirt on each host, interleaved;
+    and serve across the hosts under a bounded wrk load."""
+    from krait.bench.backends import bench_backends
+
+    doc = bench_backends(image, uris, runs, wrk_seconds, wrk_connections,
+                         progress=lambda m: err_console.print(m, highlight=False))
+    _write_json(doc, output)
+
+
 @command.command("abuse")
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--idle", default=1000, show_default=True,

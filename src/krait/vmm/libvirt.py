@@ -85,12 +85,15 @@ def _run_events(libvirt: Any) -> None:
 
 
 def host_of(uri: str) -> str:
-    """The host a URI names (``127.0.0.1`` for a local one)."""
+    """The host a URI names (``127.0.0.1`` for a local libvirtd)."""
     return urlsplit(uri).hostname or "127.0.0.1"
 
 
 def is_local(uri: str) -> bool:
-    return urlsplit(uri).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+    """A libvirtd of this machine's, reached without a transport (qemu:///system); one
+    over SSH is another host's, even at 127.0.0.1 (it is the SSH server's)."""
+    parts = urlsplit(uri)
+    return "+" not in parts.scheme and parts.hostname in (None, "", "localhost")
 
 
 def _message(error: Exception) -> str:
@@ -153,7 +156,7 @@ class LibvirtBackend(Backend):
     def address(self) -> str:
         """Where the host's forwarded ports are reached: its address, as this machine
         resolves the URI's host name (loopback for a local libvirtd)."""
-        if is_local(self.uri):
+        if urlsplit(self.uri).hostname in (None, ""):
             return "127.0.0.1"
         try:
             return socket.gethostbyname(host_of(self.uri))
