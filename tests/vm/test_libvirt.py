@@ -53,7 +53,7 @@ def test_run_through_local_libvirt_answers_and_leaves_only_the_image(
         assert "machine='microvm'" in xml and "<kernel>" in xml
         assert xml.count("<readonly/>") == 3  # base, app, this boot's settings
         assert "SECRET" not in xml  # the settings are a disk, not the command line
-        out, err = ctrl_c(proc)
+        _, err = ctrl_c(proc)
     assert proc.returncode == 0, err
     assert "on libvirt at" in err
     files = pool()
@@ -129,7 +129,7 @@ def test_serve_places_instances_on_two_hosts_and_stops_them_all(
             time.sleep(0.5)
         hosts = sorted(s["host"] for s in statuses)
         assert hosts == sorted([libvirt_uri, ssh_libvirt_uri]), statuses
-        out, err = ctrl_c(proc)
+        _, err = ctrl_c(proc)
     assert proc.returncode == 0, err
     assert "on 2 hosts" in err
 
