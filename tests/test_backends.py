@@ -101,4 +101,6 @@ def test_instances_go_to_the_host_with_fewest_and_a_failed_host_waits() -> None:
     assert driver._place() is a  # b is skipped for now, though it has fewer
     a.failed_until = time.monotonic() + 30
     assert driver._place() is b  # all failed lately: the fewest is tried anyway
+    assert driver._place(tried=(b,)) is a  # one boot tries each host once
+    assert driver._place(tried=(a, b)) is None
     driver.executor.shutdown()

@@ -134,12 +134,32 @@ def test_serve_places_instances_on_two_hosts_and_stops_them_all(
     assert "on 2 hosts" in err
 
 
-def test_libvirtd_not_running_is_a_clear_error(hello_image: Path, tmp_path: Path) -> None:
+def test_serve_boots_on_the_next_host_when_one_is_down(
+        libvirt_uri: str, hello_image: Path, tmp_path: Path) -> None:
+    down = f"qemu:///system?socket={tmp_path / 'nobody-here'}"
+    port = free_port()
+    with krait_running("serve", hello_image, "--port", port, "--connect",
+                       f"{down},{libvirt_uri}", "--pause", "off") as proc:
+        assert b"Hello" in answer(port)  # the first request, not a 503
+        (status,) = json.loads(krait_cli("ps", "--json").stdout)
+        assert status["host"] == libvirt_uri
+        _, err = ctrl_c(proc)
+    said = "".join(err.split())  # the log wraps long lines
+    assert f"couldnotbooton{down}" in said and "cannotreachlibvirt" in said
+
+
+def test_libvirtd_not_running_or_without_qemu_is_a_clear_error(
+        hello_image: Path, tmp_path: Path) -> None:
     uri = f"qemu:///system?socket={tmp_path / 'nobody-here'}"
     result = krait_cli("run", "--connect", uri, hello_image)
     assert result.returncode == 1
     assert f"cannot reach libvirt at {uri}" in result.stderr
-    assert "Traceback" not in result.stderr
+    # libvirt's own test driver: a libvirt host with no QEMU behind it.
+    mock = krait_cli("run", "--connect", "test:///default", hello_image)
+    assert mock.returncode == 1
+    assert "libvirt at test:///default drives TEST, not QEMU" in mock.stderr
+    assert "install QEMU there" in mock.stderr
+    assert "Traceback" not in result.stderr + mock.stderr
 
 
 def test_an_unreachable_or_refusing_ssh_host_is_a_clear_error(

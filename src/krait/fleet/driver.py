@@ -150,10 +150,13 @@ class VmDriver(Driver):
     def backend(self) -> Backend:
         return self.hosts[0].backend
 
-    def _place(self) -> Host:
+    def _place(self, tried: tuple[Host, ...] = ()) -> Host | None:
+        """The host with the fewest instances, of those not tried for this boot; one
+        whose boot failed lately only if no other is left."""
         now = time.monotonic()
-        ready = [h for h in self.hosts if h.failed_until <= now] or self.hosts
-        return min(ready, key=lambda h: h.instances)
+        left = [h for h in self.hosts if h not in tried]
+        ready = [h for h in left if h.failed_until <= now] or left
+        return min(ready, key=lambda h: h.instances) if ready else None
 
     def vm(self, handle: Handle) -> Vm:
         return self._running[handle.id][0]
@@ -194,19 +197,30 @@ class VmDriver(Driver):
         return snapshot.for_image(image.image, spec, self.backend.command(model))
 
     async def boot(self, image: ImageRef, instance_id: str) -> Handle:
-        host = self._place()
-        host.instances += 1
-        try:
-            handle = await self._boot_on(host, image, instance_id)
-        except BaseException as e:
-            host.instances -= 1
-            if isinstance(e, BootFailed) and len(self.hosts) > 1:
+        """Boot on the best host; if that fails, on the next (each host once)."""
+        tried: tuple[Host, ...] = ()
+        failure = BootFailed("there is no host to boot on")
+        while (host := self._place(tried)) is not None:
+            tried += (host,)
+            host.instances += 1
+            try:
+                handle = await self._boot_on(host, image, instance_id)
+            except BootFailed as e:
+                host.instances -= 1
+                if len(self.hosts) == 1:
+                    raise
                 host.failed_until = time.monotonic() + HOST_RETRY_SECONDS
-                log.warning("%s: %s failed (%s); not placing there for %gs", instance_id,
-                            host.uri or "this machine", e, HOST_RETRY_SECONDS)
-            raise
-        host.failed_until = 0.0
-        return handle
+                log.warning("%s: could not boot on %s (%s); not placing there for %gs",
+                            instance_id, host.uri or "this machine", e.reason,
+                            HOST_RETRY_SECONDS)
+                failure = e
+                continue
+            except BaseException:
+                host.instances -= 1
+                raise
+            host.failed_until = 0.0
+            return handle
+        raise BootFailed(f"no host could boot it (the last: {failure.reason})")
 
     async def _boot_on(self, host: Host, image: ImageRef, instance_id: str) -> Handle:
         started = time.monotonic()

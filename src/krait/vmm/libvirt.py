@@ -137,6 +137,30 @@ def _call(uri: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         raise VmError(f"libvirt at {uri} could not {what}: {_message(e)}") from None
 
 
+_checked: set[tuple[str, str]] = set()
+
+
+def check_host(uri: str, conn: Any, accel: str) -> None:
+    """Refuse a libvirt host that cannot run krait's VM (a driver that is not QEMU's, no
+    QEMU for x86_64, no microvm), once per host and accelerator, before anything is
+    copied there."""
+    if (uri, accel) in _checked:
+        return
+    libvirt = _libvirt()
+    kind = "qemu" if accel == "tcg" else "kvm"
+    hint = ("install QEMU there (`apt-get install qemu-system-x86`) and restart libvirtd, "
+            "or pick another host")
+    try:
+        driver = conn.getType()
+        if driver != "QEMU":
+            raise VmError(f"libvirt at {uri} drives {driver}, not QEMU", hint=hint)
+        conn.getDomainCapabilities(None, "x86_64", "microvm", kind)
+    except libvirt.libvirtError as e:
+        raise VmError(f"libvirt at {uri} has no QEMU that runs a microvm ({kind}): "
+                      f"{_message(e)}", hint=hint) from None
+    _checked.add((uri, accel))
+
+
 @dataclass(frozen=True)
 class Placed:
     """Where the spec's files are on the libvirt host."""
@@ -254,6 +278,7 @@ class LibvirtBackend(Backend):
             spec = replace(spec, ports=tuple(replace(f, host_addr=self.address)
                                              for f in spec.ports))
         conn = connect(self.uri)
+        check_host(self.uri, conn, spec.accel.name)
         pool = Pool(self.uri, conn)
         name = self.domain_name(spec)
         boot = None
