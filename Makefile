@@ -12,7 +12,8 @@ APT_PACKAGES := python3 python3-venv qemu-system-x86 linux-source-6.1 build-esse
 	libvirt-daemon-system libvirt-dev pkg-config openssh-server openssh-client docker-registry skopeo \
 	netcat-openbsd
 
-.PHONY: deps venv kernel hello run test test-fast fuzz lint bench clean examples bench-examples
+.PHONY: deps venv kernel hello run test test-fast fuzz lint bench clean examples bench-examples \
+	bench-backends
 
 deps: .deps.stamp
 .deps.stamp: Makefile
@@ -81,6 +82,11 @@ examples: kernel
 # Size, boot to first correct answer (10 boots), guest memory, wrk requests/s per example.
 bench-examples: kernel
 	$(VENV)/bin/python scripts/bench_examples.py -n 10 -o docs/bench/examples.json
+
+# QEMU started by krait beside libvirt (here, and over qemu+ssh), on hosts it starts.
+bench-backends: hello
+	$(VENV)/bin/python -m scripts.bench_backends examples/hello/hello.krait -n 10 \
+		-o docs/bench/backends.json
 
 clean:
 	rm -rf $(VENV) .deps.stamp examples/*/*.krait
