@@ -88,7 +88,7 @@ def test_what_libvirt_cannot_carry_yet_is_refused_before_anything_starts() -> No
     with pytest.raises(ConfigError, match="cannot carry declared services"):
         backend.start(spec(services=(Service("db", "127.0.0.1", 5432, 5432),)))
     with pytest.raises(ConfigError, match="no gdb stub or snapshots"):
-        backend.start(spec(gdb_port=1234))
+        backend.start(spec().with_qemu(gdb_port=1234))
 
 
 def test_instances_go_to_the_host_with_fewest_and_a_failed_host_waits() -> None:

@@ -178,7 +178,7 @@ def test_scale_out_under_load_up_to_max_and_spread() -> None:
         driver.hang = True
         first = [asyncio.create_task(get(gw.port)) for _ in range(3)]
         await until(lambda: len(driver.booted) == 3 and all(
-            i.state == "ready" for i in gw.instances.values()))
+            i.state == "running" for i in gw.instances.values()))
         await asyncio.sleep(0.3)
         assert len(driver.booted) == 3  # --max
         later = [asyncio.create_task(get(gw.port)) for _ in range(4)]
@@ -365,7 +365,7 @@ def test_a_slow_answer_keeps_its_instance_however_long_it_takes() -> None:
     async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
         driver.hang = True
         pending = asyncio.create_task(get(gw.port))
-        await until(lambda: [v.connections for v in gw.views() if v.state == "ready"] == [1])
+        await until(lambda: [v.connections for v in gw.views() if v.state == "running"] == [1])
         clock.now += 600
         await asyncio.sleep(0.5)
         assert driver.stopped == [] and driver.paused == []

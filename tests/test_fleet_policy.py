@@ -5,10 +5,6 @@ from __future__ import annotations
 import pytest
 
 from krait.fleet.policy import (
-    BOOTING,
-    PAUSED,
-    READY,
-    STOPPING,
     InstanceView,
     Observed,
     Plan,
@@ -17,6 +13,7 @@ from krait.fleet.policy import (
     plan,
 )
 from krait.fleet.restart import Backoff, restart_delay
+from krait.fleet.state import State
 
 POLICY = ScalePolicy(max_instances=3, idle_seconds=30, per_instance=2, failure_backoff=5,
                      drain_seconds=60)
@@ -29,7 +26,7 @@ def seen(now: float = 100.0, waiting: int = 0, *instances: InstanceView, generat
 
 def ready(id: str, connections: int = 0, idle_since: float | None = None,
           generation: int = 1) -> InstanceView:
-    return InstanceView(id, generation, READY, connections, idle_since)
+    return InstanceView(id, generation, State.RUNNING, connections, idle_since)
 
 
 def test_nothing_to_do_when_nothing_happens() -> None:
@@ -42,7 +39,7 @@ def test_first_connection_boots_one() -> None:
 
 def test_concurrent_cold_start_connections_share_one_boot() -> None:
     # 50 held connections, one boot in flight: no second boot, even with room for 3.
-    booting = InstanceView("a", 1, BOOTING)
+    booting = InstanceView("a", 1, State.BOOTING)
     assert plan(seen(100, 50, booting), POLICY).start == 0
 
 
@@ -61,7 +58,7 @@ def test_scale_out_stops_at_max() -> None:
 
 
 def test_scale_out_one_boot_at_a_time() -> None:
-    assert plan(seen(100, 9, ready("a", 5), InstanceView("b", 1, BOOTING)), POLICY).start == 0
+    assert plan(seen(100, 9, ready("a", 5), InstanceView("b", 1, State.BOOTING)), POLICY).start == 0
 
 
 def test_idle_instance_stops_after_idle_seconds() -> None:
@@ -102,7 +99,7 @@ def test_replace_boots_new_generation_and_keeps_old_until_it_is_ready() -> None:
     decision = plan(seen(100, 0, old, generation=2, replaced_at=100.0), POLICY)
     assert decision.start == 1
     assert decision.stop == ()
-    booting = InstanceView("new", 2, BOOTING)
+    booting = InstanceView("new", 2, State.BOOTING)
     assert plan(seen(101, 0, old, booting, generation=2, replaced_at=100.0), POLICY) == Plan()
 
 
@@ -119,17 +116,17 @@ def test_replace_drains_old_instances() -> None:
 
 
 def test_stopping_instances_do_not_count() -> None:
-    stopping = InstanceView("a", 1, STOPPING)
+    stopping = InstanceView("a", 1, State.STOPPING)
     assert plan(seen(100, 1, stopping), POLICY).start == 1
 
 
 def test_pick_prefers_current_generation_then_fewest_connections() -> None:
     instances = (ready("a", 3), ready("b", 1), ready("c", 0, generation=0),
-                 InstanceView("d", 1, BOOTING))
+                 InstanceView("d", 1, State.BOOTING))
     assert pick(instances, 1) == "b"
-    assert pick((ready("c", 0, generation=0), InstanceView("d", 1, BOOTING)), 1) == "c"
-    assert pick((InstanceView("d", 1, BOOTING),), 1) is None
-    assert pick((InstanceView("e", 1, STOPPING),), 1) is None
+    assert pick((ready("c", 0, generation=0), InstanceView("d", 1, State.BOOTING)), 1) == "c"
+    assert pick((InstanceView("d", 1, State.BOOTING),), 1) is None
+    assert pick((InstanceView("e", 1, State.STOPPING),), 1) is None
 
 
 @pytest.mark.parametrize(("policy", "status", "failures", "expected"), [
@@ -159,7 +156,7 @@ TIERED = ScalePolicy(max_instances=3, idle_seconds=30, pause_seconds=2, per_inst
 def test_idle_past_pause_seconds_is_paused_past_idle_seconds_stopped() -> None:
     assert plan(seen(101, 0, ready("a", 0, idle_since=100)), TIERED).pause == ()
     assert plan(seen(103, 0, ready("a", 0, idle_since=100)), TIERED).pause == ("a",)
-    paused = InstanceView("a", 1, PAUSED, 0, idle_since=100)
+    paused = InstanceView("a", 1, State.PAUSED, 0, idle_since=100)
     assert plan(seen(120, 0, paused), TIERED) == Plan()
     assert plan(seen(131, 0, paused), TIERED).stop == ("a",)
 
@@ -171,7 +168,7 @@ def test_busy_instances_are_never_paused_and_none_when_pausing_is_off() -> None:
 
 
 def test_a_connection_prefers_a_running_instance_then_a_paused_one() -> None:
-    paused = InstanceView("p", 1, PAUSED, 0, 100)
+    paused = InstanceView("p", 1, State.PAUSED, 0, 100)
     assert pick((paused, ready("r", 3)), 1) == "r"
     assert pick((paused,), 1) == "p"
     # A paused instance of the current image counts as serving: no new boot for it.

@@ -22,7 +22,7 @@ IMAGE = SimpleNamespace(digest="a" * 64, name="demo")
 
 
 def key(spec: VmSpec, image: object = IMAGE) -> str:
-    model = replace(spec, ports=(), workdir=None, console_log=None, qmp=True)
+    model = replace(spec, ports=(), workdir=None, console_log=None).with_qemu(qmp=True)
     return snapshot.key(image, spec, QemuBackend().command(model))  # type: ignore[arg-type]
 
 
@@ -41,15 +41,15 @@ def test_snapshot_key_follows_what_guest_memory_and_devices_hold() -> None:
 
 def test_qmp_socket_only_when_asked() -> None:
     assert "-qmp" not in QemuBackend().command(SPEC)
-    argv = QemuBackend().command(replace(SPEC, qmp=True))
+    argv = QemuBackend().command(SPEC.with_qemu(qmp=True))
     assert argv[argv.index("-qmp") + 1] == "unix:/run/krait/demo/qmp.sock,server=on,wait=off"
 
 
 def test_a_template_writes_its_ram_file_and_a_clone_maps_it_privately() -> None:
-    template = QemuBackend().command(replace(SPEC, ram_file=Path("/s/x.ram"), ram_shared=True))
+    template = QemuBackend().command(SPEC.with_qemu(ram_file=Path("/s/x.ram"), ram_shared=True))
     assert template[template.index("-M") + 1] == "microvm,acpi=off,memory-backend=ram"
     assert "memory-backend-file,id=ram,size=48M,mem-path=/s/x.ram,share=on" in template
-    clone = QemuBackend().command(replace(SPEC, ram_file=Path("/s/x.ram"), incoming=True))
+    clone = QemuBackend().command(SPEC.with_qemu(ram_file=Path("/s/x.ram"), incoming=True))
     assert "memory-backend-file,id=ram,size=48M,mem-path=/s/x.ram,share=off" in clone
     # The state comes over QMP as a file descriptor: no exec: URI, nothing QEMU opens.
     assert clone[clone.index("-incoming") + 1] == "defer"

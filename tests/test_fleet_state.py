@@ -17,6 +17,7 @@ from krait.fleet import observe as obs
 from krait.fleet.state import (
     InstanceRecord,
     RunRecord,
+    State,
     all_instances,
     check_name,
     create_instance,
@@ -80,7 +81,7 @@ def test_never_started_owner_dead_is_stale() -> None:
     folder.write_run(RunRecord(owner_pid=2**22 - 1, qemu_pid=2**22 - 2, ready=time.time()))
     status = obs.observe(folder)
     assert status is not None
-    assert status.state == obs.STALE
+    assert status.state == State.STALE
     assert status.pid is None
 
 
@@ -88,7 +89,7 @@ def test_a_reused_pid_is_not_the_instance(sleeper: subprocess.Popen[bytes]) -> N
     # After a reboot the recorded pids may belong to other programs: they do not count.
     folder = create_instance(record())
     folder.write_run(RunRecord(owner_pid=sleeper.pid, qemu_pid=sleeper.pid, ready=1.0))
-    assert obs.observe(folder).state == obs.STALE  # type: ignore[union-attr]
+    assert obs.observe(folder).state == State.STALE  # type: ignore[union-attr]
 
 
 def test_ended_is_exited() -> None:
@@ -96,7 +97,7 @@ def test_ended_is_exited() -> None:
     folder.write_run(RunRecord(owner_pid=2**22 - 1, ended=True, exit_status=0,
                                exit_reason="the app exited with status 0"))
     status = obs.observe(folder)
-    assert status is not None and status.state == obs.EXITED and status.exit_status == 0
+    assert status is not None and status.state == State.EXITED and status.exit_status == 0
 
 
 def test_live_instance_is_running(tmp_path: Path) -> None:
@@ -107,15 +108,15 @@ def test_live_instance_is_running(tmp_path: Path) -> None:
     try:
         folder.write_run(RunRecord(owner_pid=proc.pid, qemu_pid=proc.pid))
         status = obs.observe(folder)
-        assert status is not None and status.state == obs.BOOTING and status.pid == proc.pid
+        assert status is not None and status.state == State.BOOTING and status.pid == proc.pid
         folder.write_run(RunRecord(owner_pid=proc.pid, qemu_pid=proc.pid, ready=time.time()))
         status = obs.observe(folder)
-        assert status is not None and status.state == obs.RUNNING
+        assert status is not None and status.state == State.RUNNING
         assert status.rss_mb is not None and status.rss_mb > 0
     finally:
         proc.kill()
         proc.wait()
-    assert obs.observe(folder).state == obs.STALE  # type: ignore[union-attr]
+    assert obs.observe(folder).state == State.STALE  # type: ignore[union-attr]
 
 
 def test_clean_orphans_removes_instances_of_dead_serves(

@@ -102,11 +102,25 @@ def libvirtd_running(folder: Path) -> Iterator[str]:
                  str(folder / "libvirtd.pid")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             _wait_for(socket_path.exists, "libvirtd", daemon, folder / "libvirtd.log")
-            yield f"qemu:///system?socket={socket_path}"
+            uri = f"qemu:///system?socket={socket_path}"
+            _forget_pool(uri)
+            yield uri
         finally:
             if daemon is not None:
                 _stop(daemon)
             _stop(logd)
+
+
+def _forget_pool(uri: str) -> None:
+    """libvirtd keeps a transient pool's state in /run across its restarts: an earlier
+    run's "krait" pool is not this one's."""
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # exceptions only
+    conn = libvirt.open(uri)
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.storagePoolLookupByName("krait").destroy()
+    conn.close()
 
 
 @contextlib.contextmanager

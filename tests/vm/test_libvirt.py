@@ -148,41 +148,39 @@ def test_serve_boots_on_the_next_host_when_one_is_down(
     assert f"couldnotbooton{down}" in said and "cannotreachlibvirt" in said
 
 
+def refused(*args: str | Path) -> str:
+    """`krait run ARGS` fails as a user should see it: exit 1, a message, no traceback."""
+    result = krait_cli("run", *args, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
 def test_libvirtd_not_running_or_without_qemu_is_a_clear_error(
         hello_image: Path, tmp_path: Path) -> None:
     uri = f"qemu:///system?socket={tmp_path / 'nobody-here'}"
-    result = krait_cli("run", "--connect", uri, hello_image)
-    assert result.returncode == 1
-    assert f"cannot reach libvirt at {uri}" in result.stderr
+    assert f"cannot reach libvirt at {uri}" in refused("--connect", uri, hello_image)
     # libvirt's own test driver: a libvirt host with no QEMU behind it.
-    mock = krait_cli("run", "--connect", "test:///default", hello_image)
-    assert mock.returncode == 1
-    assert "libvirt at test:///default drives TEST, not QEMU" in mock.stderr
-    assert "install QEMU there" in mock.stderr
-    assert "Traceback" not in result.stderr + mock.stderr
+    mock = refused("--connect", "test:///default", hello_image)
+    assert "libvirt at test:///default drives TEST, not QEMU" in mock
+    assert "install QEMU there" in mock
 
 
 def test_an_unreachable_or_refusing_ssh_host_is_a_clear_error(
         ssh_libvirt_uri: str, hello_image: Path) -> None:
     nobody = ssh_libvirt_uri.replace(ssh_libvirt_uri.split("@")[1].split("/")[0],
                                      f"127.0.0.1:{free_port()}")
-    result = krait_cli("run", "--connect", nobody, hello_image, timeout=60)
-    assert result.returncode == 1
-    assert "cannot reach libvirt at qemu+ssh://root@127.0.0.1:" in result.stderr
-    assert "ssh 127.0.0.1" in result.stderr  # the hint names the host to try
-    # A user the host lets in with no key of ours: refused.
-    refused = krait_cli("run", "--connect", ssh_libvirt_uri.replace("root@", "nobody@"),
-                        hello_image, timeout=60)
-    assert refused.returncode == 1
-    assert "cannot reach libvirt at qemu+ssh://nobody@127.0.0.1" in refused.stderr
-    assert "Permission denied" in refused.stderr
-    assert "Traceback" not in result.stderr + refused.stderr
+    unreachable = refused("--connect", nobody, hello_image)
+    assert "cannot reach libvirt at qemu+ssh://root@127.0.0.1:" in unreachable
+    assert "ssh 127.0.0.1" in unreachable  # the hint names the host to try
+    # A user the host lets in with no key of ours.
+    denied = refused("--connect", ssh_libvirt_uri.replace("root@", "nobody@"), hello_image)
+    assert "cannot reach libvirt at qemu+ssh://nobody@127.0.0.1" in denied
+    assert "Permission denied" in denied
 
 
 def test_what_the_libvirt_backend_cannot_do_yet_is_refused_before_anything_starts(
         libvirt_uri: str, hello_image: Path) -> None:
-    result = krait_cli("run", "--connect", libvirt_uri, "--connect", "db=127.0.0.1:5432",
-                       hello_image)
-    assert result.returncode == 1
-    assert "cannot carry declared services" in result.stderr
+    assert "cannot carry declared services" in refused(
+        "--connect", libvirt_uri, "--connect", "db=127.0.0.1:5432", hello_image)
     assert not [n for n in pool() if n.startswith("boot-")]

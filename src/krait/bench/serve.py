@@ -165,7 +165,7 @@ def bench_serve(image_path: Path, runs: int = 5, memory: int | None = None,
                 progress: Progress = lambda _: None) -> dict[str, Any]:
     options = RunOptions(memory=memory)
     image = ImageRef.open(image_path, 1)
-    _, spec = prepare(image_path, options, image=image.image)
+    _, spec = prepare(image_path, options, image=image.opened)
     snap = VmDriver(options).snapshot_for(image, spec)
 
     async def main() -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import BinaryIO
 import click
 
 from krait.fleet.instances import require
-from krait.fleet.observe import EXITED, STALE, observe
+from krait.fleet.observe import observe
+from krait.fleet.state import State
 from krait.vmm.console import ConsoleLog
 
 DIM, CYAN, RED, RESET = b"\x1b[2m", b"\x1b[36m", b"\x1b[31m", b"\x1b[0m"
@@ -88,7 +89,7 @@ def command(name: str, follow: bool) -> None:
         if not follow:
             break
         status = observe(folder, query_qmp=False)
-        if status is None or status.state in (EXITED, STALE):
+        if status is None or status.state in (State.EXITED, State.STALE):
             break
         time.sleep(0.2)
     if isinstance(out, Colours):

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from krait.cli._output import console
 from krait.fleet.observe import clean_orphans, list_statuses
+from krait.fleet.state import State
 from krait.vmm.libvirt import host_of, is_local
 
 
@@ -37,8 +38,8 @@ def command(as_json: bool) -> None:
     for column in ("NAME", "IMAGE", "STATE", "PORTS", "UPTIME", "MEMORY", "OWNER", "BACKEND"):
         table.add_column(column)
     for s in statuses:
-        state = s.state
-        if s.state == "exited" and s.exit_status is not None:
+        state = str(s.state)
+        if s.state == State.EXITED and s.exit_status is not None:
             state = f"exited ({s.exit_status})"
         if s.restarts:
             state += f", {s.restarts} restarts"

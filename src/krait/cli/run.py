@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +133,7 @@ def command(image_arg: str, publish: tuple[str, ...], env: tuple[str, ...],
         if detach or not 0 < gdb_port < 65536:
             raise ConfigError("--gdb PORT: a port from 1 to 65535, without -d",
                               hint="debug in the foreground: krait run --gdb 1234 IMAGE")
-        spec = replace(spec, gdb_port=gdb_port)
+        spec = spec.with_qemu(gdb_port=gdb_port)
     backend: Backend = backend_for(img, options)
     if target == "process":
         if detach or gdb_port is not None:
@@ -169,12 +168,12 @@ def command(image_arg: str, publish: tuple[str, ...], env: tuple[str, ...],
         where = f", on libvirt at {backend.uri}" if backend.uri else ""
         err_console.print(f"krait: booting {img.name} ({spec.memory} MiB, "
                           f"{spec.accel.reason}{where})")
-    if spec.gdb_port:
+    if spec.qemu.gdb_port:
         # The unpacked kernel is the ELF vmlinux, symbols and all (PVH boot); a bzImage
         # (--kernel) has none to give.
         symbols = spec.kernel if img.manifest.kernel.format == "elf" else ""
         err_console.print(f"krait: paused for gdb; attach with\n  gdb {symbols} -ex "
-                          f"'target remote 127.0.0.1:{spec.gdb_port}'\nand `continue` to boot",
+                          f"'target remote 127.0.0.1:{spec.qemu.gdb_port}'\nand `continue` to boot",
                           highlight=False)
 
     def show(line: str) -> None:

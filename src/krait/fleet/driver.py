@@ -26,7 +26,7 @@ from krait.image.signing import Trust
 from krait.vmm.backends import get_backend
 from krait.vmm.base import Backend, Vm, VmSpec
 from krait.vmm.launch import RunOptions, prepare
-from krait.vmm.libvirt import LibvirtBackend, LibvirtVm
+from krait.vmm.libvirt import LibvirtVm
 from krait.vmm.options import PortForward
 from krait.vmm.qemu import free_port
 
@@ -49,7 +49,13 @@ class ImageRef:
     generation: int
     name: str = ""
     digest: str = ""
-    image: Any = None  # the opened krait Image, for QemuDriver
+    image: Image | None = None  # the opened image (None for a fake driver's)
+
+    @property
+    def opened(self) -> Image:
+        if self.image is None:
+            raise KraitError(f"{self.path} was not opened")
+        return self.image
 
     @classmethod
     def open(cls, path: Path, generation: int, trust: Trust | None = None) -> ImageRef:
@@ -120,11 +126,9 @@ class Driver(ABC):
 
 
 def hosts_for(backend: str, uris: tuple[str, ...]) -> list[Host]:
-    """The hosts a serve places instances on: this machine, or each libvirt URI."""
-    if not uris:
-        return [Host(get_backend(backend))]
-    hosts = [LibvirtBackend(uri) for uri in uris]
-    return [Host(h, h.uri, h.address) for h in hosts]
+    """The hosts a serve places instances on: each libvirt URI, or the backend's one."""
+    backends = [get_backend(backend, uri) for uri in uris] or [get_backend(backend)]
+    return [Host(b, b.uri, b.address) for b in backends]
 
 
 class VmDriver(Driver):
@@ -182,19 +186,19 @@ class VmDriver(Driver):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _spec(self, image: ImageRef, folder: InstanceDir, host: Host, port: int) -> VmSpec:
-        img: Image = image.image
+        img = image.opened
         guest_port = img.manifest.first_port
         options = replace(self.options, ports=(PortForward(port, guest_port, host.address),),
                           workdir=folder.path, console_log=folder.console_log)
         _, spec = prepare(image.path, options, image=img)
-        return replace(spec, qmp=host.backend.snapshots)
+        return spec.with_qemu(qmp=host.backend.snapshots)
 
     def snapshot_for(self, image: ImageRef, spec: VmSpec) -> snapshot.Snapshot:
         """The snapshot instances of ``image`` with ``spec`` wake from (it may not exist);
         its device model is QEMU's command line for the spec, without what differs from
         one instance to the next."""
-        model = replace(spec, ports=(), workdir=None, console_log=None, qmp=True)
-        return snapshot.for_image(image.image, spec, self.backend.command(model))
+        model = replace(spec, ports=(), workdir=None, console_log=None).with_qemu(qmp=True)
+        return snapshot.for_image(image.opened, spec, self.backend.command(model))
 
     async def boot(self, image: ImageRef, instance_id: str) -> Handle:
         """Boot on the best host; if that fails, on the next (each host once)."""
@@ -256,7 +260,7 @@ class VmDriver(Driver):
         woke = vm is not None
         if vm is None:
             vm = await self._cold_boot(backend, instance_id, spec, folder, snap, image.digest)
-            woke = vm.spec.ram_file is not None  # booted as a template, serving as a clone
+            woke = vm.spec.qemu.ram_file is not None  # booted as a template, serving as a clone
         run.qemu_pid = vm.pid
         run.domain = vm.domain_name if isinstance(vm, LibvirtVm) else None
         run.ready = time.time()
@@ -267,7 +271,7 @@ class VmDriver(Driver):
                       host=host.uri)
 
     def _clone(self, spec: VmSpec, snap: snapshot.Snapshot) -> VmSpec:
-        return replace(spec, ram_file=snap.ram, ram_shared=False)
+        return spec.with_qemu(ram_file=snap.ram, ram_shared=False)
 
     async def _wake(self, backend: Backend, instance_id: str, spec: VmSpec,
                     folder: InstanceDir, snap: snapshot.Snapshot) -> Vm | None:
@@ -293,7 +297,7 @@ class VmDriver(Driver):
         """Boot; with ``snap``, as its template: RAM in a new file, saved when ready, then
         ended, and this instance wakes from it like every later one."""
         ram = snapshot.new_ram_file(snap) if snap is not None else None
-        template = replace(spec, ram_file=ram, ram_shared=True) if ram else spec
+        template = spec.with_qemu(ram_file=ram, ram_shared=True) if ram else spec
         try:
             vm: Vm = await self._call(self._start_vm, backend, template, folder, None)
         except KraitError as e:

@@ -21,10 +21,6 @@ from typing import Any
 from krait.errors import ConfigError
 from krait.fleet.driver import BootFailed, Driver, Handle, ImageRef
 from krait.fleet.policy import (
-    BOOTING,
-    PAUSED,
-    READY,
-    STOPPING,
     InstanceView,
     Observed,
     ScalePolicy,
@@ -32,6 +28,7 @@ from krait.fleet.policy import (
     plan,
 )
 from krait.fleet.pool import Connection, Limits, Pool
+from krait.fleet.state import State
 
 log = logging.getLogger("krait.fleet")
 TICK = 0.2  # how often idle timers and instance health are looked at
@@ -41,7 +38,7 @@ TICK = 0.2  # how often idle timers and instance health are looked at
 class Instance:
     id: str
     image: ImageRef
-    state: str = BOOTING
+    state: State = State.BOOTING
     idle_since: float | None = None  # when it got ready, or its last connection ended
     handle: Handle | None = None
     served: int = 0
@@ -185,7 +182,7 @@ class Gateway:
 
     def reconcile(self) -> None:
         for inst in list(self.instances.values()):
-            if (inst.state in (READY, PAUSED) and inst.handle is not None
+            if (inst.state in (State.RUNNING, State.PAUSED) and inst.handle is not None
                     and not self.driver.alive(inst.handle)):
                 log.warning("%s: instance %s died", self.name, inst.id)
                 self.stats.deaths += 1
@@ -197,14 +194,14 @@ class Gateway:
             self._spawn(self._boot(inst))
         for inst_id in decision.stop:
             found = self.instances.get(inst_id)
-            if found is not None and found.state != STOPPING:
+            if found is not None and found.state != State.STOPPING:
                 why = ("replaced" if found.image.generation != self.image.generation
                        else f"idle for {self.policy.idle_seconds:g}s")
                 log.info("%s: stopping %s (%s)", self.name, found.id, why)
                 self._spawn(self._stop(found))
         for inst_id in decision.pause:
             found = self.instances.get(inst_id)
-            if found is not None and found.state == READY:
+            if found is not None and found.state == State.RUNNING:
                 self._spawn(self._pause(found))
         if decision.reject_waiting != self.reject:
             self.reject = decision.reject_waiting
@@ -263,10 +260,10 @@ class Gateway:
             self.notify()
             return
         inst.handle = handle
-        if self._closing or inst.state == STOPPING:
+        if self._closing or inst.state == State.STOPPING:
             await self.driver.stop(handle)
             return
-        inst.state = READY
+        inst.state = State.RUNNING
         inst.idle_since = self.clock()
         self.stats.boot_seconds.append(round(handle.boot_seconds, 3))
         if handle.woke_from_snapshot:
@@ -278,7 +275,7 @@ class Gateway:
 
     async def _pause(self, inst: Instance) -> None:
         async with inst.tiering:
-            if (inst.state != READY or self.pool.busy(inst.id, self.clock())
+            if (inst.state != State.RUNNING or self.pool.busy(inst.id, self.clock())
                     or inst.handle is None):
                 return  # a connection came while the decision was made
             try:
@@ -286,7 +283,7 @@ class Gateway:
             except Exception as e:
                 log.warning("%s: could not pause %s: %s", self.name, inst.id, e)
                 return
-            inst.state = PAUSED
+            inst.state = State.PAUSED
             self.stats.pauses += 1
             log.debug("%s: paused %s", self.name, inst.id)
 
@@ -294,8 +291,8 @@ class Gateway:
         """Run a paused instance again before a connection goes to it; False if it could
         not be resumed (it is stopped, and the connection looks for another)."""
         async with inst.tiering:
-            if inst.state != PAUSED:
-                return inst.state == READY
+            if inst.state != State.PAUSED:
+                return inst.state == State.RUNNING
             assert inst.handle is not None
             try:
                 await self.driver.resume(inst.handle)
@@ -303,14 +300,14 @@ class Gateway:
                 log.warning("%s: could not resume %s: %s", self.name, inst.id, e)
                 self._spawn(self._stop(inst))
                 return False
-            inst.state = READY
+            inst.state = State.RUNNING
             self.stats.resumes += 1
             return True
 
     async def _stop(self, inst: Instance) -> None:
-        if inst.state == STOPPING:
+        if inst.state == State.STOPPING:
             return
-        inst.state = STOPPING
+        inst.state = State.STOPPING
         self.notify()
         try:
             if inst.handle is not None:
@@ -415,7 +412,7 @@ class Gateway:
                 inst = got
                 try:
                     assert inst.handle is not None
-                    if inst.state == PAUSED and not await self._resume(inst):
+                    if inst.state == State.PAUSED and not await self._resume(inst):
                         continue
                     try:
                         async with inst.connecting:

@@ -18,11 +18,12 @@ from pathlib import Path
 import psutil
 
 from krait.errors import ConfigError, VmError
-from krait.fleet.observe import RUNNING, STALE, observe, process_of
+from krait.fleet.observe import observe, process_of
 from krait.fleet.restart import POLICIES
 from krait.fleet.state import (
     InstanceDir,
     InstanceRecord,
+    State,
     check_name,
     create_instance,
     find_instance,
@@ -45,7 +46,7 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
     existing = find_instance(name)
     if existing is not None:
         status = observe(existing, query_qmp=False)
-        if status is None or status.state == STALE:
+        if status is None or status.state == State.STALE:
             existing.remove()  # left behind by a crash: nothing of it runs any more
     record = InstanceRecord(
         name=name, image=str(image_path.resolve()), image_name=image.name,
@@ -132,13 +133,13 @@ def _stop_qemu_directly(folder: InstanceDir, qemu: psutil.Process, grace: float)
 
 def remove_instance(folder: InstanceDir, force: bool = False) -> None:
     status = observe(folder, query_qmp=False)
-    if status is not None and status.state not in ("exited", STALE):
+    if status is not None and status.state not in (State.EXITED, State.STALE):
         if not force:
             raise ConfigError(f"{folder.name} is {status.state}",
                               hint=f"stop it first (`krait stop {folder.name}`), or use -f")
         if status.owner == "serve":
             raise ConfigError(f"{folder.name} belongs to a running `krait serve`")
-        stop_instance(folder, grace=0 if status.state != RUNNING else 5)
+        stop_instance(folder, grace=0 if status.state != State.RUNNING else 5)
     folder.remove()
 
 

@@ -19,14 +19,10 @@ from typing import Any
 import psutil
 
 from krait.errors import VmError
-from krait.fleet.state import InstanceDir, all_instances
+from krait.fleet.state import InstanceDir, State, all_instances
 from krait.paths import state_dir
 from krait.vmm import qmp
 from krait.vmm.libvirt import LibvirtBackend
-
-# States a user sees.
-BOOTING, RUNNING, PAUSED, RESTARTING, EXITED, STALE = (
-    "booting", "running", "paused", "restarting", "exited", "stale")
 
 
 def process_of(pid: int | None, folder: InstanceDir) -> psutil.Process | None:
@@ -49,7 +45,7 @@ class InstanceStatus:
     name: str
     image: str
     image_digest: str
-    state: str
+    state: State
     owner: str
     ports: list[list[int]]
     memory_mib: int  # guest memory
@@ -79,24 +75,25 @@ def observe(folder: InstanceDir, query_qmp: bool = True) -> InstanceStatus | Non
     rss = uptime = None
     domain = LibvirtBackend(record.host).state(run.domain) if run.domain else None
     if domain is not None:  # libvirt's QEMU, perhaps on another host
-        state = PAUSED if domain == "paused" else RUNNING if run.ready else BOOTING
+        state = (State.PAUSED if domain == "paused" else
+                 State.RUNNING if run.ready else State.BOOTING)
         uptime = round(time.time() - run.started, 1) if run.started else None
     elif qemu is not None:
         with contextlib.suppress(psutil.Error):
             rss = round(qemu.memory_info().rss / 1e6, 1)
             uptime = round(time.time() - qemu.create_time(), 1)
-        state = RUNNING if run.ready else BOOTING
+        state = State.RUNNING if run.ready else State.BOOTING
         if query_qmp and folder.qmp_socket.exists():
             with contextlib.suppress(VmError, Exception):
                 if qmp.query_status(folder.qmp_socket, timeout=1.0) in (
                         "paused", "postmigrate", "inmigrate", "prelaunch"):
-                    state = PAUSED
+                    state = State.PAUSED
     elif owner is not None:
-        state = RESTARTING if run.restarts or run.exit_reason else BOOTING
+        state = State.RESTARTING if run.restarts or run.exit_reason else State.BOOTING
     elif run.ended:
-        state = EXITED
+        state = State.EXITED
     else:
-        state = STALE  # the owner died without recording an end: a crash or a reboot
+        state = State.STALE  # the owner died without recording an end: a crash or a reboot
     return InstanceStatus(
         name=record.name, image=record.image, image_digest=record.image_digest, state=state,
         owner=record.owner, ports=record.ports, memory_mib=record.memory, rss_mb=rss,

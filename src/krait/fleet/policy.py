@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-BOOTING, READY, PAUSED, STOPPING = "booting", "ready", "paused", "stopping"
+from krait.fleet.state import State
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class ScalePolicy:
 class InstanceView:
     id: str
     generation: int  # which image: the gateway bumps it on replace
-    state: str  # booting | ready | stopping
+    state: State  # booting, running, paused or stopping
     connections: int = 0
     idle_since: float | None = None  # when connections last dropped to 0 (or it got ready)
 
@@ -62,15 +62,16 @@ class Plan:
 
 
 def _live(instances: tuple[InstanceView, ...], generation: int) -> list[InstanceView]:
-    return [i for i in instances if i.generation == generation and i.state != STOPPING]
+    return [i for i in instances if i.generation == generation and i.state != State.STOPPING]
 
 
 def plan(seen: Observed, policy: ScalePolicy) -> Plan:
     current = _live(seen.instances, seen.generation)
-    booting = [i for i in current if i.state == BOOTING]
-    ready = [i for i in current if i.state == READY]
-    serving = [i for i in current if i.state in (READY, PAUSED)]
-    old = [i for i in seen.instances if i.generation != seen.generation and i.state != STOPPING]
+    booting = [i for i in current if i.state == State.BOOTING]
+    ready = [i for i in current if i.state == State.RUNNING]
+    serving = [i for i in current if i.state in (State.RUNNING, State.PAUSED)]
+    old = [i for i in seen.instances
+           if i.generation != seen.generation and i.state != State.STOPPING]
     in_backoff = (seen.last_failure is not None
                   and seen.now - seen.last_failure < policy.failure_backoff)
 
@@ -110,7 +111,7 @@ def plan(seen: Observed, policy: ScalePolicy) -> Plan:
         pause = [i.id for i in ready if idle_for(i, policy.pause_seconds) and i.id not in stop]
 
     reject = bool(seen.waiting) and in_backoff and not current and not [
-        i for i in old if i.state in (READY, PAUSED)]
+        i for i in old if i.state in (State.RUNNING, State.PAUSED)]
     return Plan(start=start, stop=tuple(stop), pause=tuple(pause), reject_waiting=reject)
 
 
@@ -119,7 +120,7 @@ def pick(instances: tuple[InstanceView, ...], generation: int) -> str | None:
     fewest connections, else a paused one (resumed first); while the current image has
     neither, an old image's (a replace in progress)."""
     for gen_ok in (lambda g: g == generation, lambda g: g != generation):
-        for state in (READY, PAUSED):
+        for state in (State.RUNNING, State.PAUSED):
             found = [i for i in instances if i.state == state and gen_ok(i.generation)]
             if found:
                 return min(found, key=lambda i: (i.connections, i.id)).id

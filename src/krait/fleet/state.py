@@ -14,12 +14,27 @@ import re
 import secrets
 import shutil
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from krait.errors import ConfigError
 from krait.paths import private_dir, state_dir, write_atomically
 from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET
+
+
+class State(StrEnum):
+    """What an instance is doing: one vocabulary for the gateway (booting, running,
+    paused, stopping) and for `krait ps` (which also sees the ones between runs)."""
+
+    BOOTING = "booting"
+    RUNNING = "running"  # ready: it answers
+    PAUSED = "paused"  # its CPUs stopped, its memory kept (resumes in milliseconds)
+    STOPPING = "stopping"
+    RESTARTING = "restarting"  # a detached instance waiting to be started again
+    EXITED = "exited"
+    STALE = "stale"  # its owner died without recording an end: a crash or a reboot
+
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 # A unix socket path must fit in sun_path (108 bytes, NUL included).

@@ -77,7 +77,7 @@ class Supervisor:
         _, spec = prepare(Path(self.record.image), options, image=image)
         backend = get_backend(self.record.backend, self.record.host or None)
         # QMP: `krait ps` asks QEMU whether a guest is paused (libvirt answers that itself).
-        return backend.start(replace(spec, qmp=backend.name == "qemu"))
+        return backend.start(spec.with_qemu(qmp=True) if backend.name == "qemu" else spec)
 
     def watch(self, vm: Vm) -> VmResult:
         """Until the VM ends: note readiness, and enforce the stop deadline."""

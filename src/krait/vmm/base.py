@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from krait.config.settings import Service
@@ -36,7 +36,20 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class QemuOptions:
+    """What only the QEMU backend does; any other refuses a spec that asks for it."""
+
+    qmp: bool = False  # a QMP monitor socket in the workdir (snapshots, run state)
+    ram_file: Path | None = None  # guest RAM in this file (see RamFile) ...
+    ram_shared: bool = False  # ... written by the guest (a template), or mapped privately
+    incoming: bool = False  # start paused, for a saved state to be loaded (a wake)
+    gdb_port: int | None = None  # start paused, with QEMU's gdbstub on 127.0.0.1:PORT
+
+
+@dataclass(frozen=True)
 class VmSpec:
+    """A VM as every backend starts it; ``qemu`` holds what only QEMU's backend does."""
+
     name: str
     kernel: Path
     disks: tuple[Disk, ...]
@@ -51,11 +64,10 @@ class VmSpec:
     volumes: tuple[Volume, ...] = ()  # data disks, after the boot disk
     workdir: Path | None = None  # sockets and logs; a temporary folder when None
     console_log: Path | None = None  # write the console here instead of a pipe
-    qmp: bool = False  # a QMP monitor socket in the workdir (snapshots, run state)
-    ram_file: Path | None = None  # guest RAM in this file (see RamFile) ...
-    ram_shared: bool = False  # ... written by the guest (a template), or mapped privately
-    incoming: bool = False  # start paused, for a saved state to be loaded (a wake)
-    gdb_port: int | None = None  # start paused, with QEMU's gdbstub on 127.0.0.1:PORT
+    qemu: QemuOptions = QemuOptions()  # only for QEMU started by krait
+
+    def with_qemu(self, **changes: object) -> VmSpec:
+        return replace(self, qemu=replace(self.qemu, **changes))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,11 @@ class Vm(ABC):
 class Backend(ABC):
     name: str
     uri = ""  # the libvirt host it starts VMs at; "" for this machine
+
+    @property
+    def address(self) -> str:
+        """Where the ports its VMs forward are reached from this machine."""
+        return "127.0.0.1"
     snapshots = False  # can save templates and wake clones (Vm.save, restore)
 
     @abstractmethod

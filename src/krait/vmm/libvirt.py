@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from krait.errors import ConfigError, VmError
 from krait.guest import protocol
-from krait.vmm.base import Backend, VmSpec
+from krait.vmm.base import Backend, QemuOptions, VmSpec
 from krait.vmm.options import UserNetwork
 from krait.vmm.reporting import ReportingVm
 
@@ -262,7 +262,7 @@ class LibvirtBackend(Backend):
         if spec.volumes:
             raise ConfigError("the libvirt backend cannot attach volumes yet",
                               hint="use --backend qemu for an app with volumes")
-        if spec.gdb_port or spec.ram_file or spec.incoming:
+        if spec.qemu != QemuOptions():
             raise ConfigError("the libvirt backend has no gdb stub or snapshots",
                               hint="use --backend qemu")
 

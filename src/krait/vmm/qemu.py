@@ -12,7 +12,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from krait.config.settings import Service
@@ -71,20 +70,22 @@ def find_qemu() -> str:
 
 class QemuBackend(Backend):
     name = "qemu"
+    snapshots = True
 
     def build_command(self, spec: VmSpec, workdir: Path) -> QemuCommand:
         tcg = spec.accel.name == "tcg"
+        only = spec.qemu
         # Always a pipe to krait, which bounds and rotates the log (see vmm.console).
         console = Chardev("con", "stdio", (("signal", False),))
         machine = Machine()
-        if spec.ram_file is not None:
+        if spec.qemu.ram_file is not None:
             machine = Machine(props=(*machine.props, ("memory-backend", "ram")))
         command = QemuCommand(QEMU).add(
             machine,
             Accelerator(spec.accel.name, tb_size_mib=64 if tcg else None),
             Cpu("max" if tcg else "host", spec.vcpus),
             Memory(spec.memory),
-            *([RamFile(spec.ram_file, spec.memory, spec.ram_shared)] if spec.ram_file else []),
+            *([RamFile(only.ram_file, spec.memory, only.ram_shared)] if only.ram_file else []),
             Flag("-nodefaults"),
             Flag("-no-user-config"),
             Flag("-nographic"),
@@ -108,12 +109,12 @@ class QemuBackend(Backend):
             Object("rng-random", "rng0", (("filename", "/dev/urandom"),)),
             Device("virtio-rng-device", (("rng", "rng0"),)),
         )
-        if spec.qmp:
+        if spec.qemu.qmp:
             command.add(Monitor(workdir / QMP_SOCKET))
-        if spec.incoming:
+        if spec.qemu.incoming:
             command.add(Incoming())
-        if spec.gdb_port:
-            command.add(GdbStub(spec.gdb_port))
+        if spec.qemu.gdb_port:
+            command.add(GdbStub(spec.qemu.gdb_port))
         return command
 
     def command(self, spec: VmSpec) -> list[str]:
@@ -123,8 +124,8 @@ class QemuBackend(Backend):
         find_qemu()
         for forward in spec.ports:
             check_port_free(forward.host_addr, forward.host)
-        if spec.gdb_port:
-            check_port_free("127.0.0.1", spec.gdb_port)
+        if spec.qemu.gdb_port:
+            check_port_free("127.0.0.1", spec.qemu.gdb_port)
         owned = spec.workdir is None
         workdir = spec.workdir or Path(tempfile.mkdtemp(prefix="krait-vm-"))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -147,9 +148,10 @@ class QemuBackend(Backend):
         return QemuVm(spec, proc, workdir, owned, on_console, tunnel, lock)
 
     def restore(self, spec: VmSpec, state: Path, timeout: float = 30.0) -> QemuVm:
-        """Wake a clone: guest RAM mapped privately from ``spec.ram_file``, its devices'
-        state loaded from ``state``; ready (the guest confirmed) when this returns."""
-        vm = self.start(replace(spec, qmp=True, incoming=True))
+        """Wake a clone: guest RAM mapped privately from ``spec.qemu.ram_file``, its
+        devices' state loaded from ``state``; ready (the guest confirmed) when this
+        returns."""
+        vm = self.start(spec.with_qemu(qmp=True, incoming=True))
         try:
             qmp.load_state(vm.workdir / QMP_SOCKET, state, timeout)
             vm.wake()
@@ -259,7 +261,8 @@ class QemuVm(ChildVm):
         return None
 
     def save(self, state: Path) -> None:
-        if not (self.spec.qmp and self.spec.ram_file and self.spec.ram_shared):
+        only = self.spec.qemu
+        if not (only.qmp and only.ram_file and only.ram_shared):
             raise VmError("only a VM started as a template (a shared RAM file and QMP) can be "
                           "saved")
         qmp.save_state(self.workdir / QMP_SOCKET, state)
