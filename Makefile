@@ -9,7 +9,7 @@ APT_PACKAGES := python3 python3-venv qemu-system-x86 linux-source-6.1 build-esse
 	flex bison libelf-dev libssl-dev cpio xz-utils binutils patch curl wrk erofs-utils \
 	crun slirp4netns debootstrap e2fsprogs util-linux \
 	python3.11 python3.11-venv postgresql openssl testssl.sh \
-	libvirt-daemon-system libvirt-dev pkg-config openssh-server openssh-client docker-registry skopeo \
+	libvirt-daemon-system libvirt-dev pkg-config python3-dev openssh-server openssh-client docker-registry skopeo \
 	netcat-openbsd
 
 .PHONY: deps venv kernel hello run test test-fast fuzz lint bench clean examples bench-examples \
