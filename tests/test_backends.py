@@ -14,6 +14,7 @@ from krait.cli.run import options_from_flags
 from krait.config.settings import Service
 from krait.errors import ConfigError
 from krait.fleet.driver import Host, VmDriver
+from krait.image.registry import is_ref
 from krait.vmm.accel import Accel
 from krait.vmm.backends import ENV, choose, get_backend, is_uri
 from krait.vmm.base import Disk, VmSpec
@@ -52,6 +53,13 @@ def test_connect_takes_services_and_libvirt_hosts_apart() -> None:
     assert options.hosts == ("qemu:///system", SSH)
     # Over SSH is another host, even at loopback: it is the SSH server's.
     assert is_local("qemu:///system") and not is_local("qemu+ssh://root@127.0.0.1/system")
+
+
+def test_a_path_is_not_taken_for_a_registry_reference() -> None:
+    assert is_ref("localhost:5000/hello:1") and is_ref("registry.example/team/app:2")
+    assert is_ref(f"127.0.0.1:5000/app@sha256:{'0' * 64}")
+    assert not is_ref("dist/hello") and not is_ref("build/app.krait")
+    assert not is_ref("hello.krait")
 
 
 def spec(**changes: object) -> VmSpec:

@@ -61,6 +61,7 @@ def test_run_through_local_libvirt_answers_and_leaves_only_the_image(
     wanted = {f"{image['kernel']['unpacked_sha256']}.vmlinux",
               *(f"{layer['unpacked_sha256']}.erofs" for layer in image["layers"])}
     assert wanted <= set(files), files
+    assert {f"{name}.done" for name in wanted} <= set(files)  # each copied whole
     assert not [name for name in files if name.startswith("boot-")]  # this boot's: gone
 
 
@@ -104,6 +105,7 @@ def test_a_detached_instance_is_seen_through_libvirt_even_without_its_supervisor
         conn = libvirt.open(libvirt_uri)
         assert conn.listAllDomains() == []
         conn.close()
+        assert not [n for n in pool() if n.startswith("boot-")]  # its settings went too
     finally:
         krait_cli("rm", "-f", "lv1")
     assert json.loads(krait_cli("ps", "--json").stdout) == []

@@ -37,6 +37,8 @@ def test_push_then_pull_gives_the_same_bytes_and_run_boots_a_reference(
     pulled = krait_cli("pull", ref, "-o", out)
     assert pulled.returncode == 0, pulled.stderr
     assert out.read_bytes() == hello_image.read_bytes()
+    pinned = krait_cli("pull", pushed.stdout.strip(), "-o", tmp_path / "pinned.krait")
+    assert pinned.returncode == 0, pinned.stderr  # by the digest push printed
     port = free_port()
     with krait_running("run", ref, "-p", f"{port}:8080") as proc:
         deadline = time.monotonic() + 60

@@ -26,7 +26,6 @@ from krait.image.signing import Trust
 from krait.vmm.backends import get_backend
 from krait.vmm.base import Backend, Vm, VmSpec
 from krait.vmm.launch import RunOptions, prepare
-from krait.vmm.libvirt import LibvirtVm
 from krait.vmm.options import PortForward
 from krait.vmm.qemu import free_port
 
@@ -163,7 +162,11 @@ class VmDriver(Driver):
         return min(ready, key=lambda h: h.instances) if ready else None
 
     def vm(self, handle: Handle) -> Vm:
-        return self._running[handle.id][0]
+        """The instance's VM; a KraitError once it was stopped (or all were killed)."""
+        running = self._running.get(handle.id)
+        if running is None:
+            raise KraitError(f"{handle.id} is not running")
+        return running[0]
 
     def _start_vm(self, backend: Backend, spec: VmSpec, folder: InstanceDir,
                   state: Path | None) -> Vm:
@@ -262,7 +265,7 @@ class VmDriver(Driver):
             vm = await self._cold_boot(backend, instance_id, spec, folder, snap, image.digest)
             woke = vm.spec.qemu.ram_file is not None  # booted as a template, serving as a clone
         run.qemu_pid = vm.pid
-        run.domain = vm.domain_name if isinstance(vm, LibvirtVm) else None
+        run.domain = vm.domain_name
         run.ready = time.time()
         run.snapshot = str(snap.state) if woke and snap else None
         folder.write_run(run)
@@ -353,7 +356,10 @@ class VmDriver(Driver):
         handle.paused = False
 
     async def stop(self, handle: Handle) -> None:
-        vm, folder, host = self._running[handle.id]
+        running = self._running.get(handle.id)
+        if running is None:  # stopped already, or ended by kill_all
+            return
+        vm, folder, host = running
         try:
             if handle.paused:  # a paused guest cannot stop gracefully
                 with contextlib.suppress(KraitError):
@@ -367,13 +373,15 @@ class VmDriver(Driver):
                 host.instances -= 1
 
     def alive(self, handle: Handle) -> bool:
-        return self.vm(handle).alive()
+        running = self._running.get(handle.id)
+        return running is not None and running[0].alive()
 
     def forget_snapshots(self, image: ImageRef) -> None:
         snapshot.prune(image_digest=image.digest)
 
     def console_tail(self, handle: Handle) -> str:
-        return self.vm(handle).console_tail()
+        running = self._running.get(handle.id)
+        return running[0].console_tail() if running else ""
 
     def kill_all(self) -> None:
         with self._lock:

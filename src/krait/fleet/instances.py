@@ -107,7 +107,7 @@ def stop_instance(folder: InstanceDir, grace: float = 10.0) -> str:
         _stop_qemu_directly(folder, qemu, grace)
     domain = folder.run().domain
     if record is not None and domain:
-        LibvirtBackend(record.host).destroy(domain)
+        LibvirtBackend(record.host).remove(domain)
     run = folder.run()
     if not run.ended:
         run.ended = True

@@ -75,8 +75,8 @@ def observe(folder: InstanceDir, query_qmp: bool = True) -> InstanceStatus | Non
     rss = uptime = None
     domain = LibvirtBackend(record.host).state(run.domain) if run.domain else None
     if domain is not None:  # libvirt's QEMU, perhaps on another host
-        state = (State.PAUSED if domain == "paused" else
-                 State.RUNNING if run.ready else State.BOOTING)
+        state: State = domain if domain == State.PAUSED else (
+            State.RUNNING if run.ready else State.BOOTING)
         uptime = round(time.time() - run.started, 1) if run.started else None
     elif qemu is not None:
         with contextlib.suppress(psutil.Error):
@@ -135,7 +135,7 @@ def clean_orphans() -> list[str]:
             with contextlib.suppress(psutil.Error):
                 os.kill(qemu.pid, signal.SIGKILL)
         if run.domain:
-            LibvirtBackend(record.host).destroy(run.domain)
+            LibvirtBackend(record.host).remove(run.domain)
         folder.remove()
         removed.append(folder.name)
     _clean_serve_records()

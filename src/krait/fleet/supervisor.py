@@ -26,7 +26,6 @@ from krait.image.archive import open_image
 from krait.vmm.backends import get_backend
 from krait.vmm.base import Vm, VmResult
 from krait.vmm.launch import RunOptions, prepare
-from krait.vmm.libvirt import LibvirtVm
 from krait.vmm.options import PortForward
 
 log = logging.getLogger("krait.supervisor")
@@ -104,7 +103,7 @@ class Supervisor:
             started = time.monotonic()
             self.save(qemu_pid=vm.pid, started=time.time(), ready=None, exit_status=None,
                       exit_reason=None,
-                      domain=vm.domain_name if isinstance(vm, LibvirtVm) else None)
+                      domain=vm.domain_name)
             if self.stopping:  # a stop raced with the boot
                 vm.request_stop()
             result = self.watch(vm)

@@ -20,6 +20,7 @@ over HTTPS.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import tempfile
@@ -40,13 +41,21 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TITLE = "org.opencontainers.image.title"
 DIGEST_ANNOTATION = "dev.krait.image.digest"
 # host[:port]/name[/name...][:tag][@sha256:...], as docker spells a reference.
+MEMBER_RE = re.compile(r"[a-z0-9_][a-z0-9_./-]{0,99}")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 REF_RE = re.compile(r"^(?P<host>[A-Za-z0-9.-]+(?::\d+)?)/(?P<repo>[a-z0-9._/-]+)"
                     r"(?::(?P<tag>[A-Za-z0-9_.-]{1,128}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
 
 
 def is_ref(text: str) -> bool:
-    """A registry reference (``localhost:5000/hello:1``), not a file name."""
-    return not text.endswith(".krait") and REF_RE.match(text) is not None
+    """A registry reference (``localhost:5000/hello:1``), not a file name: as docker
+    reads one, its first part names a registry only with a '.' or ':' or as localhost
+    (``dist/hello`` is a path)."""
+    match = REF_RE.match(text)
+    if match is None or text.endswith(".krait"):
+        return False
+    host = match["host"]
+    return "." in host or ":" in host or host == "localhost"
 
 
 def _client(ref: str) -> tuple[Any, Any]:
@@ -94,6 +103,7 @@ def push(image: Image, ref: str) -> str:
     import requests
 
     remote, container = _client(ref)
+    remote.auth.load_configs(container)  # `docker login`'s credentials, as pull uses
     members = read_members(image.path)
     names = [name for name, _ in members]
     if names[:1] != ["manifest.json"]:
@@ -128,34 +138,62 @@ def push(image: Image, ref: str) -> str:
     return response.headers.get("Docker-Content-Digest", "")
 
 
+def _manifest(ref: str, remote: Any, container: Any) -> dict[str, Any]:
+    """The artifact's manifest, its bytes checked against the digest ``ref`` pins."""
+    import requests
+
+    try:
+        remote.auth.load_configs(container)
+        response = remote.do_request(f"{remote.prefix}://{container.manifest_url()}", "GET",
+                                     headers={"Accept": OCI_MANIFEST})
+        response.raise_for_status()
+    except (requests.RequestException, ValueError) as e:
+        raise _refused(ref, e) from None
+    pinned = REF_RE.match(ref)["digest"]  # type: ignore[index]  # _client matched it
+    if pinned and _sha256(response.content) != pinned:
+        raise ImageError(f"{ref}: the registry's manifest is {_sha256(response.content)}, "
+                         "not the digest asked for", hint="nothing was kept")
+    try:
+        manifest = json.loads(response.content)
+        descriptors = [manifest["config"], *manifest.get("layers", [])]
+        if not all(isinstance(d, dict) and isinstance(d.get("annotations", {}), dict)
+                   for d in descriptors):
+            raise TypeError
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise ImageError(f"{ref}: the registry's manifest is not an OCI image manifest",
+                         hint="push the image again") from None
+    if manifest["config"].get("mediaType") != CONFIG_TYPE:
+        raise ImageError(f"{ref} is not a krait image (its config is "
+                         f"{manifest['config'].get('mediaType')!r})",
+                         hint="push one with `krait push IMAGE REF`")
+    return dict(manifest)
+
+
 def pull(ref: str, out: Path | None = None, trust: Trust | None = None) -> Image:
     """Fetch the image at ``ref`` into ``out`` (default: the cache, by digest), checked."""
     import requests
 
     remote, container = _client(ref)
-    try:
-        manifest = remote.get_manifest(container, allowed_media_type=[OCI_MANIFEST])
-    except (requests.RequestException, ValueError) as e:
-        raise _refused(ref, e) from None
-    if manifest.get("config", {}).get("mediaType") != CONFIG_TYPE:
-        raise ImageError(f"{ref} is not a krait image (its config is "
-                         f"{manifest.get('config', {}).get('mediaType')!r})",
-                         hint="push one with `krait push IMAGE REF`")
-    members = []
+    manifest = _manifest(ref, remote, container)
+    members: list[tuple[str, bytes]] = []
     for descriptor in [manifest["config"], *manifest.get("layers", [])]:
-        name = descriptor.get("annotations", {}).get(TITLE, "")
-        if not re.fullmatch(r"[a-z0-9_./-]{1,200}", name) or ".." in name:
+        name = (descriptor.get("annotations") or {}).get(TITLE, "")
+        digest = descriptor.get("digest", "")
+        # What a .krait's tar holds: short relative names (USTAR), each once.
+        if (not isinstance(name, str) or not MEMBER_RE.fullmatch(name) or ".." in name
+                or name in dict(members)):
             raise ImageError(f"{ref}: a part is named {name!r}", hint="push it again")
+        if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+            raise ImageError(f"{ref}: {name} has no sha256 digest", hint="push it again")
         try:
-            response = remote.get_blob(container, descriptor["digest"])
+            response = remote.get_blob(container, digest)
             response.raise_for_status()
-        except (requests.RequestException, ValueError, KeyError) as e:
+        except (requests.RequestException, ValueError) as e:
             raise _refused(ref, e) from None
         blob = response.content
-        if _sha256(blob) != descriptor["digest"]:
+        if _sha256(blob) != digest:
             raise ImageError(f"{ref}: {name} does not match its digest after the pull "
-                             f"(got {_sha256(blob)[:23]}..., expected "
-                             f"{descriptor['digest'][:23]}...)",
+                             f"(got {_sha256(blob)[:23]}..., expected {digest[:23]}...)",
                              hint="the registry or something between gave other bytes; "
                              "nothing was kept")
         members.append((name, blob))

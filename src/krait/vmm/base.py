@@ -86,6 +86,7 @@ class Vm(ABC):
 
     spec: VmSpec
     pid: int | None = None  # the VMM's process on this host, if it is krait's child
+    domain_name: str | None = None  # the libvirt domain, when libvirt runs it
     ready_at: float | None = None  # time.monotonic() when the guest first said ready
     started_at: float  # time.monotonic() when it was started
     timeline: dict[str, float]  # when the guest did each step of its boot (protocol)

@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from krait.errors import ConfigError, VmError
+from krait.fleet.state import State
 from krait.guest import protocol
 from krait.vmm.base import Backend, QemuOptions, VmSpec
 from krait.vmm.options import UserNetwork
@@ -53,6 +54,10 @@ POOL_ENV = "KRAIT_LIBVIRT_POOL"  # ... in this folder of the host's, if it has t
 POOL_PATH = "/var/lib/krait/images"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 CONSOLE, CONTROL = "serial0", "serial1"  # ttyS0 and ttyS1 in the guest
+BOOT_PREFIX = "boot-"  # boot-DOMAIN-TOKEN.disk: one boot's settings, in the pool
+DONE = ".done"  # NAME.done beside NAME: NAME was copied whole
+SEND_TIMEOUT = 10.0  # a control message the guest does not take in this long fails
+LOST_AFTER = 30.0  # a host that does not answer about a domain this long: given up
 
 
 _events_lock = threading.Lock()
@@ -102,13 +107,21 @@ def _message(error: Exception) -> str:
 
 
 _connections: dict[str, Any] = {}
-_connections_lock = threading.Lock()
+_locks: dict[str, threading.Lock] = {}
+_locks_lock = threading.Lock()
+
+
+def _lock(key: str) -> threading.Lock:
+    """One lock per key (a host, a file on a host): one slow host holds up no other."""
+    with _locks_lock:
+        return _locks.setdefault(key, threading.Lock())
 
 
 def connect(uri: str) -> Any:
-    """One open connection per URI for this process (libvirt's are thread-safe)."""
+    """One open connection per URI for this process (libvirt's are thread-safe), with
+    keepalives: a host that goes silent is a failed call within seconds, not a hang."""
     libvirt = _libvirt()
-    with _connections_lock:
+    with _lock(uri):
         conn = _connections.get(uri)
         if conn is not None and conn.isAlive():
             return conn
@@ -117,6 +130,8 @@ def connect(uri: str) -> Any:
         except libvirt.libvirtError as e:
             raise VmError(f"cannot reach libvirt at {uri}: {_message(e)}",
                           hint=_reach_hint(uri)) from None
+        with contextlib.suppress(libvirt.libvirtError):  # drivers in this process have none
+            conn.setKeepAlive(5, 3)
         _connections[uri] = conn
         return conn
 
@@ -251,7 +266,7 @@ class LibvirtBackend(Backend):
         return self.domain_xml(spec, self.domain_name(spec), Placed(
             f"{POOL_PATH}/{spec.kernel.name}",
             tuple(f"{POOL_PATH}/{d.path.name}" for d in spec.disks),
-            f"{POOL_PATH}/boot-NAME.disk" if spec.boot_settings else None))
+            f"{POOL_PATH}/{BOOT_PREFIX}NAME.disk" if spec.boot_settings else None))
 
     # -- starting -----------------------------------------------------------------------
     def _refuse_unsupported(self, spec: VmSpec) -> None:
@@ -281,52 +296,59 @@ class LibvirtBackend(Backend):
         check_host(self.uri, conn, spec.accel.name)
         pool = Pool(self.uri, conn)
         name = self.domain_name(spec)
-        boot = None
-        if spec.boot_settings:
-            boot = pool.put_bytes(f"boot-{name}.disk", spec.boot_settings)
-        placed = Placed(pool.put_file(spec.kernel),
-                        tuple(pool.put_file(d.path) for d in spec.disks), boot)
+        files = (pool.put_file(spec.kernel), tuple(pool.put_file(d.path) for d in spec.disks))
         libvirt = _libvirt()
+        boot = domain = None
+        streams: list[StreamChannel] = []
         try:
+            if spec.boot_settings:  # this boot's own: named for it, removed when it ends
+                boot = pool.put_bytes(f"{BOOT_PREFIX}{name}-{secrets.token_hex(4)}.disk",
+                                      spec.boot_settings)
             domain = _call(self.uri, f"start {name}", conn.createXML,
-                           self.domain_xml(spec, name, placed), libvirt.VIR_DOMAIN_START_PAUSED)
-        except VmError:
+                           self.domain_xml(spec, name, Placed(*files, boot)),
+                           libvirt.VIR_DOMAIN_START_PAUSED)
+            for device in (CONSOLE, CONTROL):
+                channel = StreamChannel(conn)
+                streams.append(channel)
+                _call(self.uri, f"open {name}'s {device}", domain.openConsole, device,
+                      channel.stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+                channel.watch()
+            _call(self.uri, f"start {name}", domain.resume)
+            return LibvirtVm(spec, self.uri, domain, streams, boot, on_console)
+        except BaseException:
+            for channel in streams:
+                channel.close()
+            if domain is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    domain.destroy()
             if boot is not None:
                 pool.delete(Path(boot).name)
             raise
-        try:
-            streams = [StreamChannel(conn) for _ in (CONSOLE, CONTROL)]
-            for device, channel in zip((CONSOLE, CONTROL), streams, strict=True):
-                domain.openConsole(device, channel.stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-                channel.watch()
-            domain.resume()
-        except libvirt.libvirtError as e:
-            with contextlib.suppress(libvirt.libvirtError):
-                domain.destroy()
-            if boot is not None:
-                pool.delete(Path(boot).name)
-            raise VmError(f"libvirt at {self.uri} could not start {name}: {_message(e)}"
-                          ) from None
-        return LibvirtVm(spec, self.uri, domain, streams, boot, on_console)
 
-    def state(self, name: str) -> str | None:
-        """Domain ``name``'s state on this host ("running", "paused"), None if it does
-        not run (or the host cannot be asked): for `krait ps`."""
+    def state(self, name: str) -> State | None:
+        """Domain ``name``'s state on this host, None if it does not run (or the host
+        cannot be asked): for `krait ps`."""
         libvirt = _libvirt()
         try:
             state, _ = connect(self.uri).lookupByName(name).state()
         except (libvirt.libvirtError, VmError):
             return None
         if state == libvirt.VIR_DOMAIN_PAUSED:
-            return "paused"
-        return "running" if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED
-                                      ) else None
+            return State.PAUSED
+        running = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
+        return State.RUNNING if state in running else None
 
-    def destroy(self, name: str) -> None:
-        """End domain ``name`` now, if it runs (a detached instance whose owner died)."""
+    def remove(self, name: str) -> None:
+        """End domain ``name`` now and delete its boot settings (a detached instance
+        whose owner died); a host that cannot be reached is logged, not raised."""
         libvirt = _libvirt()
-        with contextlib.suppress(libvirt.libvirtError):
-            connect(self.uri).lookupByName(name).destroy()
+        try:
+            conn = connect(self.uri)
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.lookupByName(name).destroy()
+            Pool(self.uri, conn).delete_prefix(f"{BOOT_PREFIX}{name}-")
+        except VmError as e:
+            log.warning("could not end %s: %s", name, e.message)
 
 
 class Pool:
@@ -345,12 +367,16 @@ class Pool:
             pool = self.conn.storagePoolLookupByName(POOL)
         except libvirt.libvirtError:
             path = os.environ.get(POOL_ENV, POOL_PATH)
+            xml = ET.Element("pool", {"type": "dir"})
+            ET.SubElement(xml, "name").text = POOL
+            target = ET.SubElement(xml, "target")
+            ET.SubElement(target, "path").text = path
             # 0711: QEMU (libvirt's unprivileged user) reaches the files, lists nothing.
-            xml = (f"<pool type='dir'><name>{POOL}</name><target><path>{path}</path>"
-                   "<permissions><mode>0711</mode></permissions></target></pool>")
+            ET.SubElement(ET.SubElement(target, "permissions"), "mode").text = "0711"
             try:
                 pool = self.conn.storagePoolCreateXML(
-                    xml, libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
+                    ET.tostring(xml, encoding="unicode"),
+                    libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
             except libvirt.libvirtError as e:
                 with contextlib.suppress(libvirt.libvirtError):  # made by another krait
                     return self.conn.storagePoolLookupByName(POOL)
@@ -368,15 +394,19 @@ class Pool:
             return None
 
     def put_file(self, path: Path) -> str:
-        """Copy a file named by its digest (``DIGEST.SUFFIX``) unless the host has it."""
-        size = path.stat().st_size
-        existing = self._lookup(path.name)
-        if existing is not None and existing.info()[1] == size:
-            return str(existing.path())
-        if existing is not None:  # an interrupted copy: its size tells
-            existing.delete(0)
-        with path.open("rb") as source:
-            return self._upload(path.name, size, source.read, mode=0o444)
+        """Copy a file named by its digest (``DIGEST.SUFFIX``) unless the host has it
+        whole: a copy counts once its ``.done`` marker is there, written after the last
+        byte (one that was cut off, or is under way in another process, has none)."""
+        with _lock(f"{self.uri} {path.name}"):  # one copy at a time from this process
+            existing = self._lookup(path.name)
+            if existing is not None and self._lookup(path.name + DONE) is not None:
+                return str(_call(self.uri, f"find {path.name}", existing.path))
+            if existing is not None:
+                self.delete(path.name)
+            with path.open("rb") as source:
+                copied = self._upload(path.name, path.stat().st_size, source.read, 0o444)
+            self._upload(path.name + DONE, 0, lambda _n: b"", 0o444)
+            return copied
 
     def put_bytes(self, name: str, data: bytes) -> str:
         view = memoryview(data)
@@ -388,39 +418,48 @@ class Pool:
             offset += len(chunk)
             return chunk
 
-        existing = self._lookup(name)
-        if existing is not None:
-            existing.delete(0)
         return self._upload(name, len(data), read, mode=0o600)
 
     def _upload(self, name: str, size: int, read: Callable[[int], bytes], mode: int) -> str:
         libvirt = _libvirt()
-        xml = (f"<volume><name>{name}</name><capacity unit='bytes'>{size}</capacity>"
-               f"<target><format type='raw'/><permissions><mode>{mode:o}</mode>"
-               "</permissions></target></volume>")
-        volume = _call(self.uri, f"make {name} in pool {POOL}", self.pool.createXML, xml, 0)
+        xml = ET.Element("volume")
+        ET.SubElement(xml, "name").text = name
+        ET.SubElement(xml, "capacity", {"unit": "bytes"}).text = str(size)
+        target = ET.SubElement(xml, "target")
+        ET.SubElement(target, "format", {"type": "raw"})
+        ET.SubElement(ET.SubElement(target, "permissions"), "mode").text = f"{mode:o}"
+        volume = _call(self.uri, f"make {name} in pool {POOL}", self.pool.createXML,
+                       ET.tostring(xml, encoding="unicode"), 0)
         try:
-            stream = self.conn.newStream(0)
-            volume.upload(stream, 0, size, 0)
-            stream.sendAll(lambda _stream, n, _opaque: read(n), None)
-            stream.finish()
-        except libvirt.libvirtError as e:
+            if size:
+                stream = self.conn.newStream(0)
+                volume.upload(stream, 0, size, 0)
+                stream.sendAll(lambda _stream, n, _opaque: read(n), None)
+                stream.finish()
+            where = str(volume.path())
+        except BaseException as e:
             with contextlib.suppress(libvirt.libvirtError):
                 volume.delete(0)
-            raise VmError(f"could not copy {name} to libvirt at {self.uri}: {_message(e)}"
-                          ) from None
-        except BaseException:
-            with contextlib.suppress(libvirt.libvirtError):
-                volume.delete(0)
+            if isinstance(e, libvirt.libvirtError):
+                raise VmError(f"could not copy {name} to libvirt at {self.uri}: "
+                              f"{_message(e)}") from None
             raise
-        log.info("copied %s (%d bytes) to %s", name, size, self.uri)
-        return str(volume.path())
+        if size:
+            log.info("copied %s (%d bytes) to %s", name, size, self.uri)
+        return where
 
     def delete(self, name: str) -> None:
         volume = self._lookup(name)
         if volume is not None:
             with contextlib.suppress(_libvirt().libvirtError):
                 volume.delete(0)
+
+    def delete_prefix(self, prefix: str) -> None:
+        libvirt = _libvirt()
+        with contextlib.suppress(libvirt.libvirtError):
+            for name in self.pool.listVolumes():
+                if name.startswith(prefix):
+                    self.delete(name)
 
 
 class StreamChannel:
@@ -435,7 +474,7 @@ class StreamChannel:
         self.error = libvirt.libvirtError
         self.stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
         self._chunks: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-        self._ended = False
+        self.ended = threading.Event()
         self._events = (libvirt.VIR_STREAM_EVENT_READABLE, libvirt.VIR_STREAM_EVENT_ERROR
                         | libvirt.VIR_STREAM_EVENT_HANGUP)
 
@@ -464,8 +503,8 @@ class StreamChannel:
 
     def end(self) -> None:
         """No more to read: readers get b"" (the stream ended, or the VM did)."""
-        if not self._ended:
-            self._ended = True
+        if not self.ended.is_set():
+            self.ended.set()
             self._chunks.put(b"")
             with contextlib.suppress(self.error):
                 self.stream.eventRemoveCallback()
@@ -479,9 +518,12 @@ class StreamChannel:
 
     def sendall(self, data: bytes, /) -> None:
         view = memoryview(data)
+        deadline = time.monotonic() + SEND_TIMEOUT
         while view:
-            if self._ended:
+            if self.ended.is_set():
                 raise OSError("the console stream has ended")
+            if time.monotonic() > deadline:
+                raise OSError(f"the guest read nothing for {SEND_TIMEOUT:g}s")
             try:
                 sent = self.stream.send(bytes(view))
             except self.error as e:
@@ -510,6 +552,8 @@ class LibvirtVm(ReportingVm):
         self._boot = boot
         self._exit: int | None = None
         self._killed = False
+        self._lost = False  # libvirt stopped answering about it (see _active)
+        self._lost_since: float | None = None
         self._start()
 
     def _open_control(self) -> StreamChannel:
@@ -519,28 +563,46 @@ class LibvirtVm(ReportingVm):
         while data := self._console_stream.recv(65536):
             yield data
 
+    def alive(self) -> bool:
+        """Cheap, as the gateway asks it often: no call to libvirt. The console stream
+        ends when the domain does (or the connection is lost; poll() then asks)."""
+        return self._exit is None and not self._console_stream.ended.is_set()
+
     def _active(self) -> bool:
         """Does the domain run? A lost connection (an SSH child ended by the terminal's
-        Ctrl-C, say) is opened again and the domain looked up by name: only libvirt
-        saying there is no such domain means it ended."""
+        Ctrl-C, say) is opened again and the domain looked up by name. Only libvirt
+        saying there is no such domain means it ended; a host that cannot be asked
+        counts as running until it has not answered for LOST_AFTER seconds."""
         libvirt = _libvirt()
-        for attempt in range(2):
+        try:
             try:
-                return bool(self.domain.isActive())
+                active = bool(self.domain.isActive())
             except libvirt.libvirtError as e:
                 if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     return False  # a transient domain that ended is gone
-                if attempt:
-                    log.warning("%s: lost libvirt at %s: %s", self.domain_name, self.uri,
-                                _message(e))
-                    return False
-            try:
                 self.domain = connect(self.uri).lookupByName(self.domain_name)
-            except libvirt.libvirtError:
+                active = bool(self.domain.isActive())
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return False
-            except VmError as e:
-                log.warning("%s: %s", self.domain_name, e.message)
-                return False
+            return self._unanswered(_message(e))
+        except VmError as e:
+            return self._unanswered(e.message)
+        self._lost_since = None
+        return active
+
+    def _unanswered(self, why: str) -> bool:
+        now = time.monotonic()
+        if self._lost_since is None:
+            self._lost_since = now
+            log.warning("%s: lost libvirt at %s (%s); asking again", self.domain_name,
+                        self.uri, why)
+        if now - self._lost_since < LOST_AFTER:
+            return True
+        log.error("%s: libvirt at %s has not answered for %gs; given up (the domain may "
+                  "still run there: `virsh -c URI destroy %s`)", self.domain_name, self.uri,
+                  LOST_AFTER, self.domain_name)
+        self._lost = True
         return False
 
     def poll(self) -> int | None:
@@ -548,24 +610,41 @@ class LibvirtVm(ReportingVm):
             return self._exit
         if self._active():
             return None
-        self._exit = -9 if self._killed else 0
+        # What the guest said last (its exit status among it) may still be on its way.
+        self._control_stream.ended.wait(1.0)
+        self._exit = -9 if self._killed else 255 if self._lost else 0
         for channel in (self._console_stream, self._control_stream):
             channel.end()  # whatever libvirt still has to say, the readers stop
         return self._exit
 
     def _wait_exit(self, timeout: float | None) -> int | None:
+        """Woken by the console's end; libvirt is asked once a second at most."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while (code := self.poll()) is None:
-            if deadline is not None and time.monotonic() >= deadline:
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if left <= 0:
                 return None
-            time.sleep(0.05)
+            if self._console_stream.ended.wait(left):
+                time.sleep(left)  # ended with the connection, not the domain: ask later
         return code
 
     def kill(self) -> None:
-        if self.poll() is None:  # the domain handle is a live one now
+        """Destroy the domain; one that will not go (a QEMU that hangs) is a VmError."""
+        libvirt = _libvirt()
+        for attempt in range(3):
+            if self.poll() is not None:  # the domain handle is a live one now
+                return
             self._killed = True
-            with contextlib.suppress(_libvirt().libvirtError):
+            try:
                 self.domain.destroy()
+                return
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return
+                if attempt == 2:
+                    raise VmError(f"libvirt at {self.uri} could not end {self.domain_name}: "
+                                  f"{_message(e)}") from None
+                time.sleep(1)
 
     def pause(self) -> None:
         _call(self.uri, f"pause {self.domain_name}", self.domain.suspend)
@@ -585,4 +664,5 @@ class LibvirtVm(ReportingVm):
 
     def __del__(self) -> None:  # a VM must never outlive its owner by accident
         if getattr(self, "_exit", 0) is None and not getattr(self, "_killed", True):
-            self.kill()
+            with contextlib.suppress(Exception):
+                self.kill()
