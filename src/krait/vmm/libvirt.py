@@ -554,7 +554,19 @@ class LibvirtVm(ReportingVm):
         self._killed = False
         self._lost = False  # libvirt stopped answering about it (see _active)
         self._lost_since: float | None = None
+        # Set by libvirt's event loop when the domain stops: waits need not ask.
+        self._stopped = threading.Event()
+        self._events: int | None = None
+        libvirt = _libvirt()
+        with contextlib.suppress(libvirt.libvirtError):
+            self._events = domain.connect().domainEventRegisterAny(
+                domain, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
         self._start()
+
+    def _on_lifecycle(self, _conn: Any, _domain: Any, event: int, _detail: int,
+                      _opaque: Any) -> None:
+        if event in (_libvirt().VIR_DOMAIN_EVENT_STOPPED, _libvirt().VIR_DOMAIN_EVENT_CRASHED):
+            self._stopped.set()
 
     def _open_control(self) -> StreamChannel:
         return self._control_stream
@@ -566,7 +578,8 @@ class LibvirtVm(ReportingVm):
     def alive(self) -> bool:
         """Cheap, as the gateway asks it often: no call to libvirt. The console stream
         ends when the domain does (or the connection is lost; poll() then asks)."""
-        return self._exit is None and not self._console_stream.ended.is_set()
+        return (self._exit is None and not self._stopped.is_set()
+                and not self._console_stream.ended.is_set())
 
     def _active(self) -> bool:
         """Does the domain run? A lost connection (an SSH child ended by the terminal's
@@ -608,24 +621,27 @@ class LibvirtVm(ReportingVm):
     def poll(self) -> int | None:
         if self._exit is not None:
             return self._exit
-        if self._active():
+        if not self._stopped.is_set() and self._active():
             return None
         # What the guest said last (its exit status among it) may still be on its way.
-        self._control_stream.ended.wait(1.0)
+        deadline = time.monotonic() + 1.0
+        while (self._status is None and not self._control_stream.ended.is_set()
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
         self._exit = -9 if self._killed else 255 if self._lost else 0
         for channel in (self._console_stream, self._control_stream):
             channel.end()  # whatever libvirt still has to say, the readers stop
         return self._exit
 
     def _wait_exit(self, timeout: float | None) -> int | None:
-        """Woken by the console's end; libvirt is asked once a second at most."""
+        """Woken by libvirt's event that the domain stopped; asks libvirt itself once a
+        second at most (events are lost with a connection)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while (code := self.poll()) is None:
             left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if left <= 0:
                 return None
-            if self._console_stream.ended.wait(left):
-                time.sleep(left)  # ended with the connection, not the domain: ask later
+            self._stopped.wait(left)
         return code
 
     def kill(self) -> None:
@@ -655,6 +671,9 @@ class LibvirtVm(ReportingVm):
 
     def _release(self) -> None:
         self._console_stream.close()
+        if self._events is not None:
+            with contextlib.suppress(_libvirt().libvirtError):
+                self.domain.connect().domainEventDeregisterAny(self._events)
         if self._boot is not None:
             try:  # on a connection opened again if the VM's was lost
                 Pool(self.uri, connect(self.uri)).delete(Path(self._boot).name)
