@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from krait.image._tracer import parse_python
 from krait.paths import cache_dir
@@ -24,8 +24,12 @@ ast.parse = parse_python  # type: ignore[assignment]
 
 # Property tests: a small budget in `make test`, a large one in `make fuzz`. No example
 # database: no state carried over from earlier runs.
-settings.register_profile("test", max_examples=60, deadline=None, database=None)
-settings.register_profile("fuzz", max_examples=3000, deadline=None, database=None)
+# filter_too_much: the request fuzzers discard most inputs by design (seen failing CI).
+_QUIET = [HealthCheck.filter_too_much, HealthCheck.too_slow]
+settings.register_profile("test", max_examples=60, deadline=None, database=None,
+                          suppress_health_check=_QUIET)
+settings.register_profile("fuzz", max_examples=3000, deadline=None, database=None,
+                          suppress_health_check=_QUIET)
 settings.load_profile("fuzz" if os.environ.get("KRAIT_FUZZ") else "test")
 
 
