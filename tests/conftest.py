@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from krait.image._tracer import parse_python
+from krait.image._scan import parse_python
 from krait.paths import cache_dir
 
 # pytest's assertion rewriter parses every test module with ast.parse, which on Debian's

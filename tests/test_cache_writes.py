@@ -32,7 +32,7 @@ def test_two_builds_at_once_share_the_bytecode_cache(tmp_path: Path) -> None:
         sources.append(GuestFile("app", f"/app/m{i}.pyc", src, "pyc"))
     results: list[dict[str, bytes]] = []
     threads = [threading.Thread(target=lambda: results.append(
-        compiled.compile_all(sources, Path(sys.executable), MAGIC))) for _ in range(3)]
+        compiled.compile_all(sources, Path(sys.executable), MAGIC)[0])) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
@@ -42,7 +42,7 @@ def test_two_builds_at_once_share_the_bytecode_cache(tmp_path: Path) -> None:
     cache = compiled._cache("pyc")
     assert not leftovers(cache)
     # The cache then answers alone, byte for byte the same.
-    assert compiled.compile_all(sources, Path(sys.executable), MAGIC) == results[0]
+    assert compiled.compile_all(sources, Path(sys.executable), MAGIC) == (results[0], {})
 
 
 def test_a_failed_image_write_leaves_the_old_image_and_no_temp_file(tmp_path: Path) -> None:
@@ -71,3 +71,14 @@ def test_an_image_whose_manifest_names_a_path_is_refused(tmp_path: Path) -> None
     write_image(out, replace(manifest(), name="../../etc/evil"), {})
     with pytest.raises(ImageError, match="not a valid image name"):
         open_image(out)
+
+
+def test_a_source_that_does_not_compile_is_named_and_left_out(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.py", tmp_path / "py2.py"
+    good.write_text("X = 1\n")
+    bad.write_text("print 'hello'\n")
+    out, failed = compiled.compile_all([GuestFile("app", "/app/good.pyc", good, "pyc"),
+                                        GuestFile("app", "/app/py2.pyc", bad, "pyc")],
+                                       Path(sys.executable), MAGIC)
+    assert set(out) == {"/app/good.pyc"}
+    assert set(failed) == {str(bad)} and "SyntaxError" in failed[str(bad)]

@@ -18,7 +18,8 @@ from krait.image.closure import (
     kept_modules,
     plan_files,
 )
-from krait.image.trace import Trace
+from krait.image.context import app_files
+from krait.image.trace import Distribution, Trace
 
 PYTHON = Path(sys.executable).resolve()
 
@@ -140,6 +141,7 @@ def fake(tmp_path: Path) -> tuple[Trace, Path]:
     (app / "hello.py").write_text("import json\n")
     (app / "pkg" / "__init__.py").write_text("")
     (app / "pkg" / "util.py").write_text("")
+    (app / "pkg" / "later.py").write_text("")  # imported by name at run time
     (app / "static").mkdir()
     (app / "static" / "index.html").write_text("<p>hi</p>")
     stdlib = base / "stdlib"
@@ -173,9 +175,15 @@ def fake(tmp_path: Path) -> tuple[Trace, Path]:
     return trace, app
 
 
+def plan(trace: Trace, app: Path, include: tuple[str, ...] = (), sources: bool = False,
+         exclude: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> list[GuestFile]:
+    return plan_files(trace, app, app_files(app, ignore, exclude), include, sources,
+                      exclude).files
+
+
 def test_plan_files_places_app_and_stdlib(fake: tuple[Trace, Path]) -> None:
     trace, app = fake
-    files = plan_files(trace, app, include=())
+    files = plan(trace, app)
     by_guest = {f.guest: f for f in files}
     assert files == sorted(files)
     assert len(by_guest) == len(files)
@@ -193,12 +201,12 @@ def test_plan_files_places_app_and_stdlib(fake: tuple[Trace, Path]) -> None:
     assert str(trace.stdlib / "ssl.pyc") in by_guest
     assert str(trace.stdlib / "os.pyc") in by_guest
 
-    app_files = [f for f in files if f.layer == "app"]
-    assert all(f.guest.startswith(protocol.APP_DIR + "/") for f in app_files)
-    # The traced modules, and the app folder's data files as they are.
-    assert {f.host for f in app_files} == {app / "hello.py", app / "pkg" / "__init__.py",
-                                           app / "pkg" / "util.py",
-                                           app / "static" / "index.html"}
+    in_app = [f for f in files if f.layer == "app"]
+    assert all(f.guest.startswith(protocol.APP_DIR + "/") for f in in_app)
+    # The whole app folder: its modules, whether traced or not, and its data as it is.
+    assert {f.host for f in in_app} == {app / "hello.py", app / "pkg" / "__init__.py",
+                                        app / "pkg" / "util.py", app / "pkg" / "later.py",
+                                        app / "static" / "index.html"}
     # The interpreter itself, at its host path, in the base layer.
     interp = by_guest[str(PYTHON)]
     assert (interp.layer, interp.how) == ("base", "elf")
@@ -207,14 +215,16 @@ def test_plan_files_places_app_and_stdlib(fake: tuple[Trace, Path]) -> None:
 
 def test_plan_files_exclude(fake: tuple[Trace, Path]) -> None:
     trace, app = fake
-    guests = {f.guest for f in plan_files(trace, app, include=(), exclude=("ssl",))}
+    guests = {f.guest for f in plan(trace, app, exclude=("ssl", "pkg.later"))}
     assert str(trace.stdlib / "ssl.pyc") not in guests
     assert str(trace.stdlib / "json" / "__init__.pyc") in guests
+    assert f"{protocol.APP_DIR}/pkg/later.pyc" not in guests
+    assert f"{protocol.APP_DIR}/pkg/util.pyc" in guests
 
 
 def test_plan_files_sources(fake: tuple[Trace, Path]) -> None:
     trace, app = fake
-    by_guest = {f.guest: f for f in plan_files(trace, app, include=(), sources=True)}
+    by_guest = {f.guest: f for f in plan(trace, app, sources=True)}
     src = by_guest[f"{protocol.APP_DIR}/hello.py"]
     assert (src.layer, src.how) == ("app", "copy")
     assert f"{protocol.APP_DIR}/hello.pyc" in by_guest
@@ -224,38 +234,70 @@ def test_plan_files_include(fake: tuple[Trace, Path]) -> None:
     trace, app = fake
     (app / ".well-known").mkdir()
     (app / ".well-known" / "security.txt").write_text("contact: x")
-    by_guest = {f.guest: f for f in plan_files(trace, app, include=(".well-known",))}
+    by_guest = {f.guest: f for f in plan(trace, app, include=(".well-known",))}
     page = by_guest[f"{protocol.APP_DIR}/.well-known/security.txt"]
     assert (page.layer, page.how) == ("app", "copy")
 
 
-def test_app_data_leaves_out_build_files_environments_tests_and_keys(
+def test_the_app_folder_leaves_out_build_files_environments_tests_and_keys(
         fake: tuple[Trace, Path]) -> None:
     trace, app = fake
     for name in ("pyproject.toml", "krait.lock", "requirements.txt", "key.pem", "old.krait",
                  ".env", "tests/test_x.py", "tests/data.json", ".venv/pyvenv.cfg",
                  "venv/pyvenv.cfg", "venv/lib/x.txt", "__pycache__/x.pyc", "data/big.csv",
-                 "data/keep.json", "templates/page.html"):
+                 "data/keep.json", "templates/page.html", ".git/config", "dist/app.whl",
+                 "node_modules/x/index.js", "app.egg-info/PKG-INFO", "scripts/tool.py"):
         (app / name).parent.mkdir(parents=True, exist_ok=True)
         (app / name).write_text("x")
     guests = {f.guest.removeprefix(protocol.APP_DIR + "/")
-              for f in plan_files(trace, app, include=(), ignore=("data/*.csv",))
-              if f.layer == "app" and f.how == "copy"}
-    assert guests == {"static/index.html", "data/keep.json", "templates/page.html"}
+              for f in plan(trace, app, ignore=("data/*.csv",)) if f.layer == "app"}
+    assert guests == {"hello.pyc", "pkg/__init__.pyc", "pkg/util.pyc", "pkg/later.pyc",
+                      "static/index.html", "data/keep.json", "templates/page.html",
+                      "scripts/tool.pyc"}
+
+
+def test_links_inside_the_app_stay_links_and_links_out_are_refused(
+        fake: tuple[Trace, Path]) -> None:
+    trace, app = fake
+    (app / "static" / "home.html").symlink_to("index.html")
+    (app / "assets").symlink_to("static")
+    (app / "absolute.html").symlink_to(app / "static" / "index.html")
+    by_guest = {f.guest.removeprefix(protocol.APP_DIR + "/"): f for f in plan(trace, app)}
+    assert (by_guest["static/home.html"].how, by_guest["static/home.html"].host) == (
+        "symlink", Path("index.html"))
+    assert (by_guest["assets"].how, by_guest["assets"].host) == ("symlink", Path("static"))
+    assert by_guest["absolute.html"].host == Path("static/index.html")  # made relative
+    secret = app.parent / "secret.txt"
+    secret.write_text("the host's")
+    (app / "static" / "leak.txt").symlink_to(secret)
+    with pytest.raises(BuildError) as info:
+        plan(trace, app)
+    assert "static/leak.txt" in info.value.message and "outside the app folder" in \
+        info.value.message
+    assert info.value.hint and 'ignore = ["static/leak.txt"]' in info.value.hint
+    # ... and so is a folder linked from outside, and a link named by `include`.
+    (app / "static" / "leak.txt").unlink()
+    (app / "etc").symlink_to("/etc")
+    with pytest.raises(BuildError, match="outside the app folder"):
+        plan(trace, app)
+    (app / "etc").unlink()
+    (app / ".hidden").symlink_to(secret)
+    with pytest.raises(BuildError, match="outside the app folder"):
+        plan(trace, app, include=(".hidden",))
 
 
 def test_plan_files_include_outside_app(fake: tuple[Trace, Path]) -> None:
     trace, app = fake
     (app.parent / "secret.txt").write_text("no")
     with pytest.raises(BuildError) as info:
-        plan_files(trace, app, include=("../secret.txt",))
+        plan(trace, app, include=("../secret.txt",))
     assert "outside the app folder" in info.value.message
 
 
 def test_plan_files_include_missing(fake: tuple[Trace, Path]) -> None:
     trace, app = fake
     with pytest.raises(BuildError, match="does not exist"):
-        plan_files(trace, app, include=("nope",))
+        plan(trace, app, include=("nope",))
 
 
 def test_plan_files_module_outside_sys_path(fake: tuple[Trace, Path], tmp_path: Path) -> None:
@@ -266,7 +308,56 @@ def test_plan_files_module_outside_sys_path(fake: tuple[Trace, Path], tmp_path: 
     modules = {**trace.modules, "stray": stray}
     bad = Trace(**{**trace.__dict__, "modules": modules})
     with pytest.raises(BuildError, match=r"outside the app's sys\.path"):
-        plan_files(bad, app, include=())
+        plan(bad, app)
+
+
+def test_a_distribution_goes_in_whole_but_its_tests_and_build_files(
+        fake: tuple[Trace, Path], tmp_path: Path) -> None:
+    trace, app = fake
+    site = tmp_path / "site-packages"
+    files = {"web/__init__.py": "", "web/plugins/by_name.py": "",
+             "web/templates/admin/login.html": "<form>", "web/tests/test_web.py": "",
+             "web/include/web.h": "", "web/__pycache__/x.cpython-311.pyc": "",
+             "web/locale/de/LC_MESSAGES/web.po": "msgid", "web/locale/de/LC_MESSAGES/web.mo": "",
+             "web/testing/helpers.py": "", "web-1.0.dist-info/entry_points.txt": "[web]\n",
+             "web-1.0.dist-info/METADATA": "Name: web\n"}
+    for rel, text in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text)
+    web = Distribution("web", site, site / "web-1.0.dist-info",
+                       tuple(site / rel for rel in files), ())
+    t = Trace(**{**trace.__dict__, "path": (*trace.path, site),
+                 "modules": {**trace.modules, "web": site / "web" / "__init__.py"},
+                 "distributions": {"web": web}})
+    result = plan_files(t, app, app_files(app), exclude=("web.testing",))
+    guests = {f.guest.removeprefix(protocol.PACKAGES_DIR + "/"): f
+              for f in result.files if f.layer == "packages"}
+    assert set(guests) == {"web/__init__.pyc", "web/plugins/by_name.pyc",
+                           "web/templates/admin/login.html",
+                           "web/locale/de/LC_MESSAGES/web.mo",
+                           "web-1.0.dist-info/entry_points.txt", "web-1.0.dist-info/METADATA"}
+    assert set(result.left_out) == {"tests", "development", "bytecode", "translations-sources"}
+
+
+def test_time_zones_come_when_zoneinfo_does(fake: tuple[Trace, Path], tmp_path: Path) -> None:
+    trace, app = fake
+    zones = tmp_path / "zoneinfo"
+    (zones / "Europe").mkdir(parents=True)
+    (zones / "Europe" / "Berlin").write_bytes(b"TZif")
+    (zones / "right" / "Europe").mkdir(parents=True)
+    (zones / "right" / "Europe" / "Berlin").write_bytes(b"TZif")
+    (zones / "posix").symlink_to(".")
+    (zones / "localtime").symlink_to("/etc/localtime")
+    zoneinfo = trace.stdlib / "zoneinfo.py"
+    zoneinfo.write_text("")
+    with_zones = Trace(**{**trace.__dict__, "tzpath": (tmp_path / "none", zones)})
+    assert not {f.guest for f in plan(with_zones, app)} & {str(zones / "Europe" / "Berlin")}
+    t = Trace(**{**with_zones.__dict__, "modules": {**trace.modules, "zoneinfo": zoneinfo}})
+    by_guest = {f.guest: f for f in plan(t, app)}
+    assert by_guest[str(zones / "Europe" / "Berlin")].how == "copy"
+    assert by_guest[str(zones / "posix")].how == "symlink"
+    assert str(zones / "right" / "Europe" / "Berlin") not in by_guest
+    assert str(zones / "localtime") not in by_guest
 
 
 def test_kept_modules_keeps_site_and_drops_startup_extras(fake: tuple[Trace, Path],

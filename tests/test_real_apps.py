@@ -115,19 +115,35 @@ def test_failed_optional_imports_are_recorded_as_absent(tmp_path: Path) -> None:
     assert "email" not in trace.absent
 
 
-def test_guest_hint_names_a_missed_submodule_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_guest_hint_only_for_a_missing_module_the_app_did_not_handle(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(missing, "_told", set())
+    monkeypatch.setattr(missing, "_missed", set())
     monkeypatch.setattr(missing, "_absent", frozenset({"json.optional_thing"}))
+    for name in ("json.lazy_thing", "json.optional_thing", "not_stdlib.sub", "smtplib"):
+        missing.MissingModuleHint.find_spec(name)
+    assert missing.missed() == {"json.lazy_thing", "smtplib"}  # optional, third party: no
     err = io.StringIO()
     with redirect_stderr(err):
-        for _ in range(2):
-            missing.MissingModuleHint.find_spec("json.lazy_thing")
-        missing.MissingModuleHint.find_spec("json.optional_thing")  # absent at build too
-        missing.MissingModuleHint.find_spec("not_loaded_pkg.sub")  # top level not loaded
-        missing.MissingModuleHint.find_spec("toplevel_probe")
-    lines = err.getvalue().splitlines()
-    assert len(lines) == 1
-    assert 'modules = ["json.lazy_thing"]' in lines[0] and '"json.*"' in lines[0]
+        try:  # handled by the app: nothing printed
+            raise ModuleNotFoundError("no", name="smtplib")
+        except ImportError:
+            pass
+        for _ in range(2):  # ended a request: named, once
+            try:
+                try:
+                    raise ModuleNotFoundError("no", name="json.lazy_thing")
+                except ImportError as e:
+                    raise RuntimeError("the view failed") from e
+            except RuntimeError:
+                missing.print_unhandled()
+        try:
+            raise ModuleNotFoundError("no", name="not_stdlib.sub")
+        except ImportError:
+            missing.print_unhandled()
+    hints = [line for line in err.getvalue().splitlines() if line.startswith("krait:")]
+    assert len(hints) == 1
+    assert 'modules = ["json.lazy_thing"]' in hints[0] and '"json.*"' in hints[0]
 
 
 # -- shared libraries from the app's venv --------------------------------------------------
@@ -145,11 +161,11 @@ def test_bundled_libraries_move_with_their_package(tmp_path: Path) -> None:
     trace = _trace(tmp_path, site, stdlib)
     entries = sorted(trace.path)
     lib = site / "numpy" / "_core" / ".." / ".." / "numpy.libs" / "libopenblas.so"
-    [f] = _library_files(lib, trace, tmp_path, entries)
+    [f] = _library_files(lib, trace, tmp_path, [tmp_path], entries)
     assert (f.layer, f.guest) == ("packages", "/krait/packages/numpy.libs/libopenblas.so")
     assert f.how == "elf"
     ext = stdlib / "lib-dynload" / "_ssl.so"
-    [g] = _library_files(ext, trace, tmp_path, entries)
+    [g] = _library_files(ext, trace, tmp_path, [tmp_path], entries)
     assert (g.layer, g.guest) == ("base", str(ext))
 
 

@@ -18,14 +18,15 @@ from krait.errors import BuildError
 from krait.guest import protocol
 from krait.image import layers as L
 from krait.image.archive import SUFFIX, write_image
-from krait.image.closure import LAYERS, GuestFile, kept_modules, plan_files
+from krait.image.closure import LAYERS, GuestFile, Plan, kept_modules, plan_files
 from krait.image.compile import compile_all, stripped
+from krait.image.context import app_files, check_shadowing, import_roots
 from krait.image.environment import prepare_python
 from krait.image.lock import LockMode
 from krait.image.manifest import BootDefaults, Dependencies, KernelIdentity, Manifest, Part
 from krait.image.memory import memory_needed
 from krait.image.tls import tls_env, tls_files
-from krait.image.trace import trace_app
+from krait.image.trace import Trace, trace_app
 from krait.kernel import Kernel, kernel_format
 from krait.paths import cache_dir, write_atomically
 
@@ -39,6 +40,12 @@ class BuildResult:
     manifest: Manifest
     cached_layers: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # for the user, after the build
+
+
+def image_path(app: AppConfig, output: Path | None = None) -> Path:
+    """Where the image of ``app`` is written: ``output``, or NAME.krait in its folder."""
+    return output or app.root / f"{app.name}{SUFFIX}"
 
 
 def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
@@ -48,10 +55,13 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
     started = time.perf_counter()
     build_python = prepare_python(app, lock_mode, step)
     python = build_python.python
+    app_folder = app_files(app.root, app.ignore, app.exclude)
+    shadowing = check_shadowing(app_folder, import_roots(app.root))
     step(f"tracing {app.entry} with {python}")
-    trace = trace_app(app, python, declared_roots=build_python.managed)
-    files = plan_files(trace, app.root, app.include, app.sources, app.exclude, app.ignore)
-    files = sorted([*files, *tls_files(app)])  # tls-cert / tls-key, baked into the app layer
+    trace = trace_app(app, python, build_python.managed, app_folder)
+    plan = plan_files(trace, app.root, app_folder, app.include, app.sources, app.exclude)
+    notes = [*shadowing, *_plan_notes(plan, trace)]
+    files = sorted([*plan.files, *tls_files(app)])  # tls-cert / tls-key, in the app layer
     by_layer: dict[str, list[GuestFile]] = {name: [] for name in LAYERS}
     for f in files:
         by_layer[f.layer].append(f)
@@ -68,6 +78,7 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
         return f.host.read_bytes()
 
     config = {"name": app.name, "entry": app.entry, "kind": app.kind, "ports": list(app.ports),
+              "paths": list(import_roots(app.root)),
               "env": {**tls_env(app), **app.env}, "server": app.server,
               "max_body": app.max_body,
               "absent": sorted(trace.absent)}
@@ -92,8 +103,13 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
             nonlocal was_built
             was_built = True
             step(f"building the {name} layer ({len(members)} files)")
-            compiled.update(compile_all(members, python, trace.magic))
-            return L.make_layer(name, L.entries_for(members, content) + extras[name])
+            pyc, failed = compile_all(members, python, trace.magic)
+            compiled.update(pyc)
+            for source, why in sorted(failed.items()):
+                notes.append(f"left out {source}: it does not compile "
+                             f"({(why.splitlines() or [''])[0]})")
+            kept = [f for f in members if f.how != "pyc" or f.guest in compiled]
+            return L.make_layer(name, L.entries_for(kept, content) + extras[name])
 
         built.append(L.cached_layer(key, make))
         if not was_built:
@@ -134,12 +150,24 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
             build_python.managed,
             hashlib.sha256(lock.text.encode()).hexdigest() if lock else None,
             lock.pins if lock else {}))
-    out = output or app.root / f"{app.name}{SUFFIX}"
+    out = image_path(app, output)
     step(f"writing {out}")
     # A TLS key is in the app layer: the image is as secret as the key.
     digest = write_image(out, manifest, parts, 0o600 if app.tls_key else 0o644,
                          signing_key)
-    return BuildResult(out, digest, manifest, cached, time.perf_counter() - started)
+    return BuildResult(out, digest, manifest, cached, time.perf_counter() - started, notes)
+
+
+def _plan_notes(plan: Plan, trace: Trace) -> list[str]:
+    notes = []
+    if trace.distributions:
+        notes.append(f"packages, each whole: {', '.join(sorted(trace.distributions))}")
+    if plan.left_out:
+        notes.append("left out of them: " + ", ".join(
+            f"{rule} {size / 2**20:.1f} MB" for rule, size in sorted(plan.left_out.items())))
+    notes += [f"{path} needs a shared library this host does not have: it cannot be "
+              "imported here or in the image" for path in plan.unloadable]
+    return notes
 
 
 def _kernel_blob(kernel: Kernel) -> tuple[bytes, str]:

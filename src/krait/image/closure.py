@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from krait.errors import BuildError
 from krait.guest import protocol
-from krait.image.trace import Trace
+from krait.image.context import AppFile, import_roots, link_inside, walk_files
+from krait.image.trace import Distribution, Trace
 from krait.paths import cache_dir, write_atomically
 from krait.run import run
 
@@ -44,38 +46,50 @@ def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
     return any(name in (x, "_" + x) or name.startswith(x + ".") for x in exclude)
 
 
-def plan_files(trace: Trace, app_root: Path, include: tuple[str, ...],
-               sources: bool = False, exclude: tuple[str, ...] = (),
-               ignore: tuple[str, ...] = ()) -> list[GuestFile]:
-    """Every file of the image, without duplicates, sorted by layer and path."""
+@dataclass
+class Plan:
+    """Every file of the image, and what the build should tell the user about it."""
+
+    files: list[GuestFile]
+    # Extension modules of shipped distributions that cannot load here either (a shared
+    # library they need is not installed): shipped, and named.
+    unloadable: list[str] = field(default_factory=list)
+    # Bytes each rule for distributions left out (see _DISTRIBUTION_RULES).
+    left_out: dict[str, int] = field(default_factory=dict)
+
+
+def plan_files(trace: Trace, app_root: Path, app: list[AppFile], include: tuple[str, ...] = (),
+               sources: bool = False, exclude: tuple[str, ...] = ()) -> Plan:
+    """Every file of the image, without duplicates, sorted by layer and path: the standard
+    library as far as the trace and the scan found it used, the app folder whole
+    (``app``, see :mod:`krait.image.context`), and every distribution the app uses whole."""
     files: dict[str, GuestFile] = {}
+    plan = Plan([])
 
     def add(f: GuestFile) -> None:
         files.setdefault(f.guest, f)
 
     entries = sorted(p for p in trace.path if p.is_dir())
+    app_entries = [app_root / r for r in import_roots(app_root)]
+    shipped = {f for d in trace.distributions.values() for f in d.files}
     modules = kept_modules(trace, exclude)
+    loose: set[str] = set()  # top-level packages of modules that no distribution owns
     for name, origin in modules.items():
-        for f in _module_files(name, origin, trace, app_root, entries, sources):
+        if origin in shipped:
+            continue
+        where = _module_files(name, origin, trace, app_root, app_entries, entries, sources)
+        if where and where[0].layer == "app":
+            continue  # the app folder goes in whole, below
+        for f in where:
             add(f)
-    packaged = {n.split(".")[0] for n, f in modules.items()
-                if _module_files(n, f, trace, app_root, entries, False)[0].layer == "packages"}
-    for top in sorted(packaged):
-        for dist in map(Path, trace.distributions.get(top, [])):
-            root = _path_entry(dist, entries)
-            if root is None:
-                continue
-            for path in sorted(dist.rglob("*")):
-                if path.is_file():
-                    rel = path.relative_to(root).as_posix()
-                    add(GuestFile("packages", f"{protocol.PACKAGES_DIR}/{rel}", path, "copy"))
-    # Package data (templates, zone files, certificate bundles), and the __init__ of every
-    # folder of it: importlib.resources imports such a folder as a package.
-    for top in sorted({n.split(".")[0] for n in modules}):
+        if where and where[0].layer == "packages":
+            loose.add(name.split(".")[0])
+    # The data of packages no distribution owns (a folder on PYTHONPATH, say), and the
+    # __init__ of each data folder: importlib.resources imports such a folder as a package.
+    for top in sorted(loose):
         for d in map(Path, trace.packages.get(top, [])):
             root = _path_entry(d, entries)
-            if (root is None or root == app_root or _under(d, trace.stdlib)
-                    or _under(d, trace.runtime)):
+            if root is None or _under(d, trace.stdlib) or _under(d, trace.runtime):
                 continue
             for path in _package_data(d):
                 rel = path.relative_to(root).as_posix()
@@ -84,16 +98,17 @@ def plan_files(trace: Trace, app_root: Path, include: tuple[str, ...],
                                   "pyc"))
                 else:
                     add(GuestFile("packages", f"{protocol.PACKAGES_DIR}/{rel}", path, "copy"))
-    for path in app_data(app_root, ignore):
-        add(GuestFile("app", f"{protocol.APP_DIR}/{path.relative_to(app_root).as_posix()}",
-                      path, "copy"))
-    for item in include:
-        for f in _included(app_root, item):
+    for each in [*app, *(f for item in include for f in _included(app_root, item))]:
+        add_app_file(add, each, sources)
+    used = {str(origin) for origin in modules.values()}
+    for dist in trace.distributions.values():
+        for f in _distribution_files(dist, used, exclude, sources, plan.left_out):
             add(f)
-    # The interpreter and extension modules, with the libraries they need; and what the
-    # process had mapped (libraries opened with dlopen), unless only excluded modules use it.
-    elf = [trace.executable, *(f.host for f in files.values() if f.how == "elf")]
-    closure = elf_closure(elf)
+    # The interpreter and the extension modules the trace saw, with the libraries they
+    # need; and what the process had mapped (libraries opened with dlopen), unless only
+    # excluded modules use it.
+    traced_elf = {f.host for f in files.values() if f.how == "elf" and str(f.host) in used}
+    closure = elf_closure([trace.executable, *sorted(traced_elf)])
     dropped = [o for n, o in trace.modules.items()
                if n not in modules and _EXTENSION.search(o.name)]
     real = os.path.realpath  # the loader says /lib/..., /proc/self/maps says /usr/lib/...
@@ -102,11 +117,108 @@ def plan_files(trace: Trace, app_root: Path, include: tuple[str, ...],
     module_files = {real(p) for p in trace.modules.values()}
     mapped = [so for so in trace.shared_objects
               if real(so) not in dropped_libs and real(so) not in module_files]
-    for path in elf_closure(closure + mapped):
-        for f in _library_files(path, trace, app_root, entries):
+    # Extension modules of the distributions that never ran: what they need comes too,
+    # when this host has it (one that cannot load here cannot load in the guest either).
+    untraced = [f.host for f in files.values() if f.how == "elf" and f.host not in traced_elf
+                and f.layer != "base"]
+    unloadable: list[Path] = []
+    needed = {*elf_closure(closure + mapped), *elf_closure(untraced, unloadable)}
+    plan.unloadable = sorted(map(str, unloadable))
+    for path in sorted(needed):
+        for f in _library_files(path, trace, app_root, app_entries, entries):
             add(f)
     add(GuestFile("base", str(trace.stdlib / "os.pyc"), trace.stdlib / "os.py", "pyc"))
-    return sorted(files.values())
+    if "zoneinfo" in modules and "tzdata" not in trace.distributions:
+        for f in _time_zones(trace.tzpath):
+            add(f)
+    plan.files = sorted(files.values())
+    return plan
+
+
+def _time_zones(tzpath: tuple[Path, ...]) -> list[GuestFile]:
+    """The host's time-zone database where zoneinfo looks for it (an app that uses
+    zoneinfo and has no tzdata package reads it, as on the host), without the leap-second
+    variants (``right/``) and links that lead out of it (``localtime``)."""
+    folder = next((p for p in tzpath if p.is_dir()), None)
+    if folder is None:
+        return []
+    out = []
+    for path in walk_files(folder):
+        rel = path.relative_to(folder).parts
+        if rel[0] == "right":
+            continue
+        if path.is_symlink():
+            target = os.readlink(path)
+            if os.path.isabs(target) or not _under(Path(os.path.realpath(path)), folder):
+                continue
+            out.append(GuestFile("base", str(path), Path(target), "symlink"))
+        else:
+            out.append(GuestFile("base", str(path), path, "copy"))
+    return out
+
+
+def add_app_file(add: Callable[[GuestFile], None], f: AppFile, sources: bool) -> None:
+    guest = f"{protocol.APP_DIR}/{f.rel}"
+    if f.link is not None:
+        add(GuestFile("app", guest, Path(f.link), "symlink"))
+    elif f.is_source:
+        add(GuestFile("app", guest[:-3] + ".pyc", f.path, "pyc"))
+        if sources:
+            add(GuestFile("app", guest, f.path, "copy"))
+    else:
+        add(GuestFile("app", guest, f.path,
+                      "elf" if _EXTENSION.search(f.path.name) else "copy"))
+
+
+# What of an installed distribution is left out of the image, each rule with its reason
+# (`krait build` reports what each one saved):
+# - "tests": its test suites (folders named tests/test), unless a module the app uses
+#   lives there;
+# - "development": files for building against it (C headers and sources, Cython
+#   declarations, static libraries, type stubs);
+# - "bytecode": the installer's .pyc files (krait compiles its own, reproducibly);
+# - "translations-sources": .po files next to their compiled .mo (gettext reads the .mo).
+_TEST_PARTS = frozenset({"tests", "test"})
+_DEVELOPMENT = (".h", ".hpp", ".c", ".cc", ".cpp", ".pxd", ".pyx", ".pxi", ".a", ".lib",
+                ".pyi", ".f", ".f90")
+
+
+def _left_out(rel: str, path: Path, used: set[str]) -> str | None:
+    parts = rel.split("/")
+    if _TEST_PARTS & set(parts[:-1]) and str(path) not in used:
+        return "tests"
+    if rel.endswith(_DEVELOPMENT):
+        return "development"
+    if rel.endswith((".pyc", ".pyo")) or "__pycache__" in parts:
+        return "bytecode"
+    if rel.endswith(".po") and path.with_suffix(".mo").exists():
+        return "translations-sources"
+    return None
+
+
+def _distribution_files(dist: Distribution, used: set[str], exclude: tuple[str, ...],
+                        sources: bool, left_out: dict[str, int]) -> list[GuestFile]:
+    """Every file of ``dist`` that goes into the packages layer."""
+    out = []
+    for path in dist.files:
+        rel = path.relative_to(dist.root).as_posix()
+        package = ".".join(rel.split("/")[:-1] if not rel.endswith(".py")
+                           else rel[:-3].removesuffix("/__init__").split("/"))
+        if package and _excluded(package, exclude):
+            continue
+        rule = _left_out(rel, path, used)
+        if rule:
+            left_out[rule] = left_out.get(rule, 0) + path.stat().st_size
+            continue
+        guest = f"{protocol.PACKAGES_DIR}/{rel}"
+        if rel.endswith(".py"):
+            out.append(GuestFile("packages", guest[:-3] + ".pyc", path, "pyc"))
+            if sources:
+                out.append(GuestFile("packages", guest, path, "copy"))
+        else:
+            out.append(GuestFile("packages", guest, path,
+                                 "elf" if _EXTENSION.search(path.name) else "copy"))
+    return out
 
 
 def kept_modules(trace: Trace, exclude: tuple[str, ...]) -> dict[str, Path]:
@@ -141,17 +253,20 @@ def _path_entry(path: Path, entries: list[Path]) -> Path | None:
     return best
 
 
-def _layer_for(path: Path, app_root: Path, entry: Path) -> tuple[str, str]:
-    if _under(path, app_root) and entry == app_root:
-        return "app", protocol.APP_DIR
-    return "packages", protocol.PACKAGES_DIR
+def _layer_for(path: Path, app_root: Path, app_entries: list[Path], entry: Path
+               ) -> tuple[str, str]:
+    """The layer and guest path of a module or library found under sys.path ``entry``."""
+    if entry in app_entries:  # the app's own: where it is in the app folder
+        return "app", f"{protocol.APP_DIR}/{path.relative_to(app_root).as_posix()}"
+    return "packages", f"{protocol.PACKAGES_DIR}/{path.relative_to(entry).as_posix()}"
 
 
 def _module_files(name: str, origin: Path, trace: Trace, app_root: Path,
-                  entries: list[Path], sources: bool) -> list[GuestFile]:
+                  app_entries: list[Path], entries: list[Path], sources: bool
+                  ) -> list[GuestFile]:
     is_source = origin.suffix in _SOURCE_SUFFIXES
     how = "pyc" if is_source else "elf" if _EXTENSION.search(origin.name) else "copy"
-    if _under(origin, trace.runtime / "krait"):
+    if _under(origin, trace.runtime):
         rel = origin.relative_to(trace.runtime).as_posix()
         layer, guest = "base", f"{protocol.RUNTIME_DIR}/{rel}"
     elif _under(origin, trace.stdlib) or _under(origin, trace.dynload):
@@ -161,8 +276,7 @@ def _module_files(name: str, origin: Path, trace: Trace, app_root: Path,
         if entry is None:
             raise BuildError(f"module `{name}` comes from {origin}, outside the app's sys.path",
                              hint="install it in the app's environment")
-        layer, base = _layer_for(origin, app_root, entry)
-        guest = f"{base}/{origin.relative_to(entry).as_posix()}"
+        layer, guest = _layer_for(origin, app_root, app_entries, entry)
     out = []
     if how == "pyc":
         out.append(GuestFile(layer, guest[:-3] + ".pyc", origin, "pyc"))
@@ -173,7 +287,7 @@ def _module_files(name: str, origin: Path, trace: Trace, app_root: Path,
     return out
 
 
-def _library_files(path: Path, trace: Trace, app_root: Path,
+def _library_files(path: Path, trace: Trace, app_root: Path, app_entries: list[Path],
                    entries: list[Path]) -> list[GuestFile]:
     """Where a shared object goes: libraries that wheels bundle (numpy.libs/,
     psycopg_binary.libs/) and extension modules move with their package to
@@ -183,9 +297,8 @@ def _library_files(path: Path, trace: Trace, app_root: Path,
     if not (_under(path, trace.stdlib) or _under(path, trace.dynload)):
         entry = _path_entry(path, entries)
         if entry is not None:
-            layer, base = _layer_for(path, app_root, entry)
-            return [GuestFile(layer, f"{base}/{path.relative_to(entry).as_posix()}", path,
-                              "elf")]
+            layer, guest = _layer_for(path, app_root, app_entries, entry)
+            return [GuestFile(layer, guest, path, "elf")]
     return host_path_files(path)
 
 
@@ -209,56 +322,47 @@ def _package_data(folder: Path) -> list[Path]:
     return found
 
 
-# What an app folder holds besides the app: its build files, environments, tests, and
-# keys (TLS keys reach an image only through tls-key).
-_NOT_APP_DATA_FOLDERS = ("__pycache__", "node_modules", "tests", "test", "build", "dist")
-_NOT_APP_DATA_FILES = ("pyproject.toml", "krait.toml", "krait.lock", "setup.py", "setup.cfg",
-                       "MANIFEST.in", "poetry.lock", "uv.lock", "Pipfile", "Pipfile.lock")
-_NOT_APP_DATA_SUFFIXES = (".py", ".pyc", ".pyi", ".krait", ".pem", ".key")
-
-
-def app_data(app_root: Path, ignore: tuple[str, ...] = ()) -> list[Path]:
-    """The app folder's own data files (templates, static files, data), which go into the
-    app layer as they are; ``ignore`` holds glob patterns (relative to the app) to leave
-    out as well."""
+def _included(app_root: Path, item: str) -> list[AppFile]:
+    """``include``: files the app folder's rules leave out (hidden ones, say), taken all
+    the same; links inside the folder stay links, links out of it are refused."""
+    root = app_root.resolve()
+    path = Path(os.path.normpath(root / item))
+    if not _under(path, root):
+        raise BuildError(f"include = {item!r} points outside the app folder",
+                         hint="include paths are relative to the app and stay inside it")
+    if not (path.exists() or path.is_symlink()):
+        raise BuildError(f"include = {item!r}: {path} does not exist",
+                         hint="fix the path in `include`, relative to the app folder")
     found = []
-    for dirpath, dirnames, filenames in os.walk(app_root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and d not in _NOT_APP_DATA_FOLDERS
-            and not d.endswith(".egg-info") and not (here / d / "pyvenv.cfg").exists())
-        for fn in sorted(filenames):
-            path = here / fn
-            rel = path.relative_to(app_root)
-            if (fn.startswith(".") or fn in _NOT_APP_DATA_FILES
-                    or fn.endswith(_NOT_APP_DATA_SUFFIXES)
-                    or (fn.startswith("requirements") and fn.endswith(".txt"))
-                    or any(rel.match(pattern) for pattern in ignore)
-                    or not path.is_file()):
-                continue
-            found.append(path)
+    for each in [path] if not path.is_dir() or path.is_symlink() else walk_files(path):
+        rel = each.relative_to(root).as_posix()
+        found.append(AppFile(rel, each, link_inside(each, root) if each.is_symlink() else None))
     return found
 
 
-def _included(app_root: Path, item: str) -> list[GuestFile]:
-    path = (app_root / item).resolve()
-    if not _under(path, app_root):
-        raise BuildError(f"include = {item!r} points outside the app folder",
-                         hint="include paths are relative to the app and stay inside it")
-    if not path.exists():
-        raise BuildError(f"include = {item!r}: {path} does not exist",
-                         hint="fix the path in `include`, relative to the app folder")
-    paths = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [GuestFile("app", f"{protocol.APP_DIR}/{p.relative_to(app_root).as_posix()}", p,
-                      "copy") for p in paths]
+def elf_closure(binaries: list[Path], unloadable: list[Path] | None = None) -> list[Path]:
+    """The binaries plus every shared library they load, as the dynamic loader finds them.
+    A library that is not installed is a build error; with ``unloadable``, the binaries
+    that need one are listed there instead, and their closure left out."""
+    known = _needed_cache()
+    size = len(known)
+    seen: dict[Path, None] = {}
+    if unloadable is None:
+        seen.update(dict.fromkeys(_closure(binaries, known)))
+    else:
+        for binary in dict.fromkeys(binaries):
+            try:
+                seen.update(dict.fromkeys(_closure([binary], known)))
+            except BuildError:
+                unloadable.append(binary)
+    if len(known) != size:
+        write_atomically(_needed_file(), json.dumps(known).encode())
+    return sorted(seen)
 
 
-def elf_closure(binaries: list[Path]) -> list[Path]:
-    """The binaries plus every shared library they load, as the dynamic loader finds them."""
+def _closure(binaries: list[Path], known: dict[str, list[str]]) -> list[Path]:
     seen: dict[Path, None] = {}
     todo = list(dict.fromkeys(binaries))
-    known = _needed_cache()
-    added = False
     while todo:
         path = todo.pop()
         if path in seen:
@@ -268,11 +372,8 @@ def elf_closure(binaries: list[Path]) -> list[Path]:
         key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
         if key not in known:
             known[key] = [str(p) for p in _needed(path)]
-            added = True
         todo += [Path(p) for p in known[key] if Path(p) not in seen]
-    if added:
-        write_atomically(_needed_file(), json.dumps(known).encode())
-    return sorted(seen)
+    return list(seen)
 
 
 def _needed_file() -> Path:

@@ -18,11 +18,18 @@ from krait.image.closure import GuestFile
 from krait.paths import cache_dir, write_atomically
 from krait.run import run
 
+# Prints, as JSON, the sources that do not compile (a Python 2 script in a package, a
+# template named .py): they could not be imported on the host either.
 _COMPILER = """
 import json, py_compile, sys
+failed = {}
 for src, dst, dfile in json.load(sys.stdin):
-    py_compile.compile(src, cfile=dst, dfile=dfile, doraise=True,
-                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    try:
+        py_compile.compile(src, cfile=dst, dfile=dfile, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    except py_compile.PyCompileError as e:
+        failed[src] = e.exc_type_name + ": " + str(e.exc_value)
+print(json.dumps(failed))
 """
 
 
@@ -40,8 +47,10 @@ def _content_key(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
-def compile_all(files: list[GuestFile], python: Path, magic: str) -> dict[str, bytes]:
-    """Guest path -> .pyc bytes for every ``pyc`` file."""
+def compile_all(files: list[GuestFile], python: Path, magic: str
+                ) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Guest path -> .pyc bytes for every ``pyc`` file; and source -> why it does not
+    compile, for those that do not."""
     out: dict[str, bytes] = {}
     todo: list[tuple[GuestFile, Path]] = []
     cache = _cache("pyc")
@@ -54,7 +63,7 @@ def compile_all(files: list[GuestFile], python: Path, magic: str) -> dict[str, b
         else:
             todo.append((f, cached))
     if not todo:
-        return out
+        return out, {}
     # Always in a fresh interpreter of the app's: marshal marks objects whose reference
     # count is above one, so bytecode compiled inside a long-lived process (krait under
     # pytest, say) can differ byte for byte from the same source compiled elsewhere.
@@ -62,14 +71,20 @@ def compile_all(files: list[GuestFile], python: Path, magic: str) -> dict[str, b
         jobs = [(str(f.host), f"{tmp}/{i}.pyc", f.guest[:-1]) for i, (f, _) in enumerate(todo)]
         proc = run([python, "-I", "-c", _COMPILER], input=json.dumps(jobs).encode(),
                    check=False)
+        try:
+            failed: dict[str, str] = json.loads(proc.stdout)
+        except ValueError:
+            failed = {}
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or "").strip().splitlines()[-6:])
             raise BuildError(f"cannot compile the app's Python files:\n{tail}")
-        for (f, cached), (_, dst, _) in zip(todo, jobs, strict=True):
+        for (f, cached), (src, dst, _) in zip(todo, jobs, strict=True):
+            if src in failed:
+                continue
             data = Path(dst).read_bytes()
             out[f.guest] = data
             write_atomically(cached, data)
-    return out
+    return out, failed
 
 
 def stripped(path: Path) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from krait.config import AppConfig
 from krait.errors import TraceError
+from krait.image.context import AppFile, app_files, import_roots, module_name
 from krait.image.lock import declared_dependencies
 from krait.paths import cache_dir, write_atomically
 from krait.run import run
@@ -33,6 +35,17 @@ STARTUP_MODULES = ["encodings.utf_8", "encodings.ascii", "encodings.latin_1", "o
 
 
 @dataclass(frozen=True)
+class Distribution:
+    """An installed distribution the app uses, which goes into the image whole."""
+
+    name: str
+    root: Path  # the sys.path entry it is installed in
+    metadata: Path  # its *.dist-info (entry points, versions)
+    files: tuple[Path, ...]  # every file it installed inside ``root``
+    requires: tuple[str, ...]  # the distributions it requires (installed ones are used)
+
+
+@dataclass(frozen=True)
 class Trace:
     """What the app's interpreter reported after importing the app."""
 
@@ -44,7 +57,7 @@ class Trace:
     path: tuple[Path, ...]
     modules: dict[str, Path]  # imported while the app was imported
     shared_objects: tuple[Path, ...]
-    distributions: dict[str, list[str]]
+    distributions: dict[str, Distribution]
     packages: dict[str, list[str]]
     startup: frozenset[str]
     runtime: Path  # where krait.guest came from (see runtime_root)
@@ -54,27 +67,53 @@ class Trace:
     static: dict[str, Path] = field(default_factory=dict)
     heap_kib: int = 0  # anonymous memory in use once the app was imported
     mapped_kib: int = 0  # file-backed memory resident then (interpreter, libraries)
+    tzpath: tuple[Path, ...] = ()  # where zoneinfo looks for time zones
 
     @property
     def python_name(self) -> str:
         return f"python{self.version[0]}.{self.version[1]}"
 
 
+# Libraries the guest runtime uses, from krait's own environment (pure Python): wsproto
+# for WebSockets, and the h11 it needs. In the guest they come last on sys.path, so an
+# app that has its own copies uses those.
+RUNTIME_LIBRARIES = ("wsproto", "h11")
+
+
+def _runtime_sources() -> dict[str, bytes]:
+    """Path inside the runtime folder -> contents."""
+    sources = {f"krait/{p.relative_to(_KRAIT_PACKAGE).as_posix()}": p.read_bytes()
+               for p in [_KRAIT_PACKAGE / "__init__.py",
+                         *sorted((_KRAIT_PACKAGE / "guest").glob("*.py"))]}
+    for name in RUNTIME_LIBRARIES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.submodule_search_locations, name
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        for path in sorted(folder.rglob("*.py")):
+            sources[f"lib/{name}/{path.relative_to(folder).as_posix()}"] = path.read_bytes()
+    return sources
+
+
 def runtime_root() -> Path:
     """A folder holding krait's guest runtime and nothing else of krait's (a copy, keyed by
     its contents): the tracer puts it on the app's path, so an image can never pick up
-    krait's own dependencies from the environment krait is installed in."""
-    sources = [_KRAIT_PACKAGE / "__init__.py",
-               *sorted((_KRAIT_PACKAGE / "guest").glob("*.py"))]
+    krait's own dependencies from the environment krait is installed in. What is there
+    is compared with the sources each time (a few hundred KB): the folder is a cache,
+    and what it holds becomes the guest's PID 1."""
+    sources = _runtime_sources()
     h = hashlib.sha256()
-    for src in sources:
-        h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
+    for rel, data in sorted(sources.items()):
+        h.update(rel.encode() + b"\0" + data + b"\0")
     root = cache_dir() / "runtime" / h.hexdigest()[:16]
-    if not (root / "krait" / "guest" / "init.py").exists():
-        for src in sources:
-            rel = src.relative_to(_KRAIT_PACKAGE.parent)
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(root / rel, src.read_bytes())
+    for rel, data in sources.items():
+        path = root / rel
+        try:
+            same = path.read_bytes() == data
+        except OSError:
+            same = False
+        if not same:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, data)
     return root
 
 
@@ -93,13 +132,21 @@ def runtime_modules(app: AppConfig) -> list[str]:
     return [*RUNTIME_MODULES["main"], "krait.guest.servers", app.server]
 
 
-def trace_app(app: AppConfig, python: Path, declared_roots: bool = False) -> Trace:
+def trace_app(app: AppConfig, python: Path, declared_roots: bool = False,
+              files: list[AppFile] | None = None) -> Trace:
     """Import the app in a subprocess of its own interpreter and report what it used;
     ``declared_roots``: every package of the environment may be used (krait made it from
-    the app's lock), so read those the app did not import too."""
+    the app's lock), so those the app did not import go in too. ``files``: the app
+    folder's (see krait.image.context), all read for what they import."""
     runtime = runtime_root()
+    roots = import_roots(app.root)
+    if files is None:
+        files = app_files(app.root, app.ignore, app.exclude)
     request = {
         "app_root": str(app.root),
+        "app_paths": [str(app.root / r) for r in roots],
+        "app_sources": [(name, str(f.path)) for f in files if f.is_source
+                        if (name := module_name(f.rel, roots))],
         "runtime_path": str(runtime),
         "runtime_modules": [*STARTUP_MODULES, *runtime_modules(app)],
         "server": app.server if app.kind != "main" else "builtin",
@@ -134,7 +181,10 @@ def trace_app(app: AppConfig, python: Path, declared_roots: bool = False) -> Tra
         path=tuple(Path(p) for p in report["path"]),
         modules={k: Path(v) for k, v in report["modules"].items()},
         shared_objects=tuple(Path(p) for p in report["shared_objects"]),
-        distributions=report["distributions"],
+        distributions={name: Distribution(name, Path(d["root"]), Path(d["metadata"]),
+                                          tuple(Path(f) for f in d["files"]),
+                                          tuple(d["requires"]))
+                       for name, d in report["distributions"].items()},
         packages=report["packages"],
         startup=frozenset(report["startup"]),
         runtime=runtime,
@@ -142,6 +192,7 @@ def trace_app(app: AppConfig, python: Path, declared_roots: bool = False) -> Tra
         static={k: Path(v) for k, v in report.get("static", {}).items()},
         heap_kib=int(report.get("heap_kib", 0)),
         mapped_kib=int(report.get("mapped_kib", 0)),
+        tzpath=tuple(Path(p) for p in report.get("tzpath", [])),
     )
 
 
