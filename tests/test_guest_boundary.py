@@ -1,4 +1,5 @@
-"""The guest runtime ships in every image: standard library and krait.guest only."""
+"""The guest runtime ships in every image: standard library and krait.guest only, and
+the pure-Python libraries the runtime brings along in its own folder (wsproto, h11)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 import krait
 import krait.guest
+from krait.image.trace import RUNTIME_LIBRARIES
 
 GUEST_DIR = Path(krait.guest.__file__).parent
 GUEST_MODULES = sorted(GUEST_DIR.rglob("*.py"))
@@ -50,7 +52,7 @@ def allowed(module: str) -> bool:
     top = module.split(".")[0]
     if top == "krait":
         return module == "krait.guest" or module.startswith("krait.guest.")
-    return top in sys.stdlib_module_names
+    return top in sys.stdlib_module_names or top in RUNTIME_LIBRARIES
 
 
 def test_guest_modules_found() -> None:

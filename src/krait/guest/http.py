@@ -303,6 +303,17 @@ class Budget:
         self.held -= n
 
 
+def report_error() -> None:
+    """The traceback of an error the app did not handle; in a krait guest, with the hint
+    for a module the image lacks."""
+    try:
+        from krait.guest import missing
+    except ImportError:  # this file copied on its own (krait bench compare's payload)
+        traceback.print_exc()
+        return
+    missing.print_unhandled()
+
+
 def response_head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}".encode()]
     lines += [k + b": " + v for k, v in headers]
@@ -465,6 +476,12 @@ def asgi_handler(app: Any, port: int, limits: Limits) -> Handler:
             "query_string": req.query.encode(), "root_path": "", "headers": req.headers,
             "server": ("0.0.0.0", port), "client": writer.get_extra_info("peername"),
         }
+        if req.header(b"upgrade") is not None:
+            from krait.guest import websocket  # the first upgrade pays for the import
+
+            if websocket.is_upgrade(req):
+                await websocket.run_session(app, scope, req, stream, writer, limits)
+                return False
         sent_body = False
         done = False  # the response is complete
         started: dict[str, Any] = {}
@@ -508,7 +525,7 @@ def asgi_handler(app: Any, port: int, limits: Limits) -> Handler:
         try:
             await app(scope, receive, send)
         except Exception:
-            traceback.print_exc()
+            report_error()
             if not started:
                 writer.write(error_response(500))
             return False
@@ -567,7 +584,7 @@ def wsgi_handler(app: Any, port: int) -> Handler:
             status, headers, body = await loop.run_in_executor(
                 None, call, req, writer.get_extra_info("peername"))
         except Exception:
-            traceback.print_exc()
+            report_error()
             writer.write(error_response(500))
             return False
         if not any(k == b"content-length" for k, _ in headers):
