@@ -144,7 +144,13 @@ def _exec_time() -> float | None:
 
 def _load_app(config: dict[str, Any]) -> Any:
     app_dir, packages_dir = config.get("dirs", (protocol.APP_DIR, protocol.PACKAGES_DIR))
-    sys.path[:0] = [app_dir, packages_dir]
+    # The app's folders (its root, and src/ in a src layout), its packages; krait's
+    # runtime is already on the path, and the libraries it brings come last, so that the
+    # app's own copies of them win.
+    sys.path[:0] = [*(os.path.join(app_dir, p) if p else app_dir
+                      for p in config.get("paths", ("",))), packages_dir]
+    runtime = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.append(os.path.join(runtime, "lib"))
     os.chdir(app_dir)
     module_name, _, attr = config["entry"].partition(":")
     module = __import__(module_name, fromlist=["_"])
@@ -158,6 +164,35 @@ def _run_main(target: Any) -> int:
     _signal.signal(_signal.SIGTERM, on_term)  # _signal: the signal module imports enum
     result = target()
     return result if isinstance(result, int) else 0
+
+
+def listening_ports() -> set[int]:
+    """The TCP ports something in this machine (or network namespace) listens on, as the
+    kernel reports them."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A":  # TCP_LISTEN
+                        ports.add(int(fields[1].rpartition(":")[2], 16))
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return ports
+
+
+def _when_listening(ports: list[int], ready: Any) -> None:
+    """Call ``ready`` once the app listens on every port it declares: a ``main`` app that
+    starts its own server (uvicorn.run, gunicorn) says nothing when it is up, but the
+    kernel knows."""
+    def watch() -> None:
+        while not set(ports) <= listening_ports():
+            time.sleep(0.01)
+        ready()
+
+    _thread.start_new_thread(watch, ())
 
 
 def _ready_line(config: dict[str, Any]) -> str:
@@ -211,7 +246,10 @@ def run_app(config: dict[str, Any], control: Control) -> int:
             print(_memory_line(), flush=True)
 
         if kind == "main":
-            ready()
+            if config.get("ports"):  # a server of the app's own: ready once it listens
+                _when_listening(config.get("app_ports") or config["ports"], ready)
+            else:
+                ready()
             return _run_main(target)
         # A process on the host (--target process) listens where the host wants it.
         port, host = config["ports"][0], config.get("host", "0.0.0.0")
@@ -235,10 +273,9 @@ def run_app(config: dict[str, Any], control: Control) -> int:
         print(code, file=sys.stderr, flush=True)
         return 1
     except BaseException:
-        import traceback
+        from krait.guest import missing
 
-        traceback.print_exc()
-        sys.stderr.flush()
+        missing.print_unhandled()
         control.send(f"{protocol.CRASH} 1")
         return 1
 

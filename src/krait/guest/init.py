@@ -161,6 +161,10 @@ def main() -> None:
     except (OSError, ValueError, EOFError) as e:
         _power_off_on(e)
     mark("mounted")
+    # The kernel starts /init with HOME=/, which is read-only here: programs that keep
+    # files in ~ (gunicorn's control socket, caches) get the writable /tmp instead.
+    if os.environ.get("HOME", "/") == "/":
+        os.environ["HOME"] = "/tmp"
     app.prepare(config, boot)
     if boot.get("connect"):
         from krait.guest import tunnel

@@ -1,12 +1,13 @@
-"""A last-resort import finder: name the module the image lacks, and how to add it.
+"""Naming a standard-library module the image lacks, when its absence hurts.
 
-Tracing sees only what the app imported at build time. When the guest later imports a
-submodule of a package that *is* in the image (``numpy.random``, imported lazily by
-``numpy.__getattr__``), this finder, consulted after all others have failed, prints
-one line saying what to put in ``modules`` before the usual ModuleNotFoundError.
-Top-level names that are absent altogether are left alone, and so are the submodules
-that were looked for and not found at build time too: code probes for optional
-modules all the time.
+An image holds the app folder and every distribution the app uses whole, but only the
+part of the standard library that the build's trace and scan saw used: a module the
+app imports by a name built at run time can be missing. A last-resort import finder,
+consulted after all others have failed, notes such a miss; the hint (what to put in
+``modules``) is printed only if the ModuleNotFoundError is not handled by the app, when
+it ends a request or the app (code probes for optional modules all the time, and
+catches the error: that is no one's problem). Submodules that were looked for and not
+found at build time either are left alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+_missed: set[str] = set()
 _told: set[str] = set()
 _absent: frozenset[str] = frozenset()
 
@@ -25,13 +27,38 @@ _absent: frozenset[str] = frozenset()
 class MissingModuleHint:
     @classmethod
     def find_spec(cls, name: str, path: Any = None, target: Any = None) -> None:
-        top, dot, _ = name.partition(".")
-        if dot and top in sys.modules and name not in _told and name not in _absent:
-            _told.add(name)
-            print(f"krait: module `{name}` is not in the image: the build-time trace did not "
-                  f"see it imported. Add it to [tool.krait] modules = [\"{name}\"] (or "
-                  f"\"{top}.*\") and rebuild.", file=sys.stderr, flush=True)
+        if name.partition(".")[0] in sys.stdlib_module_names and name not in _absent:
+            _missed.add(name)
         return None
+
+
+def missed() -> set[str]:
+    """The standard-library modules looked for so far that the image does not have."""
+    return set(_missed)
+
+
+def hint_for(error: BaseException | None) -> str | None:
+    """The line to print for ``error`` (or what caused it), if a module the image lacks
+    is why it happened."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        name = getattr(error, "name", None)
+        if isinstance(error, ModuleNotFoundError) and name in _missed:
+            top = name.partition(".")[0]
+            return (f"krait: module `{name}` is not in the image: the build did not see it "
+                    f"used. Add it to [tool.krait] modules = [\"{name}\"] (or \"{top}.*\") "
+                    "and rebuild.")
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def tell(error: BaseException | None) -> None:
+    """Print the hint for an error the app did not handle (once per module)."""
+    line = hint_for(error)
+    if line and line not in _told:
+        _told.add(line)
+        print(line, file=sys.stderr, flush=True)
 
 
 def install(absent: Any = ()) -> None:
@@ -39,3 +66,13 @@ def install(absent: Any = ()) -> None:
     global _absent
     _absent = frozenset(absent)
     sys.meta_path.append(MissingModuleHint)
+
+
+def print_unhandled() -> None:
+    """The traceback of the exception being handled (one the app did not handle), and
+    the hint if a module the image lacks caused it."""
+    import traceback
+
+    traceback.print_exc()
+    tell(sys.exc_info()[1])
+    sys.stderr.flush()
