@@ -8,17 +8,18 @@ from typing import Any
 import click
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from krait.cli._output import console, err_console, human_size
 from krait.cli._settings_flags import overrides, setting_options
 from krait.cli.kernel import ensure_kernel
 from krait.config import load_app
 from krait.errors import ConfigError
-from krait.image.build import build_image
 from krait.image.lock import LockMode
 from krait.image.signing import load_private_key
 from krait.image.tls import with_self_signed
 from krait.kernel import custom_kernel
+from krait.vmm.check import build_checked
 
 
 @click.command("build")
@@ -37,10 +38,12 @@ from krait.kernel import custom_kernel
 @click.option("--sign", "sign_key", type=click.Path(path_type=Path), metavar="KEY",
               help="Sign the image with this ed25519 private key (`krait keygen` makes one); "
               "`krait run --verify KEY.pub` then checks it.")
+@click.option("--no-check", is_flag=True, help="Do not run the image once to check that it "
+              "serves (see the check setting).")
 @setting_options("build")
 def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet: bool,
             self_signed: bool, locked: bool, upgrade: bool, sign_key: Path | None,
-            **settings: Any) -> None:
+            no_check: bool, **settings: Any) -> None:
     """Build a unikernel image from the app in APP_DIR.
 
     The app's declared dependencies are resolved into krait.lock (once; kept up to date
@@ -54,8 +57,8 @@ def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet:
         app = with_self_signed(app)
     kernel = custom_kernel(kernel_path) if kernel_path else ensure_kernel()
     with err_console.status("building") as status:
-        result = build_image(app, kernel, output, step=lambda s: status.update(escape(s)),
-                             lock_mode=mode, signing_key=key)
+        result = build_checked(app, kernel, output, lambda s: status.update(escape(s)),
+                               not no_check, mode, key)
     if quiet:
         click.echo(result.path)
         return
@@ -71,6 +74,8 @@ def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet:
                   f"{len(m.modules)} modules, digest {result.digest[:16]}"
                   f"{' (signed)' if key else ''}, "
                   f"built in {result.seconds:.2f}s")
+    for note in result.notes:
+        console.print(Text(note, style="dim"))
     console.print(f"memory    needs at least {m.memory.minimum_mib} MiB "
                   f"({m.memory.explain()}); boots with {m.boot.memory} MiB unless --memory "
                   "says otherwise")

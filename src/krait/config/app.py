@@ -43,6 +43,7 @@ class AppConfig:
     cmdline: str = ""
     connect: tuple[str, ...] = ()  # NAME=HOST:PORT (see settings.Service)
     backend: str | None = None  # None: krait's default (see vmm.backends)
+    check: tuple[str, ...] | None = None  # None: the default for the app's kind
     # Not settings: what the app's files say besides its krait table.
     config_file: str = "krait.toml"  # the file the settings came from
     requires_python: str | None = None  # [project].requires-python
@@ -76,6 +77,8 @@ class AppConfig:
         for key in ("ports", "include", "ignore", "modules", "exclude", "dependencies",
                     "extras", "connect", "volumes"):
             data[key] = tuple(data[key])
+        if data.get("check") is not None:
+            data["check"] = tuple(data["check"])
         data["optional_dependencies"] = {k: tuple(v) for k, v in
                                          data["optional_dependencies"].items()}
         return cls(**data)

@@ -187,6 +187,28 @@ def parse_connect(value: Any) -> tuple[str, ...]:
     return tuple(str(s) for s in services)
 
 
+CHECK_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def parse_check(value: Any) -> tuple[str, ...]:
+    """'PATH' or 'METHOD PATH' strings: requests the build sends to prove the image serves."""
+    items = value if isinstance(value, list | tuple) else [value]
+    if len(items) > 32:
+        raise ValueError("at most 32 requests")
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("expected strings such as '/' or 'GET /health'")
+        method, _, path = item.strip().rpartition(" ")
+        method = method.strip().upper() or "GET"
+        if method not in CHECK_METHODS:
+            raise ValueError(f"{item!r}: the method is one of {', '.join(CHECK_METHODS)}")
+        if not re.fullmatch(r"/[\x21-\x7e]{0,2000}", path):
+            raise ValueError(f"{item!r}: a path starts with '/' and has no spaces")
+        out.append(f"{method} {path}")
+    return tuple(out)
+
+
 def _backend(value: Any) -> str:
     from krait.vmm.backends import BACKENDS
 
@@ -264,6 +286,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("volumes", "build", _mount_points, (), "Where the image expects data volumes "
             "('/data' or '/mnt/NAME'); a boot without `--volume FILE:PATH` for each is an "
             "error.", "PATH", repeatable=True),
+    Setting("check", "build", parse_check, None, "Requests `krait build` sends to the "
+            "image, run once as a process, to prove that it serves ('PATH' or 'METHOD "
+            "PATH'); an answer of 500 or more fails the build. Default: '/' for an asgi/wsgi "
+            "app that declares no `connect` (its services are not there at build time); a "
+            "main app that declares ports must start and listen on them. [] skips the check, "
+            "as `krait build --no-check` does.", "REQUEST", repeatable=True),
     Setting("memory", "boot", parse_memory, None, "Guest memory, e.g. 64M (default: what the "
             "image needs, measured at build time).", "SIZE"),
     Setting("vcpus", "boot", _int(1, 8), 1, "Virtual CPUs.", "N"),

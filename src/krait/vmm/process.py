@@ -4,8 +4,9 @@ on this host, for an edit-run loop far quicker than a boot.
 It runs the image's own interpreter (the same path on this host, the same version) with
 ``-I -S``, on the image's own layers: each unpacked once per digest into the cache
 (``trees/``, with erofs-utils' ``fsck.erofs --extract``), the app from the app layer,
-its packages from the packages layer, krait's runtime from the base layer; the standard
-library is the interpreter's own. The app gets its baked settings, this boot's
+its packages from the packages layer, krait's runtime and the standard library from the
+base layer (once the interpreter has started: a module the image lacks is missing here
+too). The app gets its baked settings, this boot's
 environment, the same readiness line and exit status, and listens on 127.0.0.1 at the
 host side of each ``-p``. It is not contained as a VM is: it is for development.
 """
@@ -57,8 +58,11 @@ def unpacked_tree(disk: Path, digest: str) -> Path:
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, image: Image) -> None:
+    def __init__(self, image: Image, report: Path | None = None) -> None:
+        """``report``: where the app's processes say, as they end, which modules they
+        looked for that the image lacks (``REPORT.PID.json``; see krait.vmm.check)."""
         self.image = image
+        self.report = report
 
     def _interpreter(self) -> str:
         path, version = (self.image.manifest.interpreter[k] for k in ("path", "version"))
@@ -93,10 +97,11 @@ class ProcessBackend(Backend):
         scratch = Path(tempfile.mkdtemp(prefix="krait-process-"))
         ours, theirs = socket.socketpair()
         # Each layer holds its files relative to where it is mounted; the base is the root.
-        handover = {"app": str(trees["app"]),
+        handover = {"app": str(trees["app"]), "base": str(trees["base"]),
                     "packages": str(trees.get("packages", scratch)),
                     "control_fd": theirs.fileno(), "boot": boot,
-                    "ports": {str(f.guest): f.host for f in spec.ports}}
+                    "ports": {str(f.guest): f.host for f in spec.ports},
+                    "report": str(self.report) if self.report else None}
         runtime = trees["base"] / protocol.RUNTIME_DIR.lstrip("/")
         try:
             proc = popen([interpreter, "-I", "-S", "-c", _BOOTSTRAP, str(runtime)],
