@@ -190,3 +190,26 @@ def no_domains_left(libvirt_uri: str) -> Iterator[None]:
                 conn.lookupByName(name).destroy()
         conn.close()
     assert not left, f"domains left running: {left}"
+
+
+# Apps written without krait in mind (tests/apps): each built once per session, from a bare
+# copy, with the build's own check, and shared by the tests that boot it.
+_WILD: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def wild_image(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory
+               ) -> Callable[[str], Path]:
+    from krait.vmm.check import build_checked
+    from tests.vm._examples import TEST_APPS, bare_copy
+
+    def get(name: str) -> Path:
+        if name not in _WILD:
+            folder = bare_copy(TEST_APPS / name, tmp_path_factory.mktemp(name))
+            text = (folder / "pyproject.toml").read_text()
+            # As their authors wrote them: nothing that names modules or files for krait.
+            assert "modules" not in text and "include" not in text
+            _WILD[name] = build_checked(load_app(folder), kernel).path
+        return _WILD[name]
+
+    return get
