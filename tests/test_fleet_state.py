@@ -149,8 +149,8 @@ def test_parse_duration_rejects_nonsense() -> None:
 
 
 def test_state_folders_are_private_and_must_be_ours(state: Path) -> None:
-    from krait.fleet.serve import serve_dir
-    from krait.paths import private_dir
+    from krait.fleet.state import serve_dir
+    from krait.paths import krait_dir
 
     folder = create_instance(record())
     for path in (state, state / "instances", folder.path, serve_dir()):
@@ -158,10 +158,10 @@ def test_state_folders_are_private_and_must_be_ours(state: Path) -> None:
     loose = state / "loose"
     loose.mkdir(mode=0o755)
     os.chmod(loose, 0o755)
-    assert private_dir(loose).stat().st_mode & 0o777 == 0o700
+    assert krait_dir(state, "loose", private=True).stat().st_mode & 0o777 == 0o700
     if os.geteuid() == 0:  # a folder another user owns (as root we can make one)
         theirs = state / "theirs"
         theirs.mkdir()
         os.chown(theirs, 65534, 65534)
         with pytest.raises(ConfigError, match="another user"):
-            private_dir(theirs)
+            krait_dir(state, "theirs", private=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -41,6 +42,9 @@ from krait.errors import KraitError
 @click.option("--debug", is_flag=True, help="Show every command krait runs.")
 def cli(debug: bool) -> None:
     """krait: turn a Python app into a unikernel and boot it."""
+    # Nothing krait makes (cache entries, folders, images) is writable by other users,
+    # whatever umask it was started with: see krait.paths.
+    os.umask(os.umask(0o022) | 0o022)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
         handlers=[RichHandler(console=err_console, show_time=False, show_path=False,

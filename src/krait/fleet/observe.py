@@ -19,8 +19,7 @@ from typing import Any
 import psutil
 
 from krait.errors import VmError
-from krait.fleet.state import InstanceDir, State, all_instances
-from krait.paths import state_dir
+from krait.fleet.state import InstanceDir, State, all_instances, serve_dir
 from krait.vmm import qmp
 from krait.vmm.libvirt import LibvirtBackend
 
@@ -144,8 +143,7 @@ def clean_orphans() -> list[str]:
 
 def _clean_serve_records() -> None:
     """Forget `krait serve`s that died without cleaning up (their record and socket)."""
-    folder = state_dir() / "serve"
-    for record in folder.glob("*.json") if folder.is_dir() else ():
+    for record in serve_dir().glob("*.json"):
         try:
             pid = int(json.loads(record.read_text())["pid"])
         except (OSError, ValueError, KeyError, TypeError):

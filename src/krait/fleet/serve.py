@@ -25,15 +25,11 @@ from krait.fleet.gateway import Gateway
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
+from krait.fleet.state import serve_dir
 from krait.image.signing import Trust
-from krait.paths import private_dir, state_dir
 from krait.vmm.launch import RunOptions
 
 log = logging.getLogger("krait.fleet")
-
-
-def serve_dir() -> Path:
-    return private_dir(state_dir() / "serve")
 
 
 def find_serve(name: str) -> dict[str, Any] | None:

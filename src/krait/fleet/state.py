@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from krait.errors import ConfigError
-from krait.paths import private_dir, state_dir, write_atomically
+from krait.paths import is_real_dir, krait_dir, state_dir, write_atomically
 from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET
 
 
@@ -80,7 +80,12 @@ class RunRecord:
 
 
 def instances_dir() -> Path:
-    return private_dir(state_dir() / "instances")
+    return krait_dir(state_dir(), "instances", private=True)
+
+
+def serve_dir() -> Path:
+    """Where each running `krait serve` says where it listens (NAME.json, NAME.sock)."""
+    return krait_dir(state_dir(), "serve", private=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -166,11 +171,11 @@ def new_name(base: str) -> str:
 
 def find_instance(name: str) -> InstanceDir | None:
     path = instances_dir() / name
-    return InstanceDir(path) if path.is_dir() else None
+    return InstanceDir(path) if is_real_dir(path) else None
 
 
 def all_instances() -> list[InstanceDir]:
-    return [InstanceDir(p) for p in sorted(instances_dir().iterdir()) if p.is_dir()]
+    return [InstanceDir(p) for p in sorted(instances_dir().iterdir()) if is_real_dir(p)]
 
 
 def create_instance(record: InstanceRecord) -> InstanceDir:

@@ -29,7 +29,7 @@ from krait.image.layers import decompress
 from krait.image.manifest import Manifest, Part
 from krait.image.signing import SIGNATURE, Trust, sign
 from krait.integrity import remember_verified, verified
-from krait.paths import atomic_file, cache_dir, write_atomically
+from krait.paths import atomic_file, cache_dir, krait_dir, write_atomically
 
 SUFFIX = ".krait"
 log = logging.getLogger("krait")
@@ -142,8 +142,7 @@ class BootFiles:
 def unpack_for_boot(image: Image) -> BootFiles:
     """The unpacked kernel and disks, each kept once per digest in the cache (one host copy
     for every image and instance that uses it) and checked before it is booted."""
-    folder = cache_dir() / "disks"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = krait_dir(cache_dir(), "disks")
     kernel = _unpacked(image, image.manifest.kernel, folder)
     disks = tuple((p, _unpacked(image, p, folder)) for p in image.manifest.layers)
     return BootFiles(kernel, disks)

@@ -22,7 +22,7 @@ from krait.guest import protocol
 from krait.image.closure import GuestFile
 from krait.image.entry import Entry
 from krait.image.erofs import build_erofs, listing
-from krait.paths import cache_dir, write_atomically
+from krait.paths import cache_dir, krait_dir, write_atomically
 
 _ZSTD = zstandard.ZstdCompressionParameters.from_level(19, write_checksum=True)
 
@@ -94,8 +94,7 @@ def layer_key(name: str, files: list[GuestFile], extra: bytes) -> str:
 
 
 def cached_layer(key: str, build: Callable[[], Layer]) -> Layer:
-    folder = cache_dir() / "layers"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = krait_dir(cache_dir(), "layers")
     meta, blob, files = (folder / f"{key}.json", folder / f"{key}.erofs.zst",
                          folder / f"{key}.files.json")
     if meta.exists() and blob.exists() and files.exists():

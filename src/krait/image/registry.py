@@ -30,7 +30,7 @@ from typing import Any
 from krait.errors import ImageError
 from krait.image.archive import Image, open_image, read_members, write_members
 from krait.image.signing import Trust
-from krait.paths import cache_dir
+from krait.paths import cache_dir, krait_dir
 
 log = logging.getLogger("krait")
 
@@ -200,7 +200,7 @@ def pull(ref: str, out: Path | None = None, trust: Trust | None = None) -> Image
     if members[0][0] != "manifest.json":
         raise ImageError(f"{ref}: its config is not a krait manifest", hint="push it again")
     digest = hashlib.sha256(members[0][1]).hexdigest()
-    target = out or cache_dir() / "pulled" / f"{digest}.krait"
+    target = out or krait_dir(cache_dir(), "pulled") / f"{digest}.krait"
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".pull-", dir=target.parent) as scratch:
         candidate = Path(scratch) / target.name

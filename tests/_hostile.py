@@ -1,0 +1,83 @@
+"""Running krait against hostile input as a user would: the real command line in a
+process of its own, its exit status, its output and its peak memory (RSS).
+
+``as_nobody=True`` runs it as uid/gid 65534 (``setpriv``, util-linux: on every Debian), for
+the tests where a second local user is the point; the tests run as root here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+NOBODY = 65534
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss_mb: float  # the krait process's own, from wait4()
+
+    @property
+    def error(self) -> str:
+        """What krait said went wrong (and its hint), on one line."""
+        return " ".join(self.stderr.split())
+
+
+def krait(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
+          as_nobody: bool = False, timeout: float = 120, cwd: Path | None = None) -> Ran:
+    """Run ``krait ARGS...``; ``env`` is added to this process's environment."""
+    argv = [sys.executable, "-m", "krait.cli", *map(str, args)]
+    if as_nobody:
+        if os.geteuid() != 0:
+            pytest.skip("needs root to run krait as a second user")
+        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})}, cwd=cwd)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            # wait4, not Popen.wait: the child's own resource usage, its peak RSS with it.
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Ran(proc.returncode, out.read().decode(errors="replace"),
+                   err.read().decode(errors="replace"), usage.ru_maxrss / 1024)
+
+
+def refused(ran: Ran, *words: str) -> None:
+    """krait said no as it should: exit 1, krait's own error naming ``words``, no
+    internal error and no traceback."""
+    assert ran.returncode == 1, (ran.returncode, ran.stderr[-2000:])
+    assert ran.stderr.startswith("error:"), ran.stderr[-2000:]
+    assert "Traceback" not in ran.stderr and "internal error" not in ran.stderr
+    for word in words:
+        assert word in ran.error, (word, ran.error)
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int, bytes | str | None]]:
+    """Everything under ``folder`` (not following links): mode, owner and content, to
+    check that nothing there changed."""
+    out: dict[str, tuple[int, int, bytes | str | None]] = {}
+    for path in [folder, *sorted(folder.rglob("*"))]:
+        st = path.lstat()
+        content: bytes | str | None = None
+        if path.is_symlink():
+            content = os.readlink(path)
+        elif path.is_file():
+            content = path.read_bytes()
+        out[str(path.relative_to(folder))] = (st.st_mode, st.st_uid, content)
+    return out
