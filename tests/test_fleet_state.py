@@ -19,11 +19,10 @@ from krait.fleet.state import (
     RunRecord,
     State,
     all_instances,
-    check_name,
     create_instance,
-    name_from,
     new_name,
 )
+from krait.names import check_name, name_from
 
 
 @pytest.fixture(autouse=True)
@@ -48,15 +47,19 @@ def record(name: str = "web-1", owner: str = "run") -> InstanceRecord:
 
 
 def test_names() -> None:
-    assert check_name("web-1.a_b") == "web-1.a_b"
-    for bad in ("", "-x", "Web", "a/b", "x" * 64, "a b"):
-        with pytest.raises(ConfigError):
+    # One pattern for instance, serve and image names (krait.names): never a path.
+    for good in ("web-1.a_b", "Web", "x" * 63, "0"):
+        assert check_name(good) == good
+    for bad in ("", "-x", ".hidden", "a/b", "/abs", "..", "../x", "a..b", "x" * 64, "a b",
+                "web\n", "caf\u00e9", "\x1b[31m"):
+        with pytest.raises(ConfigError, match="not a valid instance name"):
             check_name(bad)
     name = new_name("My App!")
     assert name.startswith("my-app-")
     check_name(name)
     # `krait serve` of an image called My_App names its instances after it.
     assert check_name(f"{name_from('My_App')}-8080-1") == "my_app-8080-1"
+    assert check_name(name_from("..a...b..")) == "a.b"
 
 
 def test_create_and_read_back() -> None:
@@ -129,9 +132,9 @@ def test_clean_orphans_removes_instances_of_dead_serves(
     mine.write_run(RunRecord(owner_pid=2**22 - 1))
     serves = state / "serve"
     serves.mkdir()
-    (serves / "dead.json").write_text('{"pid": 4194303}')
+    (serves / "dead.json").write_text('{"pid": 4194303, "control": "dead.sock"}')
     (serves / "dead.sock").write_text("")
-    (serves / "live.json").write_text(f'{{"pid": {sleeper.pid}}}')
+    (serves / "live.json").write_text(f'{{"pid": {sleeper.pid}, "control": "l.sock"}}')
     assert obs.clean_orphans() == ["gone-1"]
     assert sorted(f.name for f in all_instances()) == ["alive-1", "mine-1"]
     assert sorted(p.name for p in serves.iterdir()) == ["live.json"]

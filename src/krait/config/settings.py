@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from krait.errors import ConfigError
 from krait.guest import protocol
+from krait.names import RULE, valid_name
 
 Stage = Literal["build", "boot"]
 KINDS = ("main", "asgi", "wsgi")
@@ -47,15 +48,11 @@ def _str(value: Any) -> str:
     return value
 
 
-# An image's name is also a file name (NAME.krait, snapshots): no '/', not hidden, no '..'.
-IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-
-
 def _image_name(value: Any) -> str:
+    # An image's name is also a file name (NAME.krait, snapshots): see krait.names.
     value = _str(value)
-    if not IMAGE_NAME.fullmatch(value):
-        raise ValueError("expected letters, digits, '.', '_' and '-' (up to 63), starting "
-                         "with a letter or digit")
+    if not valid_name(value):
+        raise ValueError(f"expected {RULE}")
     return value
 
 

@@ -9,7 +9,6 @@ and the supervisor is given the folder as its argument).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
@@ -19,7 +18,8 @@ from typing import Any
 import psutil
 
 from krait.errors import VmError
-from krait.fleet.state import InstanceDir, State, all_instances, serve_dir
+from krait.fleet.state import InstanceDir, State, all_instances, serve_dir, serve_record
+from krait.names import valid_name
 from krait.vmm import qmp
 from krait.vmm.libvirt import LibvirtBackend
 
@@ -144,11 +144,8 @@ def clean_orphans() -> list[str]:
 def _clean_serve_records() -> None:
     """Forget `krait serve`s that died without cleaning up (their record and socket)."""
     for record in serve_dir().glob("*.json"):
-        try:
-            pid = int(json.loads(record.read_text())["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pid = 0
-        if _alive(pid) is None:
+        info = serve_record(record.stem) if valid_name(record.stem) else None
+        if _alive(info["pid"] if info else None) is None:
             record.with_suffix(".sock").unlink(missing_ok=True)
             record.unlink(missing_ok=True)
 

@@ -10,7 +10,6 @@ see :mod:`krait.fleet.observe`.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import shutil
 from dataclasses import asdict, dataclass, field, fields
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from krait.errors import ConfigError
-from krait.paths import is_real_dir, krait_dir, state_dir, write_atomically
+from krait.names import check_name, name_from, valid_name
+from krait.paths import is_real_dir, krait_dir, read_bounded, state_dir, write_atomically
 from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET
 
 
@@ -36,7 +36,9 @@ class State(StrEnum):
     STALE = "stale"  # its owner died without recording an end: a crash or a reboot
 
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# The largest record krait reads back (instance.json, run.json, a serve's): krait writes
+# them, but a damaged or planted one must not cost more than this to read.
+MAX_RECORD = 1 << 20
 # A unix socket path must fit in sun_path (108 bytes, NUL included).
 MAX_SOCKET_PATH = 107
 
@@ -88,16 +90,27 @@ def serve_dir() -> Path:
     return krait_dir(state_dir(), "serve", private=True)
 
 
+def serve_record(name: str) -> dict[str, Any] | None:
+    """What `krait serve` ``name`` recorded as it started (its pid, where it listens, its
+    control socket), if that record is there and whole."""
+    data = _read_json(serve_dir() / f"{check_name(name, 'serve')}.json")
+    pid = data.get("pid")
+    # A pid of 0 or -1 would name process groups to signal, not a serve.
+    if type(pid) is not int or pid <= 0 or not isinstance(data.get("control"), str):
+        return None
+    return data
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
-    except (OSError, ValueError):
+        data = json.loads(read_bounded(path, MAX_RECORD))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 @dataclass
@@ -153,29 +166,20 @@ class InstanceDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise ConfigError(f"{name!r} is not a valid instance name",
-                          hint="use lower-case letters, digits, '.', '_' and '-' (up to 63)")
-    return name
-
-
-def name_from(base: str) -> str:
-    """A valid instance name made from any text (an image name, say): 'My_App' -> 'my_app'."""
-    return re.sub(r"[^a-z0-9_.-]", "-", base.lower()).strip("-.")[:50] or "krait"
-
-
 def new_name(base: str) -> str:
     return f"{name_from(base)}-{secrets.token_hex(3)}"
 
 
 def find_instance(name: str) -> InstanceDir | None:
-    path = instances_dir() / name
+    """Instance ``name``'s folder, if there is one (a name that is not valid is an error:
+    it would be a path)."""
+    path = instances_dir() / check_name(name)
     return InstanceDir(path) if is_real_dir(path) else None
 
 
 def all_instances() -> list[InstanceDir]:
-    return [InstanceDir(p) for p in sorted(instances_dir().iterdir()) if is_real_dir(p)]
+    return [InstanceDir(p) for p in sorted(instances_dir().iterdir())
+            if is_real_dir(p) and valid_name(p.name)]
 
 
 def create_instance(record: InstanceRecord) -> InstanceDir:

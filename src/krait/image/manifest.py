@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from krait.config.settings import IMAGE_NAME
 from krait.errors import ImageError
 from krait.image.memory import MemoryNeeds
+from krait.names import valid_name
 
 FORMAT = 2
 
@@ -117,7 +117,7 @@ class Manifest:
             raise ImageError(f"{where}: image format {found} is not {FORMAT} (built by an "
                              "older krait: its layers are not disks)",
                              hint="rebuild it with this krait: `krait build` in the app folder")
-        if not IMAGE_NAME.fullmatch(str(data.get("name"))):
+        if not valid_name(data.get("name")):
             raise ImageError(f"{where}: the manifest's name {str(data.get('name'))[:80]!r} "
                              "is not a valid image name",
                              hint="it was not built by krait, or was changed since")
