@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,30 @@ def test_state_folders_are_private_and_must_be_ours(state: Path) -> None:
         os.chown(theirs, 65534, 65534)
         with pytest.raises(ConfigError, match="another user"):
             krait_dir(state, "theirs", private=True)
+
+
+@pytest.mark.parametrize("damage", [
+    '{"owner_pid": "1"}', '{"owner_pid": -1, "qemu_pid": 0}', "[]", '{"restarts": null}',
+    '{"ended": 1}', "[" * 100000, "{" + '"x": 1, ' * 200000 + '"y": 2}', "\x00\xff",
+    '{"domain": ["a"]}'])
+def test_a_damaged_run_record_is_one_stale_instance_not_a_broken_ps(
+        damage: str, state: Path) -> None:
+    from tests._hostile import krait
+
+    bad = create_instance(record("bad-1"))
+    (bad.path / "run.json").write_text(damage)
+    good = create_instance(record("good-1"))
+    good.write_run(RunRecord(owner_pid=2**22 - 1, ended=True, exit_status=3))
+    states = {s.name: s.state for s in obs.list_statuses()}
+    assert states == {"bad-1": State.STALE, "good-1": State.EXITED}
+    ran = krait("ps", "--json", env={"KRAIT_STATE": str(state)})
+    assert ran.returncode == 0, ran.stderr
+    assert {s["name"] for s in json.loads(ran.stdout)} == {"bad-1", "good-1"}
+
+
+def test_a_record_of_another_shape_or_folder_is_no_instance(state: Path) -> None:
+    folder = create_instance(record("web-2"))
+    for damage in ('{"name": "web-2"}', json.dumps({**asdict(record("other")), "memory": "48"}),
+                   json.dumps(asdict(record("other")))):
+        (folder.path / "instance.json").write_text(damage)
+        assert folder.record() is None and obs.observe(folder) is None

@@ -26,7 +26,7 @@ from krait.vmm.libvirt import LibvirtBackend
 
 def process_of(pid: int | None, folder: InstanceDir) -> psutil.Process | None:
     """The process ``pid`` if it is alive and belongs to ``folder``'s instance."""
-    if not pid:
+    if pid is None or pid <= 0:
         return None
     try:
         proc = psutil.Process(pid)
@@ -103,7 +103,7 @@ def observe(folder: InstanceDir, query_qmp: bool = True) -> InstanceStatus | Non
 
 
 def _alive(pid: int | None) -> psutil.Process | None:
-    if not pid:
+    if pid is None or pid <= 0:
         return None
     try:
         proc = psutil.Process(pid)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from krait.errors import ConfigError
 from krait.names import check_name, name_from, valid_name
 from krait.paths import is_real_dir, krait_dir, read_bounded, state_dir, write_atomically
+from krait.typed import ShapeError, from_json
 from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET
 
 
@@ -144,17 +145,23 @@ class InstanceDir:
         return self.path / "stop-request"
 
     def record(self) -> InstanceRecord | None:
-        data = _read_json(self.path / "instance.json")
-        names = {f.name for f in fields(InstanceRecord)}
+        """What the instance is; None for a folder whose record is missing, damaged or of
+        another folder (half-created, or not krait's: treated as stale)."""
         try:
-            return InstanceRecord(**{k: v for k, v in data.items() if k in names})
-        except TypeError:
-            return None  # half-created or from another version: treated as stale
+            # Fields a later krait added are ignored, as they were before.
+            record = from_json(InstanceRecord, _read_json(self.path / "instance.json"),
+                               strict=False)
+        except ShapeError:
+            return None
+        return record if record.name == self.name else None
 
     def run(self) -> RunRecord:
-        data = _read_json(self.path / "run.json")
-        names = {f.name for f in fields(RunRecord)}
-        return RunRecord(**{k: v for k, v in data.items() if k in names})
+        """What the owner last saw; a damaged record says nothing (no owner, no VM: the
+        instance shows as stale), so one bad file never breaks `krait ps` for the rest."""
+        try:
+            return from_json(RunRecord, _read_json(self.path / "run.json"), strict=False)
+        except ShapeError:
+            return RunRecord()
 
     def write_record(self, record: InstanceRecord) -> None:
         _write_json(self.path / "instance.json", asdict(record))
