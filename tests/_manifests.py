@@ -38,8 +38,9 @@ def manifest(name: str = "hello", cmdline: str = "", memory: int = 48,
     return replace(made, **changes)
 
 
-def image(parts: dict[str, bytes] | None = None, **kwargs: Any) -> Image:
-    return Image(Path("x.krait"), manifest(**kwargs), "0" * 64, parts or {})
+def image(**kwargs: Any) -> Image:
+    """An Image with no file behind it (for what reads only its manifest)."""
+    return Image(Path("x.krait"), manifest(**kwargs), "0" * 64, {})
 
 
 def _sha(data: bytes) -> str:

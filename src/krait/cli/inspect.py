@@ -12,7 +12,6 @@ from rich.table import Table
 
 from krait.cli._output import console, human_size
 from krait.image.archive import open_image
-from krait.image.signing import SIGNATURE
 
 
 @click.command("inspect")
@@ -30,7 +29,7 @@ def command(image: Path, show_files: bool, as_json: bool, top: int) -> None:
     s = m.settings
     console.print(f"[bold]{escape(img.name)}[/]  {escape(str(image))}  "
                   f"({human_size(image.stat().st_size)})")
-    signed = "signed" if SIGNATURE in img.parts else "not signed"
+    signed = "signed" if img.signed else "not signed"
     console.print(f"digest    sha256:{img.digest} ({signed}; pin it with --digest)")
     console.print(f"entry     {s['entry']} ({s['kind']}), ports {s['ports'] or '-'}")
     console.print(f"python    {m.interpreter['path']} {m.interpreter['version']}")

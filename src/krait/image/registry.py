@@ -24,11 +24,12 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from krait.errors import ImageError
-from krait.image.archive import Image, open_image, read_members, write_members
+from krait.image.archive import CHUNK, MEMBER_RE, Image, open_image, write_members
 from krait.image.signing import Trust
 from krait.paths import cache_dir, krait_dir
 
@@ -41,7 +42,6 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TITLE = "org.opencontainers.image.title"
 DIGEST_ANNOTATION = "dev.krait.image.digest"
 # host[:port]/name[/name...][:tag][@sha256:...], as docker spells a reference.
-MEMBER_RE = re.compile(r"[a-z0-9_][a-z0-9_./-]{0,99}")
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 REF_RE = re.compile(r"^(?P<host>[A-Za-z0-9.-]+(?::\d+)?)/(?P<repo>[a-z0-9._/-]+)"
                     r"(?::(?P<tag>[A-Za-z0-9_.-]{1,128}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
@@ -85,6 +85,19 @@ def _sha256(blob: bytes) -> str:
     return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
+def _spool(chunks: Iterable[bytes], out: BinaryIO, limit: int) -> str:
+    """Copy ``chunks`` (of a file, or of a response) to ``out``, never more than ``limit``
+    bytes (ValueError beyond); return the sha256 of what was copied."""
+    digest, total = hashlib.sha256(), 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise ValueError(f"more than the {limit} bytes it should be")
+        digest.update(chunk)
+        out.write(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
 def _refused(ref: str, error: Exception) -> ImageError:
     import requests
 
@@ -104,28 +117,25 @@ def push(image: Image, ref: str) -> str:
 
     remote, container = _client(ref)
     remote.auth.load_configs(container)  # `docker login`'s credentials, as pull uses
-    members = read_members(image.path)
-    names = [name for name, _ in members]
-    if names[:1] != ["manifest.json"]:
-        raise ImageError(f"{image.path}: manifest.json is not its first member",
-                         hint="rebuild it with `krait build`")
     with tempfile.TemporaryDirectory(prefix="krait-push-") as scratch:
         descriptors = []
-        for index, (name, blob) in enumerate(members):
+        # open_image put manifest.json first: the artifact's config.
+        for index, member in enumerate(image.members.values()):
+            path = Path(scratch) / f"{index}"
+            with image.stream(member.name) as source, path.open("wb") as out:
+                digest = _spool(iter(lambda: source.read(CHUNK), b""), out, member.size)
             descriptor = {"mediaType": CONFIG_TYPE if index == 0 else PART_TYPE,
-                          "digest": _sha256(blob), "size": len(blob),
-                          "annotations": {TITLE: name}}
+                          "digest": digest, "size": member.size,
+                          "annotations": {TITLE: member.name}}
             descriptors.append(descriptor)
             try:
-                if remote.blob_exists(descriptor, container):
-                    continue
-                path = Path(scratch) / f"{index}"
-                path.write_bytes(blob)
-                response = remote.upload_blob(str(path), container, descriptor)
-                response.raise_for_status()
+                if not remote.blob_exists(descriptor, container):
+                    response = remote.upload_blob(str(path), container, descriptor)
+                    response.raise_for_status()
             except (requests.RequestException, ValueError) as e:
                 raise _refused(ref, e) from None
-            log.info("pushed %s (%d bytes)", name, len(blob))
+            path.unlink()
+            log.info("pushed %s (%d bytes)", member.name, member.size)
     config, *layers = descriptors
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
                 "config": config, "layers": layers,
