@@ -8,10 +8,10 @@ the tests where a second local user is the point; the tests run as root here.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +25,24 @@ class Ran:
     returncode: int
     stdout: str
     stderr: str
-    peak_rss_mb: float  # the krait process's own, from wait4()
+    peak_rss_mb: float  # the krait process's own high-water mark
 
     @property
     def error(self) -> str:
         """What krait said went wrong (and its hint), on one line."""
         return " ".join(self.stderr.split())
+
+
+# Runs krait and reports its peak RSS. A child's high-water mark starts from its parent's
+# at the fork (Linux keeps it across exec), and this test process may be hundreds of MB:
+# a small interpreter in between makes krait's own figure its own.
+_MEASURE = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code if code >= 0 else 128 - code)
+"""
 
 
 def krait(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
@@ -41,21 +53,21 @@ def krait(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
         if os.geteuid() != 0:
             pytest.skip("needs root to run krait as a second user")
         argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile() as rss:
+        proc = subprocess.Popen([sys.executable, "-c", _MEASURE, rss.name, *argv], stdout=out,
+                                stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, **(env or {})}, cwd=cwd)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
         try:
-            # wait4, not Popen.wait: the child's own resource usage, its peak RSS with it.
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         out.seek(0)
         err.seek(0)
+        peak_kib = int(rss.read() or 0)
         return Ran(proc.returncode, out.read().decode(errors="replace"),
-                   err.read().decode(errors="replace"), usage.ru_maxrss / 1024)
+                   err.read().decode(errors="replace"), peak_kib / 1024)
 
 
 def refused(ran: Ran, *words: str) -> None:
