@@ -106,7 +106,7 @@ def written(path: Path, data: bytes) -> Path:
     (members_edit(lambda m: [m[0], ("kernel.zst", m[1][1] + b"x"), *m[2:]]),
      "kernel.zst is"),
     (members_edit(lambda m: [m[0], *m[2:]]), "kernel.zst is missing"),
-    (members_edit(lambda m: [*m, ("manifest.sig", bytes(2000))]), "signature is not one"),
+    (members_edit(lambda m: [*m, ("manifest.sig", bytes(2000))]), "manifest.sig is over"),
     (members_edit(lambda m: [*m, ("../../etc/x", b"")]), "a member named '../../etc/x'"),
     (lambda p: crafted(p, change=lambda d: d.update(settings={})), "not one krait writes"),
     (lambda p: crafted(p, change=lambda d: d.update(settings=[])), "not one krait writes"),

@@ -30,7 +30,7 @@ import re
 import stat
 import tarfile
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -73,12 +73,18 @@ def write_image(path: Path, manifest: Manifest, parts: dict[str, bytes],
     return digest
 
 
-def write_members(path: Path, members: list[tuple[str, bytes]], mode: int = 0o644) -> None:
-    """The tar itself, members in order: the same members give the same bytes."""
+def write_members(path: Path, members: Sequence[tuple[str, bytes | Path]],
+                  mode: int = 0o644) -> None:
+    """The tar itself, members in order (bytes, or a file's, streamed): the same members
+    give the same bytes."""
     with atomic_file(path, mode) as fd, open(fd, "wb", closefd=False) as out, \
             tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, blob in members:
-            tar.addfile(_info(name, len(blob)), io.BytesIO(blob))
+        for name, content in members:
+            if isinstance(content, bytes):
+                tar.addfile(_info(name, len(content)), io.BytesIO(content))
+                continue
+            with content.open("rb") as f:
+                tar.addfile(_info(name, os.fstat(f.fileno()).st_size), f)
 
 
 @dataclass(frozen=True)
@@ -252,6 +258,33 @@ class GuestFileInfo:
     runs: str = ""  # "script", "program", "loader" or "" (see erofs.runnable)
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What one member of an image must be, by its manifest."""
+
+    sha256: str | None  # None: the manifest and the signature, checked otherwise
+    size: int | None  # when the manifest says it exactly
+    limit: int  # the most it may be
+
+    def check_size(self, name: str, size: int) -> str | None:
+        """What is wrong with a member of ``size`` bytes, if anything."""
+        if self.size is not None and size != self.size:
+            return f"{name} is {size} bytes; its manifest says {self.size}"
+        if size > self.limit:
+            return f"{name} is over {self.limit} bytes"
+        return None
+
+
+def expected_members(manifest: Manifest) -> dict[str, Expected]:
+    """Every member an image with ``manifest`` may hold (the signature is optional)."""
+    out = {"manifest.json": Expected(None, None, MAX_MANIFEST),
+           **{p.member: Expected(p.sha256, p.size, p.size) for p in manifest.parts},
+           **{p.listing: Expected(p.listing_sha256, None, MAX_LISTING)
+              for p in manifest.layers}}
+    out[SIGNATURE] = Expected(None, None, MAX_SIGNATURE)
+    return out
+
+
 def open_image(path: Path, trust: Trust | None = None) -> Image:
     """Read a .krait file and check every part against its manifest, and the whole
     against ``trust`` (a signature, a pinned digest) if given. Whatever the file holds,
@@ -260,39 +293,34 @@ def open_image(path: Path, trust: Trust | None = None) -> Image:
         members = _members(f, path)
         if next(iter(members), None) != "manifest.json":
             raise _refused(path, "not a krait image (its first member is not manifest.json)")
-        manifest_member = members["manifest.json"]
-        if manifest_member.size > MAX_MANIFEST:
+        if members["manifest.json"].size > MAX_MANIFEST:
             raise _refused(path, f"its manifest is over {MAX_MANIFEST >> 20} MiB")
-        raw = _slice(f, manifest_member).read()
+        raw = _slice(f, members["manifest.json"]).read()
         manifest = Manifest.from_json(raw, path)
-        # What each member must be: the manifest's parts (their size said), the listings.
-        described: dict[str, tuple[str, int | None]] = {
-            p.member: (p.sha256, p.size) for p in manifest.parts}
-        described |= {p.listing: (p.listing_sha256, None) for p in manifest.layers}
-        unknown = set(members) - set(described) - {"manifest.json", SIGNATURE}
+        expected = expected_members(manifest)
+        unknown = set(members) - set(expected)
         if unknown:
             raise _refused(path, f"it holds {sorted(unknown)[0]!r}, which its manifest does "
                            "not describe")
-        for name, (want, size) in described.items():
+        for name, want in expected.items():
             member = members.get(name)
+            if member is None and want.sha256 is None:
+                continue
             if member is None:
                 raise ImageError(f"{path}: {name} is missing",
                                  hint="rebuild it with `krait build`")
-            if size is not None and member.size != size:
-                raise _refused(path, f"{name} is {member.size} bytes; its manifest says {size}")
-            if size is None and member.size > MAX_LISTING:
-                raise _refused(path, f"{name} is over {MAX_LISTING >> 20} MiB")
+            problem = want.check_size(name, member.size)
+            if problem:
+                raise _refused(path, problem)
+            if want.sha256 is None:
+                continue
             got = _sha256(_slice(f, member))
-            if got != want:
+            if got != want.sha256:
                 raise ImageError(
                     f"{path}: {name} does not match its digest (sha256 {got[:16]}..., manifest "
-                    f"says {want[:16]}...): the image was corrupted or tampered with",
+                    f"says {want.sha256[:16]}...): the image was corrupted or tampered with",
                     hint="do not boot it; rebuild it with `krait build`")
-        signature = None
-        if SIGNATURE in members:
-            if members[SIGNATURE].size > MAX_SIGNATURE:
-                raise _refused(path, "its signature is not one krait writes")
-            signature = _slice(f, members[SIGNATURE]).read()
+        signature = _slice(f, members[SIGNATURE]).read() if SIGNATURE in members else None
     digest = hashlib.sha256(raw).hexdigest()
     if trust is not None:
         trust.check(path, digest, signature)
