@@ -211,3 +211,25 @@ def test_write_members_and_open_image_agree(tmp_path: Path) -> None:
     out = tmp_path / "again.krait"
     write_members(out, [(name, image.read(name)) for name in image.members])
     assert out.read_bytes() == path.read_bytes()
+
+
+def test_what_an_image_says_is_printed_as_text(tmp_path: Path) -> None:
+    # Finding 7: rich read "[/]" as a closing tag (a crash), dropped "[id]", and let ESC
+    # sequences through to the terminal.
+    paths = ["/krait/app/static/[/].css", "/krait/app/templates/[id].html",
+             "/krait/app/\x1b]0;pwned\x07x.py", "/krait/app/\u202eexe.py"]
+    image = crafted(tmp_path / "x.krait", listings={
+        "app": [[p, 0o100644, 10, "", ""] for p in paths]})
+    ran = krait("inspect", image, "--files")
+    assert ran.returncode == 0, ran.stderr
+    for shown in ("static/[/].css", "templates/[id].html", "\\x1b]0;pwned\\x07x.py",
+                  "\\u202eexe.py"):
+        assert shown in ran.stdout, ran.stdout
+    assert "\x1b" not in ran.stdout and "\x07" not in ran.stdout and "\u202e" not in ran.stdout
+
+
+def test_an_error_quoting_an_image_drives_no_terminal(tmp_path: Path) -> None:
+    image = crafted(tmp_path / "x.krait", change=lambda d: d.update(name="x\x1b[2J\x1b]0;t\x07"))
+    ran = krait("inspect", image)
+    refused(ran, "not a valid image name", "\\x1b[2J")
+    assert "\x1b" not in ran.stderr and "\x07" not in ran.stderr
