@@ -113,6 +113,9 @@ def written(path: Path, data: bytes) -> Path:
     (lambda p: crafted(p, change=lambda d: d.update(interpreter=None)), "not one krait writes"),
     (lambda p: crafted(p, change=lambda d: d["layers"][1].update(name="../..")),
      "not one krait writes"),
+    # Finding 8: a 300-character module name was "File name too long" at exit 70.
+    (lambda p: crafted(p, change=lambda d: d["settings"].update(entry="a" * 300 + ":app")),
+     "expected at most 200 characters"),
     (lambda p: written(p, b"x" * 4096), "not a krait image"),
     (lambda p: written(p, b""), "cut short"),
     (lambda p: written(p, crafted(p).read_bytes()[:3000]), "cut short"),

@@ -14,6 +14,8 @@ from typing import Any
 from krait.config.settings import BY_KEY, SERVERS, SETTINGS, Service, parse_setting
 from krait.errors import ConfigError
 
+MAX_CONFIG = 1 << 20
+
 
 @dataclass(frozen=True)
 class AppConfig:
@@ -88,24 +90,31 @@ def _jsonable(value: Any) -> Any:
 
 
 def find_config_file(root: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """The file declaring the app, its krait table and its [project] table."""
+    """The file declaring the app, its krait table and its [project] table.
+
+    krait.toml, or pyproject.toml's [tool.krait]: one of them, never both (which would
+    win is not obvious). A krait.toml beside a pyproject.toml takes the [project] table
+    (name, dependencies, requires-python) from there unless it has its own."""
     krait_toml = root / "krait.toml"
     pyproject = root / "pyproject.toml"
+    project_data = _read_toml(pyproject) if pyproject.is_file() else {}
+    table = _table(project_data, "tool", pyproject).get("krait")
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: `tool.krait` must be a table",
+                          hint="write the settings under a [tool.krait] header")
+    project = _table(project_data, "project", pyproject)
     if krait_toml.is_file():
+        if table is not None:
+            raise ConfigError(f"{root}: both krait.toml and pyproject.toml's [tool.krait] "
+                              "declare the app", hint="keep the settings in one of them")
         data = _read_toml(krait_toml)
         # A [tool.krait] table pasted from a pyproject.toml means the same in a krait.toml.
         nested = _table(data, "tool", krait_toml).get("krait")
         if isinstance(nested, dict) and set(data) <= {"tool", "project"}:
-            return krait_toml, nested, _table(data, "project", krait_toml)
-        return krait_toml, data, {}
-    if pyproject.is_file():
-        data = _read_toml(pyproject)
-        table = _table(data, "tool", pyproject).get("krait")
-        if table is not None:
-            if not isinstance(table, dict):
-                raise ConfigError(f"{pyproject}: `tool.krait` must be a table",
-                                  hint="write the settings under a [tool.krait] header")
-            return pyproject, table, _table(data, "project", pyproject)
+            return krait_toml, nested, _table(data, "project", krait_toml) or project
+        return krait_toml, data, project
+    if table is not None:
+        return pyproject, table, project
     raise ConfigError(
         f"no krait configuration in {root}",
         hint="add a [tool.krait] table to pyproject.toml, or a krait.toml, with at least "
@@ -123,7 +132,15 @@ def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG:
+        raise ConfigError(f"{path}: over {MAX_CONFIG >> 20} MiB, too large for a configuration",
+                          hint="settings are a few lines; keep data in files of their own")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})",
                           hint="TOML files are UTF-8; save it as UTF-8") from None
