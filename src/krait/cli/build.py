@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ from krait.kernel import custom_kernel
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image path.")
 @click.option("--self-signed", is_flag=True, help="Bake in a self-signed TLS certificate for "
               "local use (made with openssl; kept in tls-cert/tls-key or .krait-tls/).")
+@click.option("--bake-tls-key", is_flag=True, help="Bake the private key the app's settings "
+              "name (tls-key) into the image, which is then 0600 (one given with --tls-key "
+              "or made by --self-signed needs no more asking).")
 @click.option("--locked", is_flag=True, help="Refuse to build if krait.lock is missing or out "
               "of date with the declared dependencies (for CI).")
 @click.option("--upgrade", is_flag=True, help="Resolve the dependencies again to the newest "
@@ -39,8 +43,8 @@ from krait.kernel import custom_kernel
               "`krait run --verify KEY.pub` then checks it.")
 @setting_options("build")
 def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet: bool,
-            self_signed: bool, locked: bool, upgrade: bool, sign_key: Path | None,
-            **settings: Any) -> None:
+            self_signed: bool, bake_tls_key: bool, locked: bool, upgrade: bool,
+            sign_key: Path | None, **settings: Any) -> None:
     """Build a unikernel image from the app in APP_DIR.
 
     The app's declared dependencies are resolved into krait.lock (once; kept up to date
@@ -50,6 +54,8 @@ def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet:
     mode = LockMode.LOCKED if locked else LockMode.UPGRADE if upgrade else LockMode.AUTO
     key = load_private_key(sign_key) if sign_key else None  # a bad key fails before the build
     app = load_app(app_dir, overrides(settings))
+    if bake_tls_key:
+        app = dataclasses.replace(app, bake_tls_key=True)
     if self_signed:
         app = with_self_signed(app)
     kernel = custom_kernel(kernel_path) if kernel_path else ensure_kernel()

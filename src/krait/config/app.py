@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from krait.config.settings import BY_KEY, SERVERS, SETTINGS, Service, parse_setting
+from krait.config.settings import BY_KEY, SERVERS, SETTINGS, Service, parse_setting, shown
 from krait.errors import ConfigError
 
 MAX_CONFIG = 1 << 20
@@ -45,7 +46,9 @@ class AppConfig:
     cmdline: str = ""
     connect: tuple[str, ...] = ()  # NAME=HOST:PORT (see settings.Service)
     backend: str | None = None  # None: krait's default (see vmm.backends)
-    # Not settings: what the app's files say besides its krait table.
+    # Not settings: what the app's files say besides its krait table, and what the
+    # command line asked for.
+    bake_tls_key: bool = False  # the user asked for tls_key in the image (see image.tls)
     config_file: str = "krait.toml"  # the file the settings came from
     requires_python: str | None = None  # [project].requires-python
     optional_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -168,12 +171,24 @@ def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
                 else f"known settings: {', '.join(BY_KEY)}",
             )
         values[BY_KEY[key].field] = parse_setting(key, raw, str(path.name))
+    for key in ("tls-cert", "tls-key"):
+        name = values.get(BY_KEY[key].field)
+        # The app folder is the build context: its files may name only files in it.
+        if name is not None and (Path(name).is_absolute() or ".." in Path(name).parts):
+            raise ConfigError(f"{path}: `{key}` = {shown(name)}: not a file in the app folder",
+                              hint=f"copy the file into {root}, or name it on the command "
+                              f"line (--{key} PATH)")
+    from_command_line = set()
     for key, raw in (overrides or {}).items():
         key = key.replace("_", "-")
         if key not in BY_KEY:
             raise ConfigError(f"unknown setting `{key}`")
         if raw is not None:
             values[BY_KEY[key].field] = parse_setting(key, raw, "command line")
+            from_command_line.add(key)
+    for key in {"tls-cert", "tls-key"} & from_command_line:
+        # A path on the command line is the user's own, from where they stand.
+        values[BY_KEY[key].field] = os.path.abspath(values[BY_KEY[key].field])
     if "entry" not in values:
         raise ConfigError(f"{path}: `entry` is missing",
                           hint="set entry = 'module:callable', e.g. entry = 'app:app'")
@@ -216,5 +231,6 @@ def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
                           "and the services' ports must differ")
     requires = project.get("requires-python")
     return AppConfig(root=root, **values, config_file=path.name,
+                     bake_tls_key="tls-key" in from_command_line,
                      requires_python=str(requires) if requires else None,
                      optional_dependencies=optional_deps)

@@ -258,11 +258,13 @@ SETTINGS: tuple[Setting, ...] = (
             repeatable=True),
     Setting("exclude", "build", _strings, (), "Modules the trace saw but the guest does not "
             "need (e.g. ssl, which asyncio imports only if it can).", "MODULE", repeatable=True),
-    Setting("tls-cert", "build", _str, None, "A PEM certificate (relative to the app) baked "
-            "into the image at /krait/app/.krait/tls/cert.pem; `krait build --self-signed` "
-            "makes one.", "PATH"),
+    Setting("tls-cert", "build", _str, None, "A PEM certificate baked into the image at "
+            "/krait/app/.krait/tls/cert.pem: a file in the app folder (relative to it), or "
+            "any file given on the command line; `krait build --self-signed` makes one.",
+            "PATH"),
     Setting("tls-key", "build", _str, None, "The PEM private key for tls-cert, baked in at "
-            "/krait/app/.krait/tls/key.pem.", "PATH"),
+            "/krait/app/.krait/tls/key.pem (the image is then 0600). Named in the app's "
+            "settings, it is baked only with `krait build --bake-tls-key`.", "PATH"),
     Setting("dependencies", "build", _strings, (), "What the app needs from the package "
             "index (requirement strings). In a pyproject.toml, [project].dependencies is read "
             "when this is not set; without either, a requirements.txt beside it.", "REQUIREMENT",
