@@ -391,7 +391,7 @@ def test_bad_connect_is_refused(tmp_path: Path, value: str, why: str) -> None:
     ('env = { A = { nested = 1 } }', "expected a string (or a number)"),
     ('env = { A = [1, 2] }', "expected a string (or a number)"),
     ('env = { A = true }', "expected a string (or a number)"),
-    ('max-body = "2G"', "expected at most 1024M"),
+    ('max-body = "2G"', "expected at most 1G"),
     (f'entry = "{"m" * 300}:app"', "expected at most 200 characters"),
     (f'name = "{"x" * 500_000}"', "(500002 characters)"),
 ])

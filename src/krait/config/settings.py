@@ -122,7 +122,8 @@ def parse_size(value: Any, maximum: int | None = None) -> int:
     size = int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[
         (m.group(2) or "").lower()]
     if maximum is not None and size > maximum:
-        raise ValueError(f"expected at most {maximum >> 20}M")
+        unit = "G" if maximum >= 1 << 30 else "M"
+        raise ValueError(f"expected at most {maximum >> (30 if unit == 'G' else 20)}{unit}")
     return size
 
 
