@@ -173,3 +173,32 @@ def test_a_lock_file_is_never_reached_through_a_link(tmp_path: Path) -> None:
     assert precious.read_text() == "keep me"
     with locked(tmp_path / "fresh.lock"):
         assert (tmp_path / "fresh.lock").is_file()
+
+
+@root_only
+def test_a_disk_another_user_planted_in_the_cache_is_never_shipped(tmp_path: Path) -> None:
+    # Finding 2: a planted disks/<sha>.erofs with a forged .verified stamp was exported as
+    # the app's disk. A file krait did not write is unpacked again, over it.
+    import hashlib
+    import json
+    import tarfile
+
+    from ._manifests import crafted
+
+    image = crafted(tmp_path / "app.krait", layers={"base": b"the real disk"})
+    cache = tmp_path / "cache"
+    disks = krait_dir(checked_root(cache), "disks")
+    planted = disks / f"{hashlib.sha256(b'the real disk').hexdigest()}.erofs"
+    planted.write_bytes(b"EVIL")
+    st = planted.lstat()
+    stamp = planted.with_name(planted.name + ".verified")
+    stamp.write_text(json.dumps([st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]))
+    for path in (planted, stamp):
+        os.chown(path, NOBODY, NOBODY)
+    ran = krait("export", image, "--oci", tmp_path / "layout", env={"KRAIT_CACHE": str(cache)})
+    assert ran.returncode == 0, ran.stderr
+    blobs = sorted((tmp_path / "layout" / "blobs" / "sha256").iterdir(),
+                   key=lambda p: p.stat().st_size)
+    with tarfile.open(blobs[-1]) as tar:
+        assert tar.extractfile("disks/0-base.erofs").read() == b"the real disk"  # type: ignore[union-attr]
+    assert planted.read_bytes() == b"the real disk" and planted.lstat().st_uid == 0
