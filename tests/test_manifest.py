@@ -48,6 +48,7 @@ HOSTILE: list[tuple[str, object]] = [
     # Finding 8: shapes that ended in internal errors.
     ("settings", {}), ("settings", []), ("interpreter", None), ("interpreter", {"path": 1}),
     ("interpreter", {"path": "python", "version": "3"}), ("boot", None),
+    ("interpreter.path", "/bin/sh"),
     ("boot.memory", "48"), ("boot.memory", 10**9), ("boot.vcpus", 0),
     ("boot.connect", ["db"]), ("boot.backend", "../x"), ("memory", {"heap_mib": "1"}),
     ("memory.heap_mib", -4), ("modules", "app"), ("modules", ["app", None]),

@@ -39,6 +39,7 @@ KERNEL_FORMATS = ("elf", "bzimage")
 DISK_FORMATS = ("erofs",)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CMDLINE = re.compile(r"[ -~]{0,2047}")
+INTERPRETER = re.compile(r"/[^\0]*/python[0-9.]*")
 BAKED = {s.field: s for s in SETTINGS if s.stage == "build"}
 
 
@@ -169,8 +170,10 @@ def _check(m: Manifest) -> None:
     _text("krait", m.krait, 40)
     _text("kernel_identity.version", m.kernel_identity.version, 200)
     _text("kernel_identity.key", m.kernel_identity.key, 200)
-    if set(m.interpreter) != {"path", "version"} or not m.interpreter["path"].startswith("/"):
-        raise ShapeError("interpreter is not {path, version} with an absolute path")
+    # `krait run --target process` runs this file of the host: a Python, nothing else.
+    if set(m.interpreter) != {"path", "version"} or not INTERPRETER.fullmatch(
+            m.interpreter["path"]):
+        raise ShapeError("interpreter is not {path, version}, the path a Python's")
     for key, value in m.interpreter.items():
         _text(f"interpreter.{key}", value, 4096)
     _boot(m.boot)
