@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 NOBODY = 65534
+# What krait may use reading any image or registry (issue #20).
+MAX_RSS_MB = 256
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Ran:
     stdout: str
     stderr: str
     peak_rss_mb: float  # the krait process's own high-water mark
+    argv: tuple[str, ...] = ()
 
     @property
     def error(self) -> str:
@@ -67,7 +70,7 @@ def krait(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
         err.seek(0)
         peak_kib = int(rss.read() or 0)
         return Ran(proc.returncode, out.read().decode(errors="replace"),
-                   err.read().decode(errors="replace"), peak_kib / 1024)
+                   err.read().decode(errors="replace"), peak_kib / 1024, tuple(map(str, args)))
 
 
 def refused(ran: Ran, *words: str) -> None:
@@ -93,3 +96,9 @@ def tree(folder: Path) -> dict[str, tuple[int, int, bytes | str | None]]:
             content = path.read_bytes()
         out[str(path.relative_to(folder))] = (st.st_mode, st.st_uid, content)
     return out
+
+
+def within_memory(ran: Ran, case: str = "") -> None:
+    """krait's peak RSS was under MAX_RSS_MB (printed: `pytest -s ... | grep 'peak RSS'`)."""
+    print(f"peak RSS {ran.peak_rss_mb:6.1f} MB  krait {ran.argv[0]} {case}")
+    assert ran.peak_rss_mb < MAX_RSS_MB, f"{ran.peak_rss_mb:.0f} MB"

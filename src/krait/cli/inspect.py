@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from krait.cli._output import console, human_size, markup_safe, text
+from krait.cli._output import console, human_size, markup_safe, text, visible
 from krait.image.archive import open_image
 
 
@@ -49,10 +49,18 @@ def command(image: Path, show_files: bool, as_json: bool, top: int) -> None:
     console.print(table)
     everything = img.files()
     files = sorted((f for f in everything if stat.S_ISREG(f.mode)), key=lambda f: -f.size)
-    listing = Table("layer", "size", "path", box=None, title=None if show_files else
-                    f"largest {min(top, len(files))} files")
-    for f in files if show_files else files[:top]:
-        listing.add_row(text(f.layer), human_size(f.size), text(f.path))
-    console.print(listing)
+    if show_files:
+        # Plain lines, not a table: an image may list a hundred thousand files, and rich
+        # lays a table out whole in memory.
+        click.echo("layer           size  path")
+        for start in range(0, len(files), 1000):
+            click.echo("\n".join(f"{visible(f.layer):<9} {human_size(f.size):>10}  "
+                                 f"{visible(f.path)}" for f in files[start:start + 1000]))
+    else:
+        listing = Table("layer", "size", "path", box=None,
+                        title=f"largest {min(top, len(files))} files")
+        for f in files[:top]:
+            listing.add_row(text(f.layer), human_size(f.size), text(f.path))
+        console.print(listing)
     runnable = [f"{f.path} ({f.runs})" for f in everything if f.runs]
     console.print(text(f"modules   {len(m.modules)}; what can be run: {', '.join(runnable)}"))

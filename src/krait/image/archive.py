@@ -248,7 +248,7 @@ def _row(row: object) -> tuple[str, int, int, str, str]:
     return path, mode, size, target, runs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # an image may list a hundred thousand files
 class GuestFileInfo:
     layer: str
     path: str
