@@ -114,20 +114,24 @@ def _sha256(blob: bytes) -> str:
     return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
+class _TooMuch(ValueError):
+    """A registry sent, or said it would send, more than what it sends may be."""
+
+
 def _spool(chunks: Iterable[bytes], out: BinaryIO, limit: int) -> str:
     """Copy ``chunks`` (of a file, or of a response) to ``out``, never more than ``limit``
-    bytes (ValueError beyond); return the sha256 of what was copied."""
+    bytes (_TooMuch beyond); return the sha256 of what was copied."""
     digest, total = hashlib.sha256(), 0
     for chunk in chunks:
         total += len(chunk)
         if total > limit:
-            raise ValueError(f"more than the {limit} bytes it should be")
+            raise _TooMuch(f"more than the {limit} bytes it should be")
         digest.update(chunk)
         out.write(chunk)
     return "sha256:" + digest.hexdigest()
 
 
-def _refused(ref: str, error: Exception, what: str = "") -> ImageError:
+def _refused(ref: str, error: Exception) -> ImageError:
     import requests
     import urllib3
 
@@ -139,9 +143,6 @@ def _refused(ref: str, error: Exception, what: str = "") -> ImageError:
                           f"{ref}); nothing was kept",
                           hint="try again later; KRAIT_REGISTRY_TIMEOUT sets how long krait "
                           "waits")
-    if isinstance(error, ValueError) and what:
-        return ImageError(f"{ref}: {what} is {error}", hint="the registry is not to be "
-                          "trusted; nothing was kept")
     if isinstance(error, requests.ConnectionError):
         return ImageError(f"cannot reach the registry at {host} (for {ref})",
                           hint="check the host and port, and that the registry runs")
@@ -188,6 +189,11 @@ def push(image: Image, ref: str) -> str:
     return response.headers.get("Docker-Content-Digest", "")
 
 
+def _untrusted(ref: str, problem: str) -> ImageError:
+    return ImageError(f"{ref}: {problem}", hint="the registry is not to be trusted; nothing "
+                      "was kept")
+
+
 def _fetch(ref: str, response: Any, out: BinaryIO, limit: int) -> str:
     """A response's body into ``out``, at most ``limit`` bytes; its sha256."""
     import requests
@@ -197,7 +203,7 @@ def _fetch(ref: str, response: Any, out: BinaryIO, limit: int) -> str:
             response.raise_for_status()
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:
-                raise ValueError(f"{int(declared)} bytes, more than the {limit} it should be")
+                raise _TooMuch(f"{int(declared)} bytes, more than the {limit} it should be")
             return _spool(response.iter_content(CHUNK), out, limit)
     except requests.RequestException as e:
         raise _refused(ref, e) from None
@@ -214,8 +220,10 @@ def _manifest(ref: str, remote: Any, container: Any) -> dict[str, Any]:
         response = remote.do_request(f"{remote.prefix}://{container.manifest_url()}", "GET",
                                      headers={"Accept": OCI_MANIFEST}, stream=True)
         digest = _fetch(ref, response, body, MAX_OCI_MANIFEST)
+    except _TooMuch as e:
+        raise _untrusted(ref, f"its manifest is {e}") from None
     except (requests.RequestException, ValueError) as e:
-        raise _refused(ref, e, "its manifest") from None
+        raise _refused(ref, e) from None
     pinned = REF_RE.match(ref)["digest"]  # type: ignore[index]  # _client matched it
     if pinned and digest != pinned:
         raise ImageError(f"{ref}: the registry's manifest is {digest}, not the digest asked "
@@ -278,10 +286,10 @@ def pull(ref: str, out: Path | None = None, trust: Trust | None = None) -> Image
             with path.open("wb") as f:
                 try:
                     got = _fetch(ref, remote.get_blob(container, digest, stream=True), f, size)
-                except ValueError as e:
-                    raise ImageError(f"{ref}: {name} is {e}",
-                                     hint="the registry is not to be trusted; nothing was "
-                                     "kept") from None
+                except _TooMuch as e:
+                    raise _untrusted(ref, f"{name} is {e}") from None
+                except ValueError as e:  # ORAS's, for a login it cannot answer
+                    raise _refused(ref, e) from None
             if got != digest or path.stat().st_size != size:
                 raise ImageError(f"{ref}: {name} does not match its digest after the pull "
                                  f"(got {got[:23]}..., expected {digest[:23]}...)",
