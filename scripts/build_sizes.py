@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -27,18 +28,16 @@ from krait.config import load_app  # noqa: E402
 from krait.image.archive import open_image  # noqa: E402
 from krait.image.build import build_image  # noqa: E402
 from krait.kernel import build_kernel  # noqa: E402
-from krait.paths import cache_dir  # noqa: E402
+from krait.paths import cache_dir, kernel_cache_dir, krait_dir  # noqa: E402
 
 
 def fresh_cache(scratch: Path) -> None:
-    """A krait cache of its own, with the machine's kernel build in it."""
-    shared = cache_dir()
-    cache = scratch / "cache"
-    (cache / "objects").mkdir(parents=True)
-    for part in ("kernel", "objects/kernel"):
-        (shared / part).mkdir(parents=True, exist_ok=True)
-        (cache / part).symlink_to(shared / part)
-    os.environ["KRAIT_CACHE"] = str(cache)
+    """A krait cache of its own (the kernel cache stays where `make kernel` put it; the
+    compressed kernel is copied in)."""
+    compressed = krait_dir(cache_dir(), "objects", "kernel")
+    os.environ["KRAIT_KERNEL_CACHE"] = str(kernel_cache_dir())
+    shutil.copytree(compressed, scratch / "cache" / "objects" / "kernel")
+    os.environ["KRAIT_CACHE"] = str(scratch / "cache")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -13,10 +14,11 @@ from krait.bench.compare.surface import (
     surface_of_tree,
     tree_bytes,
 )
+from krait.image.archive import open_image
 from krait.image.entry import Entry
 from krait.image.erofs import listing
 
-from ._manifests import image
+from ._manifests import crafted
 
 DPKG_STATUS = """\
 Package: bash
@@ -82,12 +84,13 @@ def test_count_surface_from_entries() -> None:
                                       "packages": 0}
 
 
-def test_image_layers_are_counted() -> None:
+def test_image_layers_are_counted(tmp_path: Path) -> None:
     layer_a = listing([Entry.folder("/usr"), Entry.folder("/usr/bin"),
                        Entry.file("/usr/bin/python3.11", b"elf", executable=True),
                        Entry.file("/init", b"#!", executable=True)])
     layer_b = listing([Entry.file("/krait/app/app.pyc", b"pyc"),
                        Entry.symlink("/krait/app/python3", "python3.11")])
-    img = image({"layers/base.files.json": layer_a, "layers/app.files.json": layer_b})
+    img = open_image(crafted(tmp_path / "x.krait", listings={
+        "base": json.loads(layer_a), "app": json.loads(layer_b)}))
     assert surface_of_image(img) == {"files": 4, "executables": 2, "setuid": 0,
                                      "shells": 0, "packages": 0}

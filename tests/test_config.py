@@ -43,10 +43,22 @@ def test_krait_toml_top_level_keys(tmp_path: Path) -> None:
     assert (app.entry, app.kind, app.name) == ("app:app", "asgi", "web")
 
 
-def test_krait_toml_wins_over_pyproject(tmp_path: Path) -> None:
+def test_two_configurations_are_an_error_not_a_silent_choice(tmp_path: Path) -> None:
     write_pyproject(tmp_path, 'entry = "from_pyproject:main"\n')
     write_krait_toml(tmp_path, 'entry = "from_krait_toml:main"\n')
-    assert load_app(tmp_path).entry == "from_krait_toml:main"
+    with pytest.raises(ConfigError, match=r"both krait\.toml and pyproject"):
+        load_app(tmp_path)
+
+
+def test_krait_toml_takes_the_project_table_from_pyproject(tmp_path: Path) -> None:
+    # It used to drop pyproject.toml's dependencies without a word.
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "shop"\ndependencies = ["flask>=3"]\nrequires-python = ">=3.11"\n')
+    write_krait_toml(tmp_path, 'entry = "app:main"\n')
+    app = load_app(tmp_path)
+    assert (app.name, app.dependencies, app.requires_python) == ("shop", ("flask>=3",), ">=3.11")
+    write_krait_toml(tmp_path, '[tool.krait]\nentry = "app:main"\n[project]\nname = "own"\n')
+    assert load_app(tmp_path).name == "own"
 
 
 def test_relative_root_is_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -369,4 +381,34 @@ def test_connect_declares_services_by_name(tmp_path: Path) -> None:
 def test_bad_connect_is_refused(tmp_path: Path, value: str, why: str) -> None:
     write_krait_toml(tmp_path, f'entry = "app:app"\nkind = "asgi"\nconnect = {value}\n')
     with pytest.raises(ConfigError, match=why):
+        load_app(tmp_path)
+
+
+# -- what a value may be -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('ports = [8080, 8080]', "port 8080 is given twice"),
+    ('env = { A = { nested = 1 } }', "expected a string (or a number)"),
+    ('env = { A = [1, 2] }', "expected a string (or a number)"),
+    ('env = { A = true }', "expected a string (or a number)"),
+    ('max-body = "2G"', "expected at most 1G"),
+    (f'entry = "{"m" * 300}:app"', "expected at most 200 characters"),
+    (f'name = "{"x" * 500_000}"', "(500002 characters)"),
+])
+def test_values_krait_would_mishandle_are_refused(tmp_path: Path, text: str, words: str) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\n' * ("entry" not in text) + text + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_app(tmp_path)
+    assert words in e.value.message
+    assert len(e.value.message) < 500  # a bad value is quoted, not echoed whole
+
+
+def test_numbers_in_env_read_as_text(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\nenv = { PORT = 8080, RATIO = 0.5 }\n')
+    assert load_app(tmp_path).env == {"PORT": "8080", "RATIO": "0.5"}
+
+
+def test_a_configuration_file_of_megabytes_is_refused_unread(tmp_path: Path) -> None:
+    write_krait_toml(tmp_path, 'entry = "app:main"\n' + "# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="too large for a configuration"):
         load_app(tmp_path)

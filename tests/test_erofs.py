@@ -3,6 +3,7 @@ fsck (which extracts them) and by what the guest would see."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -62,9 +63,13 @@ def test_a_layer_is_placed_under_its_mount_point(tmp_path: Path) -> None:
     layer = make_layer("app", [Entry.file("/krait/app/app.pyc", b"x"),
                                Entry.file("/krait/app/.krait/config.marshal", b"c")])
     assert layer.mount == "/krait/app" and layer.files == 2
-    from krait.image.layers import decompress
+    from krait.image.layers import decompress_to
 
-    out = extract(decompress(layer.blob), tmp_path)
+    disk = io.BytesIO()
+    assert decompress_to(io.BytesIO(layer.blob), disk, layer.disk_size) == layer.disk_digest
+    with pytest.raises(ValueError, match="more than the 100 bytes"):
+        decompress_to(io.BytesIO(layer.blob), io.BytesIO(), 100)
+    out = extract(disk.getvalue(), tmp_path)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
         ".krait/config.marshal", "app.pyc"]
     rows = json.loads(layer.listing)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -19,11 +21,10 @@ from krait.fleet.state import (
     RunRecord,
     State,
     all_instances,
-    check_name,
     create_instance,
-    name_from,
     new_name,
 )
+from krait.names import check_name, name_from
 
 
 @pytest.fixture(autouse=True)
@@ -48,15 +49,19 @@ def record(name: str = "web-1", owner: str = "run") -> InstanceRecord:
 
 
 def test_names() -> None:
-    assert check_name("web-1.a_b") == "web-1.a_b"
-    for bad in ("", "-x", "Web", "a/b", "x" * 64, "a b"):
-        with pytest.raises(ConfigError):
+    # One pattern for instance, serve and image names (krait.names): never a path.
+    for good in ("web-1.a_b", "Web", "x" * 63, "0"):
+        assert check_name(good) == good
+    for bad in ("", "-x", ".hidden", "a/b", "/abs", "..", "../x", "a..b", "x" * 64, "a b",
+                "web\n", "caf\u00e9", "\x1b[31m"):
+        with pytest.raises(ConfigError, match="not a valid instance name"):
             check_name(bad)
     name = new_name("My App!")
     assert name.startswith("my-app-")
     check_name(name)
     # `krait serve` of an image called My_App names its instances after it.
     assert check_name(f"{name_from('My_App')}-8080-1") == "my_app-8080-1"
+    assert check_name(name_from("..a...b..")) == "a.b"
 
 
 def test_create_and_read_back() -> None:
@@ -129,9 +134,9 @@ def test_clean_orphans_removes_instances_of_dead_serves(
     mine.write_run(RunRecord(owner_pid=2**22 - 1))
     serves = state / "serve"
     serves.mkdir()
-    (serves / "dead.json").write_text('{"pid": 4194303}')
+    (serves / "dead.json").write_text('{"pid": 4194303, "control": "dead.sock"}')
     (serves / "dead.sock").write_text("")
-    (serves / "live.json").write_text(f'{{"pid": {sleeper.pid}}}')
+    (serves / "live.json").write_text(f'{{"pid": {sleeper.pid}, "control": "l.sock"}}')
     assert obs.clean_orphans() == ["gone-1"]
     assert sorted(f.name for f in all_instances()) == ["alive-1", "mine-1"]
     assert sorted(p.name for p in serves.iterdir()) == ["live.json"]
@@ -149,8 +154,8 @@ def test_parse_duration_rejects_nonsense() -> None:
 
 
 def test_state_folders_are_private_and_must_be_ours(state: Path) -> None:
-    from krait.fleet.serve import serve_dir
-    from krait.paths import private_dir
+    from krait.fleet.state import serve_dir
+    from krait.paths import krait_dir
 
     folder = create_instance(record())
     for path in (state, state / "instances", folder.path, serve_dir()):
@@ -158,10 +163,37 @@ def test_state_folders_are_private_and_must_be_ours(state: Path) -> None:
     loose = state / "loose"
     loose.mkdir(mode=0o755)
     os.chmod(loose, 0o755)
-    assert private_dir(loose).stat().st_mode & 0o777 == 0o700
+    assert krait_dir(state, "loose", private=True).stat().st_mode & 0o777 == 0o700
     if os.geteuid() == 0:  # a folder another user owns (as root we can make one)
         theirs = state / "theirs"
         theirs.mkdir()
         os.chown(theirs, 65534, 65534)
         with pytest.raises(ConfigError, match="another user"):
-            private_dir(theirs)
+            krait_dir(state, "theirs", private=True)
+
+
+@pytest.mark.parametrize("damage", [
+    '{"owner_pid": "1"}', '{"owner_pid": -1, "qemu_pid": 0}', "[]", '{"restarts": null}',
+    '{"ended": 1}', "[" * 100000, "{" + '"x": 1, ' * 200000 + '"y": 2}', "\x00\xff",
+    '{"domain": ["a"]}'])
+def test_a_damaged_run_record_is_one_stale_instance_not_a_broken_ps(
+        damage: str, state: Path) -> None:
+    from tests._hostile import krait
+
+    bad = create_instance(record("bad-1"))
+    (bad.path / "run.json").write_text(damage)
+    good = create_instance(record("good-1"))
+    good.write_run(RunRecord(owner_pid=2**22 - 1, ended=True, exit_status=3))
+    states = {s.name: s.state for s in obs.list_statuses()}
+    assert states == {"bad-1": State.STALE, "good-1": State.EXITED}
+    ran = krait("ps", "--json", env={"KRAIT_STATE": str(state)})
+    assert ran.returncode == 0, ran.stderr
+    assert {s["name"] for s in json.loads(ran.stdout)} == {"bad-1", "good-1"}
+
+
+def test_a_record_of_another_shape_or_folder_is_no_instance(state: Path) -> None:
+    folder = create_instance(record("web-2"))
+    for damage in ('{"name": "web-2"}', json.dumps({**asdict(record("other")), "memory": "48"}),
+                   json.dumps(asdict(record("other")))):
+        (folder.path / "instance.json").write_text(damage)
+        assert folder.record() is None and obs.observe(folder) is None

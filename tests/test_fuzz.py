@@ -8,9 +8,12 @@ an answer or krait's own error, never another exception, never a hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import json
 import os
 import string
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,15 @@ from hypothesis import strategies as st
 
 from krait.config import load_app
 from krait.config.settings import SETTINGS
-from krait.errors import ConfigError
+from krait.errors import ConfigError, ImageError
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits as GatewayLimits
 from krait.guest import http
 from krait.guest.protocol import decode_boot, encode_boot
+from krait.image.archive import open_image
+from krait.image.manifest import Manifest
 
+from ._manifests import crafted, manifest
 from .test_fleet_gateway import run_gateway
 
 LIMITS = http.Limits(max_body=4096, body_budget=1 << 20, header_timeout=0.2,
@@ -264,3 +270,87 @@ def test_the_gateway_survives_any_mix_of_clients(clients: list[str]) -> None:
 
     run_gateway(test, ScalePolicy(idle_seconds=30, max_instances=2, per_instance=4),
                 limits=GatewayLimits(first_byte_timeout=0.3, max_per_client=PER_CLIENT))
+
+
+# -- images: what anyone may hand krait ------------------------------------------------
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON value: keys of objects, indexes of lists."""
+    out = [prefix]
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, inner in items:
+        out += _paths(inner, (*prefix, key))
+    return out
+
+
+_MANIFEST = json.loads(manifest().to_json())
+_PLACES = _paths(_MANIFEST)[1:]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_PLACES), JSON | st.floats()), max_size=4),
+       st.booleans())
+def test_any_manifest_is_a_manifest_or_an_image_error(changes: list[tuple[Any, Any]],
+                                                      drop: bool) -> None:
+    data = copy.deepcopy(_MANIFEST)
+    for place, value in changes:
+        *parents, last = place
+        target = data
+        try:
+            for key in parents:
+                target = target[key]
+            if drop and isinstance(target, dict):
+                target.pop(last, None)
+            else:
+                target[last] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier change took that place away
+    with contextlib.suppress(ImageError):
+        Manifest.from_json(json.dumps(data).encode(), Path("x.krait"))
+
+
+@given(st.binary(max_size=2000))
+def test_any_bytes_are_a_manifest_or_an_image_error(raw: bytes) -> None:
+    with contextlib.suppress(ImageError):
+        Manifest.from_json(raw, Path("x.krait"))
+
+
+_IMAGE: list[bytes] = []
+
+
+def _good_image() -> bytes:
+    """A real .krait file (made once), for flipping bytes of."""
+    if not _IMAGE:
+        with tempfile.TemporaryDirectory() as folder:
+            _IMAGE.append(crafted(Path(folder) / "x.krait").read_bytes())
+    return _IMAGE[0]
+
+
+@given(st.data())
+def test_any_file_is_an_image_or_an_image_error(data: st.DataObject) -> None:
+    good = _good_image()
+    how = data.draw(st.sampled_from(["flip", "cut", "bytes", "splice"]))
+    if how == "flip":  # a few bytes changed, most often in the headers and the manifest
+        blob = bytearray(good)
+        for _ in range(data.draw(st.integers(1, 8))):
+            at = data.draw(st.integers(0, min(len(blob) - 1, data.draw(st.sampled_from(
+                [1024, 4096, len(blob) - 1])))))
+            blob[at] = data.draw(st.integers(0, 255))
+        blob = bytes(blob)
+    elif how == "cut":
+        blob = good[:data.draw(st.integers(0, len(good)))]
+    elif how == "splice":  # a piece of it moved elsewhere
+        start = data.draw(st.integers(0, len(good)))
+        end = data.draw(st.integers(start, min(len(good), start + 2048)))
+        at = data.draw(st.integers(0, len(good)))
+        blob = good[:at] + good[start:end] + good[at:]
+    else:
+        blob = data.draw(st.binary(max_size=4096))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "x.krait"
+        path.write_bytes(blob)
+        try:
+            image = open_image(path)
+            image.files()
+        except ImageError:
+            pass

@@ -3,38 +3,34 @@ what another key signed, what no key signed and what was rewritten consistently.
 
 from __future__ import annotations
 
-import hashlib
 import stat
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from krait.errors import ConfigError, ImageError
-from krait.image.archive import open_image, write_image
-from krait.image.signing import Trust, generate, load_private_key, load_public_key
+from krait.image.archive import open_image
+from krait.image.signing import (
+    SIGNATURE,
+    Trust,
+    generate,
+    load_private_key,
+    load_public_key,
+)
 
-from ._manifests import manifest
+from ._manifests import crafted
 
 
 def signed_image(tmp_path: Path, key: Path | None) -> Path:
-    m = manifest(layers=())
-    kernel = b"a kernel"
-    m = replace(m, kernel=replace(m.kernel, sha256=hashlib.sha256(kernel).hexdigest()))
-    path = tmp_path / "hello.krait"
-    write_image(path, m, {"kernel.zst": kernel}, key=load_private_key(key) if key else None)
-    return path
+    return crafted(tmp_path / "hello.krait", key=load_private_key(key) if key else None)
 
 
 def rewritten(path: Path, out: Path) -> Path:
     """The image with its kernel replaced and the manifest updated to match: every digest
-    check inside passes."""
-    image = open_image(path)
-    evil = b"another kernel"
-    m = image.manifest
-    m = replace(m, kernel=replace(m.kernel, sha256=hashlib.sha256(evil).hexdigest()))
-    write_image(out, m, {**image.parts, "kernel.zst": evil})  # the old signature kept
-    return out
+    check inside passes; the old signature is kept."""
+    signature = open_image(path).read(SIGNATURE)
+    return crafted(out, kernel=b"another kernel",
+                   members=lambda members: [*members, (SIGNATURE, signature)])
 
 
 @pytest.fixture

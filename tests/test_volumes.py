@@ -92,3 +92,34 @@ def test_the_fsync_benchmark_runs_one_loop_on_both_sides(tmp_path: Path) -> None
     namespace: dict[str, object] = {}
     exec(compile(PROBE, "probe", "exec"), namespace)  # what the guest runs: this very loop
     assert "main" in namespace and "fsync_latencies" in namespace
+
+
+def test_create_fails_clearly_and_leaves_nothing(tmp_path: Path) -> None:
+    from ._hostile import krait, refused
+
+    (tmp_path / "dangling.img").symlink_to(tmp_path / "elsewhere" / "x.img")
+    refused(krait("volume", "create", tmp_path / "dangling.img"), "exists already")
+    refused(krait("volume", "create", tmp_path / "missing" / "d.img"),
+            "No such file or directory")
+    refused(krait("volume", "create", tmp_path / "d.img", "--size", "99999999G"),
+            "expected at most 16384G")
+    refused(krait("volume", "create", tmp_path / "d.img", "--from", tmp_path / "nope"),
+            "not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.img"]
+    ran = krait("volume", "create", tmp_path / "d.img", "--size", "16M")  # the retry works
+    assert ran.returncode == 0, ran.stderr
+
+
+def test_a_file_system_that_refuses_the_size_leaves_no_file(tmp_path: Path) -> None:
+    # As a file system without room for a file this large would: a limit on file sizes
+    # (Python ignores SIGXFSZ, so ftruncate fails with EFBIG).
+    import resource
+
+    saved = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, saved[1]))
+    try:
+        with pytest.raises(ConfigError, match="cannot make a 67108864-byte volume"):
+            create(tmp_path / "d.img", 64 << 20, raw=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, saved)
+    assert not (tmp_path / "d.img").exists()

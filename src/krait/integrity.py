@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
-from krait.paths import write_atomically
+from krait.paths import open_nofollow, read_bounded, write_atomically
 
 
 def sha256_file(path: Path) -> str:
+    """The sha256 of the regular file ``path`` (a symlink there is an OSError)."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(open_nofollow(path), "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
 
 def _identity(path: Path) -> list[int]:
-    st = path.stat()
+    st = path.lstat()
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
@@ -37,10 +39,21 @@ def remember_verified(path: Path) -> None:
     write_atomically(_stamp(path), json.dumps(_identity(path)).encode())
 
 
-def verified(path: Path, sha256: str) -> bool:
-    """Is ``path`` (still) what ``sha256`` says?"""
+def _ours(path: Path) -> bool:
     try:
-        if json.loads(_stamp(path).read_text()) == _identity(path):
+        return path.lstat().st_uid == os.geteuid()
+    except OSError:
+        return False
+
+
+def verified(path: Path, sha256: str) -> bool:
+    """Is ``path`` (still) what ``sha256`` says? Never a file another user owns (they
+    could change it after it was checked), nor on the word of a stamp they own."""
+    if not _ours(path):
+        return False
+    try:
+        if _ours(_stamp(path)) and json.loads(read_bounded(_stamp(path), 256)) == \
+                _identity(path):
             return True
     except (OSError, ValueError):
         pass

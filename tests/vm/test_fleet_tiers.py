@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from krait.fleet.driver import ImageRef, VmDriver
 from krait.fleet.gateway import Gateway
 from krait.fleet.policy import ScalePolicy
+from krait.paths import cache_dir
 from krait.vmm.launch import RunOptions
 
 from .._echo import echo_server
@@ -43,14 +45,10 @@ ENTROPY_APP = """
 
 @pytest.fixture
 def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A cache (snapshots) and state folder of this test's own; the kernel is shared."""
-    from krait.paths import cache_dir
-
+    """A cache (snapshots) and state folder of this test's own; the kernel is shared (the
+    session's KRAIT_KERNEL_CACHE, and its compressed copies copied in)."""
     cache = tmp_path / "cache"
-    (cache / "objects").mkdir(parents=True)
-    for part in ("kernel", "objects/kernel", "disks"):
-        (cache_dir() / part).mkdir(parents=True, exist_ok=True)
-        (cache / part).symlink_to(cache_dir() / part)
+    shutil.copytree(cache_dir() / "objects" / "kernel", cache / "objects" / "kernel")
     monkeypatch.setenv("KRAIT_CACHE", str(cache))
     with private_state(monkeypatch):
         yield cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -32,7 +33,7 @@ from krait.cli import (
     stop,
     volume,
 )
-from krait.cli._output import err_console
+from krait.cli._output import err_console, visible
 from krait.errors import KraitError
 
 
@@ -41,6 +42,9 @@ from krait.errors import KraitError
 @click.option("--debug", is_flag=True, help="Show every command krait runs.")
 def cli(debug: bool) -> None:
     """krait: turn a Python app into a unikernel and boot it."""
+    # Nothing krait makes (cache entries, folders, images) is writable by other users,
+    # whatever umask it was started with: see krait.paths.
+    os.umask(os.umask(0o022) | 0o022)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
         handlers=[RichHandler(console=err_console, show_time=False, show_path=False,
@@ -52,14 +56,22 @@ for module in (build, lock, run, inspect, kernel, bench, settings, ps, logs, sto
     cli.add_command(module.command)
 
 
+def _message(text: str, limit: int = 4000) -> str:
+    """An error's text, markup escaped, controls shown, and not endless."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return escape(visible(text, newlines=True))
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)
     except KraitError as e:
-        # Messages are printed verbatim: "[tool.krait]" is text here, not rich markup.
-        err_console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False)
+        # Messages are printed verbatim: "[tool.krait]" is text here, not rich markup,
+        # and what they quote from an image or a file cannot drive the terminal.
+        err_console.print(f"[bold red]error:[/] {_message(e.message)}", highlight=False)
         if e.hint:
-            err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {_message(e.hint)}", highlight=False)
         sys.exit(getattr(e, "exit_code", 1))
     except click.exceptions.Abort:
         err_console.print("aborted")
@@ -71,6 +83,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except Exception as e:  # a bug in krait: say so plainly; the traceback is for --debug
         logging.getLogger("krait").debug("internal error", exc_info=True)
-        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}")
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: "
+                          f"{_message(str(e))}")
         err_console.print("[yellow]hint:[/] rerun with --debug for the traceback, and report it")
         sys.exit(70)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
-from krait.cli._output import console, err_console, human_size
+from krait.cli._output import console, err_console, human_size, text
 from krait.cli._settings_flags import overrides, setting_options
 from krait.cli.kernel import ensure_kernel
 from krait.config import load_app
@@ -31,6 +31,9 @@ from krait.vmm.check import build_checked
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image path.")
 @click.option("--self-signed", is_flag=True, help="Bake in a self-signed TLS certificate for "
               "local use (made with openssl; kept in tls-cert/tls-key or .krait-tls/).")
+@click.option("--bake-tls-key", is_flag=True, help="Bake the private key the app's settings "
+              "name (tls-key) into the image, which is then 0600 (one given with --tls-key "
+              "or made by --self-signed needs no more asking).")
 @click.option("--locked", is_flag=True, help="Refuse to build if krait.lock is missing or out "
               "of date with the declared dependencies (for CI).")
 @click.option("--upgrade", is_flag=True, help="Resolve the dependencies again to the newest "
@@ -42,8 +45,8 @@ from krait.vmm.check import build_checked
               "serves (see the check setting).")
 @setting_options("build")
 def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet: bool,
-            self_signed: bool, locked: bool, upgrade: bool, sign_key: Path | None,
-            no_check: bool, **settings: Any) -> None:
+            self_signed: bool, bake_tls_key: bool, locked: bool, upgrade: bool,
+            sign_key: Path | None, no_check: bool, **settings: Any) -> None:
     """Build a unikernel image from the app in APP_DIR.
 
     The app's declared dependencies are resolved into krait.lock (once; kept up to date
@@ -53,6 +56,8 @@ def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet:
     mode = LockMode.LOCKED if locked else LockMode.UPGRADE if upgrade else LockMode.AUTO
     key = load_private_key(sign_key) if sign_key else None  # a bad key fails before the build
     app = load_app(app_dir, overrides(settings))
+    if bake_tls_key:
+        app = dataclasses.replace(app, bake_tls_key=True)
     if self_signed:
         app = with_self_signed(app)
     kernel = custom_kernel(kernel_path) if kernel_path else ensure_kernel()
@@ -74,8 +79,8 @@ def command(app_dir: Path, output: Path | None, kernel_path: Path | None, quiet:
                   f"{len(m.modules)} modules, digest {result.digest[:16]}"
                   f"{' (signed)' if key else ''}, "
                   f"built in {result.seconds:.2f}s")
-    for note in result.notes:
-        console.print(Text(note, style="dim"))
+    for note in result.notes:  # they name the app's files: text, not markup
+        console.print(text(note, style="dim"))
     console.print(f"memory    needs at least {m.memory.minimum_mib} MiB "
                   f"({m.memory.explain()}); boots with {m.boot.memory} MiB unless --memory "
                   "says otherwise")

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import click
 from rich.table import Table
 
-from krait.cli._output import console
+from krait.cli._output import console, text
 from krait.fleet.observe import clean_orphans, list_statuses
 from krait.fleet.state import State
 from krait.vmm.libvirt import host_of, is_local
@@ -48,6 +48,6 @@ def command(as_json: bool) -> None:
         where = f"{s.backend}@{urlsplit(s.host).netloc.rpartition('@')[2]}" if remote else s.backend
         ports = ", ".join(f"{address}:{h}->{g}" for h, g in s.ports) or "-"
         memory = f"{s.rss_mb:.0f} MB" if s.rss_mb is not None else "-"
-        table.add_row(s.name, s.image.rsplit("/", 1)[-1], state, ports, _uptime(s.uptime_s),
-                      memory, s.owner, where)
+        table.add_row(text(s.name), text(s.image.rsplit("/", 1)[-1]), state, text(ports),
+                      _uptime(s.uptime_s), memory, text(s.owner), text(where))
     console.print(table)

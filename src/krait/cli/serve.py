@@ -17,9 +17,9 @@ from krait.fleet.gateway import Gateway
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
 from krait.fleet.serve import run_server
-from krait.fleet.state import check_name, name_from
 from krait.image.archive import open_image
 from krait.image.signing import Trust
+from krait.names import check_name, name_from
 from krait.vmm.backends import BACKENDS, choose
 from krait.vmm.launch import volumes as attached
 from krait.vmm.volumes import Volume
@@ -85,6 +85,8 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
     `krait replace NAME NEW_IMAGE` (or SIGHUP, to reload IMAGE) swaps the image with no
     downtime. Ctrl-C stops everything it started.
     """
+    if name is not None:
+        check_name(name, "serve")  # before anything is read or started
     fleet_log = logging.getLogger("krait.fleet")
     if fleet_log.getEffectiveLevel() > logging.INFO:
         fleet_log.setLevel(logging.INFO)  # boots, wakes, stops: what a serve is for
@@ -109,7 +111,7 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
                          idle_seconds=parse_duration(idle), per_instance=per_instance,
                          pause_seconds=pause)
     # Its instances are named after it, and its files are in the state folder.
-    serve_name = check_name(name) if name else f"{name_from(img.name)}-{port}"
+    serve_name = check_name(name, "serve") if name else f"{name_from(img.name)}-{port}"
 
     hosts = hosts_for(choose(options.backend, img.manifest.boot.backend, options.hosts),
                       options.hosts)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from krait.cli._output import console, err_console, human_size
+from krait.cli._output import console, err_console, human_size, text
 from krait.fleet import snapshot as snapshots
 
 
@@ -34,7 +34,8 @@ def ls(as_json: bool) -> None:
         return
     table = Table("snapshot", "RAM file", "state", "last woken from", box=None)
     for row in rows:
-        table.add_row(row["name"], human_size(row["ram_bytes"]), human_size(row["state_bytes"]),
+        table.add_row(text(row["name"]), human_size(row["ram_bytes"]),
+                      human_size(row["state_bytes"]),
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(row["last_used"])))
     console.print(table)
     total = sum(r["ram_bytes"] + r["state_bytes"] for r in rows)
@@ -52,5 +53,5 @@ def prune(everything: bool, max_mb: int | None) -> None:
     limit = 0 if everything else (max_mb * 2**20 if max_mb is not None else None)
     removed = snapshots.prune(limit)
     for snap in removed:
-        console.print(f"removed {snap.name}")
+        console.print(text(f"removed {snap.name}"))
     err_console.print(f"{len(removed)} removed")

@@ -27,7 +27,7 @@ def command() -> None:
 def create(path: Path, size: str, raw: bool, source: Path | None) -> None:
     """Make a volume at PATH: ext4 (made without root), or raw."""
     try:
-        nbytes = parse_size(size)
+        nbytes = parse_size(size, volumes.MAX_SIZE)
     except ValueError as e:
         raise ConfigError(f"--size {size}: {e}") from None
     if raw and source:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from krait.config.settings import BY_KEY, SERVERS, SETTINGS, Service, parse_setting
+from krait.config.settings import BY_KEY, SERVERS, SETTINGS, Service, parse_setting, shown
 from krait.errors import ConfigError
+
+MAX_CONFIG = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,9 @@ class AppConfig:
     connect: tuple[str, ...] = ()  # NAME=HOST:PORT (see settings.Service)
     backend: str | None = None  # None: krait's default (see vmm.backends)
     check: tuple[str, ...] | None = None  # None: the default for the app's kind
-    # Not settings: what the app's files say besides its krait table.
+    # Not settings: what the app's files say besides its krait table, and what the
+    # command line asked for.
+    bake_tls_key: bool = False  # the user asked for tls_key in the image (see image.tls)
     config_file: str = "krait.toml"  # the file the settings came from
     requires_python: str | None = None  # [project].requires-python
     optional_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -91,24 +96,31 @@ def _jsonable(value: Any) -> Any:
 
 
 def find_config_file(root: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """The file declaring the app, its krait table and its [project] table."""
+    """The file declaring the app, its krait table and its [project] table.
+
+    krait.toml, or pyproject.toml's [tool.krait]: one of them, never both (which would
+    win is not obvious). A krait.toml beside a pyproject.toml takes the [project] table
+    (name, dependencies, requires-python) from there unless it has its own."""
     krait_toml = root / "krait.toml"
     pyproject = root / "pyproject.toml"
+    project_data = _read_toml(pyproject) if pyproject.is_file() else {}
+    table = _table(project_data, "tool", pyproject).get("krait")
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: `tool.krait` must be a table",
+                          hint="write the settings under a [tool.krait] header")
+    project = _table(project_data, "project", pyproject)
     if krait_toml.is_file():
+        if table is not None:
+            raise ConfigError(f"{root}: both krait.toml and pyproject.toml's [tool.krait] "
+                              "declare the app", hint="keep the settings in one of them")
         data = _read_toml(krait_toml)
         # A [tool.krait] table pasted from a pyproject.toml means the same in a krait.toml.
         nested = _table(data, "tool", krait_toml).get("krait")
         if isinstance(nested, dict) and set(data) <= {"tool", "project"}:
-            return krait_toml, nested, _table(data, "project", krait_toml)
-        return krait_toml, data, {}
-    if pyproject.is_file():
-        data = _read_toml(pyproject)
-        table = _table(data, "tool", pyproject).get("krait")
-        if table is not None:
-            if not isinstance(table, dict):
-                raise ConfigError(f"{pyproject}: `tool.krait` must be a table",
-                                  hint="write the settings under a [tool.krait] header")
-            return pyproject, table, _table(data, "project", pyproject)
+            return krait_toml, nested, _table(data, "project", krait_toml) or project
+        return krait_toml, data, project
+    if table is not None:
+        return pyproject, table, project
     raise ConfigError(
         f"no krait configuration in {root}",
         hint="add a [tool.krait] table to pyproject.toml, or a krait.toml, with at least "
@@ -126,7 +138,15 @@ def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG:
+        raise ConfigError(f"{path}: over {MAX_CONFIG >> 20} MiB, too large for a configuration",
+                          hint="settings are a few lines; keep data in files of their own")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})",
                           hint="TOML files are UTF-8; save it as UTF-8") from None
@@ -154,12 +174,24 @@ def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
                 else f"known settings: {', '.join(BY_KEY)}",
             )
         values[BY_KEY[key].field] = parse_setting(key, raw, str(path.name))
+    for key in ("tls-cert", "tls-key"):
+        name = values.get(BY_KEY[key].field)
+        # The app folder is the build context: its files may name only files in it.
+        if name is not None and (Path(name).is_absolute() or ".." in Path(name).parts):
+            raise ConfigError(f"{path}: `{key}` = {shown(name)}: not a file in the app folder",
+                              hint=f"copy the file into {root}, or name it on the command "
+                              f"line (--{key} PATH)")
+    from_command_line = set()
     for key, raw in (overrides or {}).items():
         key = key.replace("_", "-")
         if key not in BY_KEY:
             raise ConfigError(f"unknown setting `{key}`")
         if raw is not None:
             values[BY_KEY[key].field] = parse_setting(key, raw, "command line")
+            from_command_line.add(key)
+    for key in {"tls-cert", "tls-key"} & from_command_line:
+        # A path on the command line is the user's own, from where they stand.
+        values[BY_KEY[key].field] = os.path.abspath(values[BY_KEY[key].field])
     if "entry" not in values:
         raise ConfigError(f"{path}: `entry` is missing",
                           hint="set entry = 'module:callable', e.g. entry = 'app:app'")
@@ -202,5 +234,6 @@ def load_app(root: Path, overrides: dict[str, Any] | None = None) -> AppConfig:
                           "and the services' ports must differ")
     requires = project.get("requires-python")
     return AppConfig(root=root, **values, config_file=path.name,
+                     bake_tls_key="tls-key" in from_command_line,
                      requires_python=str(requires) if requires else None,
                      optional_dependencies=optional_deps)

@@ -15,8 +15,12 @@ from typing import Any, Literal
 
 from krait.errors import ConfigError
 from krait.guest import protocol
+from krait.names import RULE, valid_name
 
 Stage = Literal["build", "boot"]
+MAX_ENTRY = 200
+# The largest request body an app may accept: it is held in guest memory.
+MAX_BODY = 1 << 30
 KINDS = ("main", "asgi", "wsgi")
 # What may serve each kind inside the guest; all but "builtin" come from the app's venv.
 SERVERS = {"builtin": ("asgi", "wsgi"), "uvicorn": ("asgi",), "waitress": ("wsgi",)}
@@ -47,15 +51,11 @@ def _str(value: Any) -> str:
     return value
 
 
-# An image's name is also a file name (NAME.krait, snapshots): no '/', not hidden, no '..'.
-IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-
-
 def _image_name(value: Any) -> str:
+    # An image's name is also a file name (NAME.krait, snapshots): see krait.names.
     value = _str(value)
-    if not IMAGE_NAME.fullmatch(value):
-        raise ValueError("expected letters, digits, '.', '_' and '-' (up to 63), starting "
-                         "with a letter or digit")
+    if not valid_name(value):
+        raise ValueError(f"expected {RULE}")
     return value
 
 
@@ -63,6 +63,9 @@ def _entry(value: Any) -> str:
     value = _str(value)
     if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
         raise ValueError("expected 'module:callable', e.g. 'app:app' or 'service.main:run'")
+    # A module is a file name: a longer one is "File name too long" at build time.
+    if len(value) > MAX_ENTRY:
+        raise ValueError(f"expected at most {MAX_ENTRY} characters")
     return value
 
 
@@ -93,7 +96,11 @@ def _int(lo: int, hi: int) -> Callable[[Any], int]:
 def _ports(value: Any) -> tuple[int, ...]:
     items = value if isinstance(value, list | tuple) else str(value).split(",")
     port = _int(1, 65535)
-    return tuple(port(p) for p in items if str(p).strip())
+    ports = tuple(port(p) for p in items if str(p).strip())
+    twice = sorted({p for p in ports if ports.count(p) > 1})
+    if twice:
+        raise ValueError(f"port {twice[0]} is given twice")
+    return ports
 
 
 def parse_memory(value: Any) -> int:
@@ -107,13 +114,21 @@ def parse_memory(value: Any) -> int:
     return mib
 
 
-def parse_size(value: Any) -> int:
-    """'1M', '512K', '2G' or a number of bytes -> bytes."""
+def parse_size(value: Any, maximum: int | None = None) -> int:
+    """'1M', '512K', '2G' or a number of bytes -> bytes (at most ``maximum``)."""
     m = re.fullmatch(r"\s*(\d+)\s*(?:([KkMmGg])i?[Bb]?)?\s*", str(value))
     if not m or isinstance(value, bool):
         raise ValueError("expected a size such as 512K, 1M or 1G")
-    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[
+    size = int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[
         (m.group(2) or "").lower()]
+    if maximum is not None and size > maximum:
+        unit = "G" if maximum >= 1 << 30 else "M"
+        raise ValueError(f"expected at most {maximum >> (30 if unit == 'G' else 20)}{unit}")
+    return size
+
+
+def _max_body(value: Any) -> int:
+    return parse_size(value, MAX_BODY)
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -136,7 +151,10 @@ def parse_env(value: Any) -> dict[str, str]:
     env = {}
     for key, val in pairs:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ValueError(f"{key!r} is not a valid environment variable name")
+            raise ValueError(f"{shown(key)} is not a valid environment variable name")
+        # A number reads as one; a table, a list or a boolean has no one way to be text.
+        if type(val) not in (str, int, float):
+            raise ValueError(f"{key} = {shown(val)}: expected a string (or a number)")
         env[key] = str(val)
     return env
 
@@ -263,11 +281,13 @@ SETTINGS: tuple[Setting, ...] = (
             repeatable=True),
     Setting("exclude", "build", _strings, (), "Modules the trace saw but the guest does not "
             "need (e.g. ssl, which asyncio imports only if it can).", "MODULE", repeatable=True),
-    Setting("tls-cert", "build", _str, None, "A PEM certificate (relative to the app) baked "
-            "into the image at /krait/app/.krait/tls/cert.pem; `krait build --self-signed` "
-            "makes one.", "PATH"),
+    Setting("tls-cert", "build", _str, None, "A PEM certificate baked into the image at "
+            "/krait/app/.krait/tls/cert.pem: a file in the app folder (relative to it), or "
+            "any file given on the command line; `krait build --self-signed` makes one.",
+            "PATH"),
     Setting("tls-key", "build", _str, None, "The PEM private key for tls-cert, baked in at "
-            "/krait/app/.krait/tls/key.pem.", "PATH"),
+            "/krait/app/.krait/tls/key.pem (the image is then 0600). Named in the app's "
+            "settings, it is baked only with `krait build --bake-tls-key`.", "PATH"),
     Setting("dependencies", "build", _strings, (), "What the app needs from the package "
             "index (requirement strings). In a pyproject.toml, [project].dependencies is read "
             "when this is not set; without either, a requirements.txt beside it.", "REQUIREMENT",
@@ -280,9 +300,9 @@ SETTINGS: tuple[Setting, ...] = (
             "nothing installed. Default: the app's .venv if it has one, else the Python krait "
             "runs on.", "PATH"),
     Setting("sources", "build", _bool, False, "Ship .py sources next to the bytecode.", "BOOL"),
-    Setting("max-body", "build", parse_size, 1 << 20, "Largest request body the builtin "
-            "server accepts (larger: 413), e.g. 10M. Bodies held at once never exceed a "
-            "quarter of the guest's memory (more: 503).", "SIZE"),
+    Setting("max-body", "build", _max_body, 1 << 20, "Largest request body the builtin "
+            "server accepts (larger: 413), e.g. 10M, at most 1G. Bodies held at once never "
+            "exceed a quarter of the guest's memory (more: 503).", "SIZE"),
     Setting("volumes", "build", _mount_points, (), "Where the image expects data volumes "
             "('/data' or '/mnt/NAME'); a boot without `--volume FILE:PATH` for each is an "
             "error.", "PATH", repeatable=True),
@@ -316,5 +336,11 @@ def parse_setting(key: str, value: Any, where: str) -> Any:
     try:
         return setting.parse(value)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where}: `{key}` = {value!r}: {e}",
+        raise ConfigError(f"{where}: `{key}` = {shown(value)}: {e}",
                           hint=f"{key}: {setting.help}") from None
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value as an error quotes it: its repr, cut short (a value may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -24,12 +24,12 @@ from krait.fleet.state import (
     InstanceDir,
     InstanceRecord,
     State,
-    check_name,
     create_instance,
     find_instance,
     new_name,
 )
 from krait.guest import protocol
+from krait.names import check_name
 from krait.run import popen
 from krait.vmm.launch import RunOptions, backend_for, prepare
 from krait.vmm.libvirt import LibvirtBackend
@@ -40,9 +40,11 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
     """Create the instance's folder and start its supervisor; return once QEMU runs."""
     if restart not in POLICIES:
         raise ConfigError(f"--restart {restart}: expected one of {', '.join(POLICIES)}")
+    if name is not None:
+        check_name(name)
     image, spec = prepare(image_path, options)  # checks the image before anything starts
     backend = backend_for(image, options)
-    name = check_name(name) if name else new_name(image.name)
+    name = name or new_name(image.name)
     existing = find_instance(name)
     if existing is not None:
         status = observe(existing, query_qmp=False)

@@ -9,7 +9,6 @@ and the supervisor is given the folder as its argument).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
@@ -19,15 +18,15 @@ from typing import Any
 import psutil
 
 from krait.errors import VmError
-from krait.fleet.state import InstanceDir, State, all_instances
-from krait.paths import state_dir
+from krait.fleet.state import InstanceDir, State, all_instances, serve_dir, serve_record
+from krait.names import valid_name
 from krait.vmm import qmp
 from krait.vmm.libvirt import LibvirtBackend
 
 
 def process_of(pid: int | None, folder: InstanceDir) -> psutil.Process | None:
     """The process ``pid`` if it is alive and belongs to ``folder``'s instance."""
-    if not pid:
+    if pid is None or pid <= 0:
         return None
     try:
         proc = psutil.Process(pid)
@@ -104,7 +103,7 @@ def observe(folder: InstanceDir, query_qmp: bool = True) -> InstanceStatus | Non
 
 
 def _alive(pid: int | None) -> psutil.Process | None:
-    if not pid:
+    if pid is None or pid <= 0:
         return None
     try:
         proc = psutil.Process(pid)
@@ -144,13 +143,9 @@ def clean_orphans() -> list[str]:
 
 def _clean_serve_records() -> None:
     """Forget `krait serve`s that died without cleaning up (their record and socket)."""
-    folder = state_dir() / "serve"
-    for record in folder.glob("*.json") if folder.is_dir() else ():
-        try:
-            pid = int(json.loads(record.read_text())["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pid = 0
-        if _alive(pid) is None:
+    for record in serve_dir().glob("*.json"):
+        info = serve_record(record.stem) if valid_name(record.stem) else None
+        if _alive(info["pid"] if info else None) is None:
             record.with_suffix(".sock").unlink(missing_ok=True)
             record.unlink(missing_ok=True)
 

@@ -25,25 +25,20 @@ from krait.fleet.gateway import Gateway
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
+from krait.fleet.state import serve_dir, serve_record
 from krait.image.signing import Trust
-from krait.paths import private_dir, state_dir
 from krait.vmm.launch import RunOptions
 
 log = logging.getLogger("krait.fleet")
 
 
-def serve_dir() -> Path:
-    return private_dir(state_dir() / "serve")
-
-
 def find_serve(name: str) -> dict[str, Any] | None:
+    """What serve ``name`` recorded (where it listens, its control socket), if it runs."""
+    info = serve_record(name)
     try:
-        info: dict[str, Any] = json.loads((serve_dir() / f"{name}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(int(info["pid"]), 0)
-    except (OSError, KeyError, ValueError):
+        if info is not None:
+            os.kill(info["pid"], 0)
+    except OSError:
         return None  # stale: that serve is gone
     return info
 

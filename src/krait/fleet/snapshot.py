@@ -30,7 +30,7 @@ from pathlib import Path
 from krait import __version__
 from krait.image.archive import Image
 from krait.integrity import remember_verified, sha256_file, verified
-from krait.paths import cache_dir, private_dir, write_atomically
+from krait.paths import cache_dir, krait_dir, write_atomically
 from krait.run import run
 from krait.vmm.base import VmSpec
 
@@ -74,7 +74,7 @@ class Snapshot:
 
 
 def snapshots_dir() -> Path:
-    return private_dir(cache_dir() / "snapshots")
+    return krait_dir(cache_dir(), "snapshots", private=True)
 
 
 @functools.cache

@@ -10,16 +10,17 @@ see :mod:`krait.fleet.observe`.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from krait.errors import ConfigError
-from krait.paths import private_dir, state_dir, write_atomically
+from krait.names import check_name, name_from, valid_name
+from krait.paths import is_real_dir, krait_dir, read_bounded, state_dir, write_atomically
+from krait.typed import ShapeError, from_json
 from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET
 
 
@@ -36,7 +37,9 @@ class State(StrEnum):
     STALE = "stale"  # its owner died without recording an end: a crash or a reboot
 
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# The largest record krait reads back (instance.json, run.json, a serve's): krait writes
+# them, but a damaged or planted one must not cost more than this to read.
+MAX_RECORD = 1 << 20
 # A unix socket path must fit in sun_path (108 bytes, NUL included).
 MAX_SOCKET_PATH = 107
 
@@ -80,7 +83,23 @@ class RunRecord:
 
 
 def instances_dir() -> Path:
-    return private_dir(state_dir() / "instances")
+    return krait_dir(state_dir(), "instances", private=True)
+
+
+def serve_dir() -> Path:
+    """Where each running `krait serve` says where it listens (NAME.json, NAME.sock)."""
+    return krait_dir(state_dir(), "serve", private=True)
+
+
+def serve_record(name: str) -> dict[str, Any] | None:
+    """What `krait serve` ``name`` recorded as it started (its pid, where it listens, its
+    control socket), if that record is there and whole."""
+    data = _read_json(serve_dir() / f"{check_name(name, 'serve')}.json")
+    pid = data.get("pid")
+    # A pid of 0 or -1 would name process groups to signal, not a serve.
+    if type(pid) is not int or pid <= 0 or not isinstance(data.get("control"), str):
+        return None
+    return data
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -89,10 +108,10 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
-    except (OSError, ValueError):
+        data = json.loads(read_bounded(path, MAX_RECORD))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 @dataclass
@@ -126,17 +145,23 @@ class InstanceDir:
         return self.path / "stop-request"
 
     def record(self) -> InstanceRecord | None:
-        data = _read_json(self.path / "instance.json")
-        names = {f.name for f in fields(InstanceRecord)}
+        """What the instance is; None for a folder whose record is missing, damaged or of
+        another folder (half-created, or not krait's: treated as stale)."""
         try:
-            return InstanceRecord(**{k: v for k, v in data.items() if k in names})
-        except TypeError:
-            return None  # half-created or from another version: treated as stale
+            # Fields a later krait added are ignored, as they were before.
+            record = from_json(InstanceRecord, _read_json(self.path / "instance.json"),
+                               strict=False)
+        except ShapeError:
+            return None
+        return record if record.name == self.name else None
 
     def run(self) -> RunRecord:
-        data = _read_json(self.path / "run.json")
-        names = {f.name for f in fields(RunRecord)}
-        return RunRecord(**{k: v for k, v in data.items() if k in names})
+        """What the owner last saw; a damaged record says nothing (no owner, no VM: the
+        instance shows as stale), so one bad file never breaks `krait ps` for the rest."""
+        try:
+            return from_json(RunRecord, _read_json(self.path / "run.json"), strict=False)
+        except ShapeError:
+            return RunRecord()
 
     def write_record(self, record: InstanceRecord) -> None:
         _write_json(self.path / "instance.json", asdict(record))
@@ -148,29 +173,20 @@ class InstanceDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise ConfigError(f"{name!r} is not a valid instance name",
-                          hint="use lower-case letters, digits, '.', '_' and '-' (up to 63)")
-    return name
-
-
-def name_from(base: str) -> str:
-    """A valid instance name made from any text (an image name, say): 'My_App' -> 'my_app'."""
-    return re.sub(r"[^a-z0-9_.-]", "-", base.lower()).strip("-.")[:50] or "krait"
-
-
 def new_name(base: str) -> str:
     return f"{name_from(base)}-{secrets.token_hex(3)}"
 
 
 def find_instance(name: str) -> InstanceDir | None:
-    path = instances_dir() / name
-    return InstanceDir(path) if path.is_dir() else None
+    """Instance ``name``'s folder, if there is one (a name that is not valid is an error:
+    it would be a path)."""
+    path = instances_dir() / check_name(name)
+    return InstanceDir(path) if is_real_dir(path) else None
 
 
 def all_instances() -> list[InstanceDir]:
-    return [InstanceDir(p) for p in sorted(instances_dir().iterdir()) if p.is_dir()]
+    return [InstanceDir(p) for p in sorted(instances_dir().iterdir())
+            if is_real_dir(p) and valid_name(p.name)]
 
 
 def create_instance(record: InstanceRecord) -> InstanceDir:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from krait.errors import BuildError
 from krait.image.closure import GuestFile
-from krait.paths import cache_dir, write_atomically
+from krait.paths import cache_dir, krait_dir, write_atomically
 from krait.run import run
 
 # Prints, as JSON, the sources that do not compile (a Python 2 script in a package, a
@@ -34,9 +34,7 @@ print(json.dumps(failed))
 
 
 def _cache(kind: str) -> Path:
-    path = cache_dir() / "objects" / kind
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return krait_dir(cache_dir(), "objects", kind)
 
 
 def _content_key(*parts: bytes | str) -> str:

@@ -12,7 +12,6 @@ Two ways to get one:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -34,7 +33,7 @@ from krait.image.lock import (
     network_trouble,
     uv_env,
 )
-from krait.paths import cache_dir
+from krait.paths import cache_dir, krait_dir, locked
 from krait.run import run, spawn
 
 Step = Callable[[str], None]
@@ -135,9 +134,7 @@ def prepare_python(app: AppConfig, mode: LockMode = LockMode.AUTO, step: Step = 
 
 
 def _environments() -> Path:
-    path = cache_dir() / "envs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return krait_dir(cache_dir(), "envs")
 
 
 def environment_key(interpreter: Interpreter, lock: Lock | None) -> str:
@@ -156,8 +153,7 @@ def build_environment(interpreter: Interpreter, lock: Lock | None, step: Step) -
     ready = env / ".krait-ready"
     if ready.exists():
         return env / "bin" / "python"
-    with (root / f".{key}.lock").open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another build making the same one: wait for it
+    with locked(root / f".{key}.lock"):  # another build making the same one: wait for it
         if ready.exists():
             return env / "bin" / "python"
         tmp = root / f".{key}.{os.getpid()}.tmp"

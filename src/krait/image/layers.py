@@ -14,6 +14,7 @@ import json
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import zstandard
 
@@ -22,9 +23,10 @@ from krait.guest import protocol
 from krait.image.closure import GuestFile
 from krait.image.entry import Entry
 from krait.image.erofs import build_erofs, listing
-from krait.paths import cache_dir, write_atomically
+from krait.paths import cache_dir, krait_dir, write_atomically
 
 _ZSTD = zstandard.ZstdCompressionParameters.from_level(19, write_checksum=True)
+_MAX_WINDOW = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,25 @@ def compress(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(compression_params=_ZSTD).compress(data)
 
 
-def decompress(blob: bytes) -> bytes:
-    return zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+def decompress_to(source: BinaryIO, out: BinaryIO, limit: int) -> str:
+    """Unpack the zstd stream ``source`` into ``out``, in pieces and never more than
+    ``limit`` bytes (what the manifest declares: a small blob may inflate to gigabytes);
+    return the sha256 of what was unpacked. ValueError if it is more, or not zstd."""
+    digest, total = hashlib.sha256(), 0
+    # A frame may ask for a window of up to 2 GiB of decoder memory; krait's use 8 MiB.
+    decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
+    try:
+        with decompressor.stream_reader(source, closefd=False) as reader:
+            while chunk := reader.read(1 << 20):
+                total += len(chunk)
+                if total > limit:
+                    raise ValueError(f"unpacks to more than the {limit} bytes its manifest "
+                                     "says")
+                digest.update(chunk)
+                out.write(chunk)
+    except zstandard.ZstdError as e:
+        raise ValueError(f"is not zstd data krait wrote ({e})") from None
+    return digest.hexdigest()
 
 
 def make_layer(name: str, entries: list[Entry]) -> Layer:
@@ -94,8 +113,7 @@ def layer_key(name: str, files: list[GuestFile], extra: bytes) -> str:
 
 
 def cached_layer(key: str, build: Callable[[], Layer]) -> Layer:
-    folder = cache_dir() / "layers"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = krait_dir(cache_dir(), "layers")
     meta, blob, files = (folder / f"{key}.json", folder / f"{key}.erofs.zst",
                          folder / f"{key}.files.json")
     if meta.exists() and blob.exists() and files.exists():

@@ -2,22 +2,35 @@
 
 The certificate and key go into the app layer at fixed guest paths, and the app learns
 them from ``KRAIT_TLS_CERT`` / ``KRAIT_TLS_KEY`` in its baked environment.
+
+The app folder is the build context: a file its settings name must be in it (a symlink
+out of it is refused), while a file given on the command line may be anywhere. A private
+key in an image is readable by whoever gets the image, so it is baked only when the build
+is asked to on its command line: ``--tls-key PATH``, ``--self-signed`` (a throwaway pair
+for local use) or ``--bake-tls-key``. Each file must be what its setting says (a PEM
+certificate; a PEM private key a TLS library loads, not an OpenSSH key) and small.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from krait.config import AppConfig
 from krait.errors import BuildError
 from krait.image.closure import GuestFile
+from krait.paths import open_nofollow
 from krait.run import run
 
 GUEST_CERT = "/krait/app/.krait/tls/cert.pem"
 GUEST_KEY = "/krait/app/.krait/tls/key.pem"
 # Where --self-signed writes its pair when the app names no files.
 SELF_SIGNED_DIR = ".krait-tls"
+# A certificate chain is kilobytes.
+MAX_PEM = 1 << 20
+_PEM = {"tls-cert": re.compile(rb"-----BEGIN CERTIFICATE-----"),
+        "tls-key": re.compile(rb"-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----")}
 
 
 def build_self_signed(cert: Path, key: Path, name: str = "localhost", days: int = 365) -> None:
@@ -38,25 +51,51 @@ def with_self_signed(app: AppConfig) -> AppConfig:
     cert_path, key_path = app.root / cert, app.root / key
     if not (cert_path.exists() and key_path.exists()):
         build_self_signed(cert_path, key_path)
-    return dataclasses.replace(app, tls_cert=cert, tls_key=key)
+    return dataclasses.replace(app, tls_cert=cert, tls_key=key, bake_tls_key=True)
+
+
+def _checked(app: AppConfig, setting: str, name: str) -> Path:
+    """The file ``name`` (a setting's value) names, if it may be baked and is PEM."""
+    # An absolute name (from the command line) stays as it is; the file is read from where
+    # it was checked, whatever a link there is changed to afterwards.
+    path = (app.root / name).resolve()
+    if not Path(name).is_absolute():
+        root = app.root.resolve()
+        if not path.is_relative_to(root):
+            raise BuildError(f"{setting} = {name!r} leads out of the app folder ({path})",
+                             hint=f"copy the file into {root}, or name it on the command "
+                             f"line (--{setting} PATH)")
+    try:
+        with open(open_nofollow(path), "rb") as f:
+            head = f.read(MAX_PEM + 1)
+    except OSError as e:
+        raise BuildError(f"{setting} = {name!r}: {path} cannot be read ({e.strerror or e})",
+                         hint="name an existing PEM file, or build with --self-signed "
+                         "to make a pair for local use") from None
+    if len(head) > MAX_PEM:
+        raise BuildError(f"{setting} = {name!r}: {path} is over {MAX_PEM >> 20} MiB")
+    if not _PEM[setting].search(head[:65536]):
+        what = "an OpenSSH key" if b"OPENSSH PRIVATE KEY" in head[:65536] else "not one"
+        kind = "certificate" if setting == "tls-cert" else "private key"
+        raise BuildError(f"{setting} = {name!r}: {path} is not a PEM {kind} ({what})",
+                         hint="a TLS library loads PEM files: -----BEGIN CERTIFICATE-----, "
+                         "-----BEGIN PRIVATE KEY-----")
+    return path
 
 
 def tls_files(app: AppConfig) -> list[GuestFile]:
-    """The app layer's certificate and key, checked to exist."""
+    """The app layer's certificate and key, checked to exist, to be in the app folder
+    unless named on the command line, and to be what they say; the key only if asked."""
     if not app.tls_cert or not app.tls_key:
         return []
-    out = []
-    for setting, name, guest in (("tls-cert", app.tls_cert, GUEST_CERT),
-                                 ("tls-key", app.tls_key, GUEST_KEY)):
-        path = (app.root / name).resolve()
-        if not path.is_file():
-            raise BuildError(f"{setting} = {name!r}: {path} does not exist",
-                             hint="name an existing PEM file, or build with --self-signed "
-                             "to make a pair for local use")
-        if b"-----BEGIN" not in path.read_bytes()[:4096]:
-            raise BuildError(f"{setting} = {name!r}: {path} is not a PEM file")
-        out.append(GuestFile("app", guest, path, "copy"))
-    return out
+    if not app.bake_tls_key:
+        raise BuildError(f"tls-key = {app.tls_key!r}: a private key in the image is readable "
+                         "by whoever has the image, so krait bakes one only when asked",
+                         hint="build with `krait build --bake-tls-key` (the image is then "
+                         "0600), or give it as --tls-key PATH")
+    return [GuestFile("app", guest, _checked(app, setting, name), "copy")
+            for setting, name, guest in (("tls-cert", app.tls_cert, GUEST_CERT),
+                                         ("tls-key", app.tls_key, GUEST_KEY))]
 
 
 def tls_env(app: AppConfig) -> dict[str, str]:

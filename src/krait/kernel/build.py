@@ -8,7 +8,6 @@ the merged fragments and this recipe's version, so it is built once per machine.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import json
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from krait.errors import CommandError, KernelError
-from krait.paths import cache_dir
+from krait.paths import kernel_cache_dir, locked
 from krait.run import run, spawn
 
 SOURCE_PACKAGE = "linux-source-6.1"
@@ -105,10 +104,6 @@ def cache_key(source_version: str, config: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _kernel_root() -> Path:
-    return cache_dir() / "kernel"
-
-
 def find_kernel() -> Kernel | None:
     """The cached kernel for the current fragments, if it was built already."""
     _, version = find_source()
@@ -116,7 +111,7 @@ def find_kernel() -> Kernel | None:
 
 
 def _cached_kernel(key: str) -> Kernel | None:
-    info = _kernel_root() / key / "kernel.json"
+    info = kernel_cache_dir() / key / "kernel.json"
     if not info.is_file():
         return None
     meta = json.loads(info.read_text())
@@ -141,10 +136,7 @@ def build_kernel(on_line: Callable[[str], None] | None = None, jobs: int | None 
     Builds share one object folder per source version, so only one runs at a time:
     a second caller waits for the first and then finds its kernel in the cache.
     """
-    root = _kernel_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(kernel_cache_dir() / ".lock"):
         return _build_kernel_locked(on_line, jobs)
 
 
@@ -160,7 +152,7 @@ def _build_kernel_locked(on_line: Callable[[str], None] | None, jobs: int | None
             raise KernelError(f"building the kernel needs `{tool}`, which is not installed",
                               hint="run `make deps` (apt-get install build-essential flex "
                               "bison bc libelf-dev libssl-dev)")
-    root = _kernel_root()
+    root = kernel_cache_dir()
     src = _unpack(tarball, version, root)
     objdir = root / f"obj-{src.parent.name.removeprefix('src-')}"
     objdir.mkdir(parents=True, exist_ok=True)

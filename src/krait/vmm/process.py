@@ -26,7 +26,7 @@ from krait.errors import ConfigError
 from krait.guest import protocol
 from krait.guest.process import VARIABLE
 from krait.image.archive import Image
-from krait.paths import cache_dir
+from krait.paths import cache_dir, is_real_dir, krait_dir
 from krait.run import popen, run
 from krait.vmm.base import Backend, VmSpec
 from krait.vmm.qemu import check_port_free
@@ -39,16 +39,15 @@ _BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1]); "
 
 def unpacked_tree(disk: Path, digest: str) -> Path:
     """A layer's files as a folder, made once per digest (the disk was checked already)."""
-    tree = cache_dir() / "trees" / digest
-    if tree.is_dir():
+    tree = krait_dir(cache_dir(), "trees") / digest
+    if is_real_dir(tree):
         return tree
-    tree.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=tree.parent))
     try:
         run(["fsck.erofs", f"--extract={scratch / 'tree'}", str(disk)], timeout=300)
         os.replace(scratch / "tree", tree)
     except OSError:
-        if not tree.is_dir():  # not another krait's copy, made meanwhile
+        if not is_real_dir(tree):  # not another krait's copy, made meanwhile
             raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -29,6 +29,7 @@ _MOUNT = re.compile(protocol.VOLUME_MOUNT)
 _RAW_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 EXT4_MAGIC_OFFSET, EXT4_MAGIC = 1080, b"\x53\xef"
 MIN_SIZE = 8 << 20  # ext4 with a journal wants a few MiB
+MAX_SIZE = 16 << 40  # the largest file ext4 (4 KiB blocks) holds
 
 
 @dataclass(frozen=True)
@@ -81,27 +82,36 @@ class Volume:
 
 def create(path: Path, size: int, raw: bool = False, source: Path | None = None) -> None:
     """A new volume: ext4 made without root (mke2fs on a plain file), holding a copy of
-    the folder ``source`` if given, or raw zeros."""
-    if path.exists():
+    the folder ``source`` if given, or raw zeros. Whatever fails, nothing is left behind
+    (a half-made file would make the retry say it exists)."""
+    if os.path.lexists(path):  # a dangling symlink too: O_EXCL would not follow it
         raise ConfigError(f"{path} exists already", hint="pick another file, or remove it")
     if size < MIN_SIZE and not raw:
         raise ConfigError(f"--size {size} bytes is too small for ext4 (at least 8M)")
-    mke2fs = shutil.which("mke2fs") or "/sbin/mke2fs"
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        os.ftruncate(fd, size)  # sparse: it takes room as it is written
-    finally:
-        os.close(fd)
-    if raw:
-        return
     if source is not None and not source.is_dir():
-        path.unlink()
         raise ConfigError(f"--from {source}: not a folder")
-    populate = ["-d", str(source)] if source is not None else []
+    mke2fs = shutil.which("mke2fs") or "/sbin/mke2fs"
     try:
-        # root_owner: the files are the app's (root in the guest), whoever made the disk.
-        run([mke2fs, "-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-L", "krait",
-             *populate, str(path)], timeout=120)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise ConfigError(f"cannot make {path}: {e.strerror}",
+                          hint="name a new file in a folder that exists and you may write") \
+            from None
+    try:
+        try:
+            os.ftruncate(fd, size)  # sparse: it takes room as it is written
+        finally:
+            os.close(fd)
+        if not raw:
+            populate = ["-d", str(source)] if source is not None else []
+            # root_owner: the files are the app's (root in the guest), whoever made the disk.
+            run([mke2fs, "-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-L", "krait",
+                 *populate, str(path)], timeout=120)
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        raise ConfigError(f"cannot make a {size}-byte volume at {path}: {e.strerror}",
+                          hint="a smaller --size, or a file system that takes files this "
+                          "large") from None
     except BaseException:
         path.unlink(missing_ok=True)
         raise
