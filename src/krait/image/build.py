@@ -28,7 +28,7 @@ from krait.image.memory import memory_needed
 from krait.image.tls import tls_env, tls_files
 from krait.image.trace import Trace, trace_app
 from krait.kernel import Kernel, kernel_format
-from krait.paths import cache_dir, write_atomically
+from krait.paths import cache_dir, krait_dir, write_atomically
 
 Step = Callable[[str], None]
 
@@ -173,10 +173,9 @@ def _plan_notes(plan: Plan, trace: Trace) -> list[str]:
 def _kernel_blob(kernel: Kernel) -> tuple[bytes, str]:
     """The compressed kernel and the digest of the kernel itself, worked out once per
     kernel (compressing takes seconds)."""
-    folder = cache_dir() / "objects" / "kernel"
+    folder = krait_dir(cache_dir(), "objects", "kernel")
     blob, digest = folder / f"{kernel.key}.zst", folder / f"{kernel.key}.sha256"
     if not (blob.exists() and digest.exists()):
-        folder.mkdir(parents=True, exist_ok=True)
         data = kernel.image.read_bytes()
         write_atomically(blob, L.compress(data))
         write_atomically(digest, hashlib.sha256(data).hexdigest().encode())

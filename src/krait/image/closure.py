@@ -23,7 +23,7 @@ from krait.errors import BuildError
 from krait.guest import protocol
 from krait.image.context import AppFile, import_roots, link_inside, walk_files
 from krait.image.trace import Distribution, Trace
-from krait.paths import cache_dir, write_atomically
+from krait.paths import cache_dir, krait_dir, write_atomically
 from krait.run import run
 
 LAYERS = ("base", "packages", "app")
@@ -377,7 +377,7 @@ def _closure(binaries: list[Path], known: dict[str, list[str]]) -> list[Path]:
 
 
 def _needed_file() -> Path:
-    return cache_dir() / "objects" / "needed.json"
+    return krait_dir(cache_dir(), "objects") / "needed.json"
 
 
 def _needed_cache() -> dict[str, list[str]]:
@@ -387,7 +387,6 @@ def _needed_cache() -> dict[str, list[str]]:
         known: dict[str, list[str]] = json.loads(_needed_file().read_text())
         return known
     except (OSError, ValueError):
-        _needed_file().parent.mkdir(parents=True, exist_ok=True)
         return {}
 
 

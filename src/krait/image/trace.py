@@ -13,7 +13,7 @@ from krait.config import AppConfig
 from krait.errors import TraceError
 from krait.image.context import AppFile, app_files, import_roots, module_name
 from krait.image.lock import declared_dependencies
-from krait.paths import cache_dir, write_atomically
+from krait.paths import cache_dir, krait_dir, read_bounded, write_atomically
 from krait.run import run
 
 TRACER = Path(__file__).with_name("_tracer.py")
@@ -104,15 +104,14 @@ def runtime_root() -> Path:
     h = hashlib.sha256()
     for rel, data in sorted(sources.items()):
         h.update(rel.encode() + b"\0" + data + b"\0")
-    root = cache_dir() / "runtime" / h.hexdigest()[:16]
+    root = krait_dir(cache_dir(), "runtime", h.hexdigest()[:16])
     for rel, data in sources.items():
-        path = root / rel
+        path = krait_dir(root, *Path(rel).parent.parts) / Path(rel).name
         try:
-            same = path.read_bytes() == data
+            same = read_bounded(path, len(data) + 1) == data
         except OSError:
             same = False
         if not same:
-            path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(path, data)
     return root
 
@@ -120,9 +119,7 @@ def runtime_root() -> Path:
 def _scan_cache() -> Path:
     """Where the tracer keeps what each source file imports (keyed by path, size and
     mtime, so one file serves every interpreter and app)."""
-    folder = cache_dir() / "objects"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / "imports.json"
+    return krait_dir(cache_dir(), "objects") / "imports.json"
 
 
 def runtime_modules(app: AppConfig) -> list[str]:
