@@ -110,3 +110,17 @@ def test_typed_reading_names_the_field() -> None:
         data["memory"] = {"heap_mib": 4, "mapped_mib": 4}
         data["boot"]["vcpus"] = "1"
         from_json(Manifest, data)
+
+
+def test_module_names_as_the_standard_library_has_them() -> None:
+    """sysconfig imports _sysconfigdata__x86_64-linux-gnu by a computed name: a file's
+    name, with its '-', is a module the trace records."""
+    m = manifest()
+    data = json.loads(m.to_json())
+    data["modules"] = ["_sysconfigdata__x86_64-linux-gnu", "email.mime.text"]
+    assert Manifest.from_json(json.dumps(data).encode(), WHERE).modules == tuple(
+        data["modules"])
+    for bad in ("os/../../x", "-x", "a..b", "a.-"):
+        data["modules"] = [bad]
+        with pytest.raises(ImageError):
+            Manifest.from_json(json.dumps(data).encode(), WHERE)

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.vm
 async def echo_session(url: str) -> list[object]:
     """A real WebSocket client: text, bytes, a ping, then the server's own close."""
     heard: list[object] = []
-    async with connect(url, compression=None) as ws:
+    # A cold boot may come first (krait serve): wait for the opening handshake that long.
+    async with connect(url, compression=None, open_timeout=120) as ws:
         await ws.send("hello")
         heard.append(await ws.recv())
         await ws.send(b"\x01\x02\x03")

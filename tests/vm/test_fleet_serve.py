@@ -360,3 +360,12 @@ def test_serve_shares_a_read_only_volume_and_refuses_a_writable_one(
     assert missing.returncode == 1 and "expects a volume at /data" in missing.stderr
     s = serve(image, "--volume", f"{data}:/data:ro", "--max", "2", "--per-instance", "1")
     assert get(s.url()) == (200, b"from a volume\n")
+
+
+def test_a_websocket_through_serve(wild_image: Callable[[str], Path], serve) -> None:
+    from .test_apps_from_the_wild import echo_session
+
+    s = serve(wild_image("fastapi_ws"), "--no-snapshot")
+    heard = asyncio.run(echo_session(f"ws://127.0.0.1:{s.port}/ws"))  # boots it, cold
+    assert heard == ["echo: hello", b"\x03\x02\x01", (4000, "bye to you")]
+    assert s.status()["instances"], s.text()

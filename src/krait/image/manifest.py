@@ -182,7 +182,10 @@ def _check(m: Manifest) -> None:
     if not all(0 <= n <= MAX_MIB for n in numbers):
         raise ShapeError("memory needs are out of range")
     for module in m.modules:
-        if len(module) > MAX_TEXT or not all(p.isidentifier() for p in module.split(".")):
+        # Identifiers, and a '-' where a file's name has one that only an __import__ of a
+        # computed name reaches (sysconfig's _sysconfigdata__x86_64-linux-gnu).
+        if len(module) > MAX_TEXT or not all(p[:1] != "-" and p.replace("-", "_").isidentifier()
+                                             for p in module.split(".")):
             raise ShapeError(f"a module is named {module[:40]!r}")
     deps = m.dependencies
     if deps.lock_sha256 is not None and not SHA256.fullmatch(deps.lock_sha256):
