@@ -65,7 +65,8 @@ def test_uvicorn_run_by_the_app(wild_image: Callable[[str], Path],
         status, _, body = request(vm.url("/"))
         assert status == 200 and body.startswith(b"served by uvicorn "), body
         assert body.endswith(b"in process 1\n")  # the app's own process, PID 1
-        # uvicorn's WebSocket protocol, with the wsproto krait's runtime brings.
+        # uvicorn's WebSocket protocol, with the websockets of uvicorn[standard] (uvloop
+        # and httptools too: picked by uvicorn at run time, by name).
         url = vm.url("/ws", scheme="ws")
 
         async def chat() -> str:

@@ -145,12 +145,9 @@ def _exec_time() -> float | None:
 def _load_app(config: dict[str, Any]) -> Any:
     app_dir, packages_dir = config.get("dirs", (protocol.APP_DIR, protocol.PACKAGES_DIR))
     # The app's folders (its root, and src/ in a src layout), its packages; krait's
-    # runtime is already on the path, and the libraries it brings come last, so that the
-    # app's own copies of them win.
+    # runtime is already on the path.
     sys.path[:0] = [*(os.path.join(app_dir, p) if p else app_dir
                       for p in config.get("paths", ("",))), packages_dir]
-    runtime = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    sys.path.append(os.path.join(runtime, "lib"))
     os.chdir(app_dir)
     module_name, _, attr = config["entry"].partition(":")
     module = __import__(module_name, fromlist=["_"])

@@ -29,8 +29,7 @@ WAITRESS_THREADS = 4
 def _uvicorn_config(app: Any, port: int, host: str = "0.0.0.0") -> Any:
     uvicorn = importlib.import_module("uvicorn")
     # One asyncio loop and the pure-Python h11 parser: no uvloop/httptools to carry.
-    # WebSockets with the app's websockets or wsproto, else the wsproto krait's runtime
-    # brings.
+    # WebSockets as on the host: with the app's websockets or wsproto, if it has one.
     return uvicorn.Config(app, host=host, port=port, loop="asyncio", http="h11",
                           ws="auto", lifespan="auto", log_config=None, log_level="warning",
                           access_log=False, proxy_headers=False, server_header=False)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
+import sys
 
 from krait.guest.http import report_error
 
@@ -24,6 +26,13 @@ if TYPE_CHECKING:
     from krait.guest.http import Limits, Request, Stream
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# wsproto (and h11) from the runtime's lib folder, last on the path, so that an app's own
+# copies win. Only this server looks there: a server of the app's own (uvicorn) finds a
+# WebSocket library where it would on the host, or none.
+_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "lib")
+if _LIB not in sys.path:
+    sys.path.append(_LIB)
 
 
 def is_upgrade(req: Request) -> bool:

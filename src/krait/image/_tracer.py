@@ -104,9 +104,10 @@ def main():
 
     sys.meta_path.insert(0, _Absent)
     # As in the guest: the app's folders first, then krait's runtime; the libraries the
-    # runtime brings (wsproto) last, so that the app's own copies win.
+    # runtime brings for its own server (wsproto) last, so that the app's own copies win.
     sys.path[:0] = [*request.get("app_paths", [request["app_root"]]), request["runtime_path"]]
-    sys.path.append(os.path.join(request["runtime_path"], "lib"))
+    if request.get("runtime_lib"):
+        sys.path.append(os.path.join(request["runtime_path"], "lib"))
     os.chdir(request["app_root"])
     failed = None
     for name in request["runtime_modules"] + request["modules"] + [request["entry_module"]]:

@@ -147,6 +147,8 @@ def trace_app(app: AppConfig, python: Path, declared_roots: bool = False,
         "runtime_path": str(runtime),
         "runtime_modules": [*STARTUP_MODULES, *runtime_modules(app)],
         "server": app.server if app.kind != "main" else "builtin",
+        # The libraries of the runtime's lib folder serve WebSockets on krait's server.
+        "runtime_lib": app.kind == "asgi" and app.server == "builtin",
         "modules": list(app.modules),
         "exclude": list(app.exclude),
         "entry_module": app.module,
