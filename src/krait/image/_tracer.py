@@ -17,15 +17,6 @@ import sysconfig
 import traceback
 
 
-def _origin(module):
-    # Frozen stdlib modules have origin "frozen" but a real __file__.
-    spec = getattr(module, "__spec__", None)
-    for origin in (getattr(spec, "origin", None), getattr(module, "__file__", None)):
-        if isinstance(origin, str) and os.path.isfile(origin):
-            return os.path.abspath(origin)
-    return None
-
-
 def _mapped_objects():
     found = set()
     try:
@@ -194,8 +185,8 @@ def main():
         # imports it at start-up, unlike the guest's own -S interpreter.
         for name in ("site", "_sitebuiltins"):
             module = sys.modules.get(name)
-            if module is not None and _origin(module):
-                static.setdefault(name, _origin(module))
+            if module is not None and scan.module_origin(module):
+                static.setdefault(name, scan.module_origin(module))
         for name, origin in scan.encodings().items():
             if name not in traced:
                 static.setdefault(name, origin)
@@ -205,7 +196,7 @@ def main():
         module = sys.modules.get(name)
         if module is None:
             continue
-        origin = _origin(module)
+        origin = scan.module_origin(module)
         if origin:
             modules[name] = origin
         path = getattr(module, "__path__", None)
