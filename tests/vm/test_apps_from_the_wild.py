@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,9 +81,15 @@ def test_uvicorn_run_by_the_app(wild_image: Callable[[str], Path],
 def test_gunicorn_master_and_two_workers(wild_image: Callable[[str], Path],
                                          no_leftover_qemu: None) -> None:
     with booted(wild_image("gunicorn_workers")) as vm:
-        status, _, body = request(vm.url("/"))
-        assert status == 200, body
-        answer = json.loads(body)
+        # Ready once the master listens; it forks its workers one after the other.
+        deadline = time.monotonic() + 60
+        while True:
+            status, _, body = request(vm.url("/"))
+            assert status == 200, body
+            answer = json.loads(body)
+            if len(answer["workers"]) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert answer["parent"] == 1  # gunicorn's master is the app's process
         assert len(answer["workers"]) == 2 and answer["worker"] in answer["workers"]
     assert not [line for line in vm.lines if "Control server error" in line
