@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
                 sshd_running(Path(scratch) / "sshd") as (port, ssh):
             remote = ssh_uri(port, ssh, local.partition("socket=")[2])
             return subprocess.run([sys.executable, "-m", "krait.cli", "bench", "backends",
-                                   image, "--connect", local, "--connect", remote, *options]
+                                   image, "--on", local, "--on", remote, *options]
                                   ).returncode
     finally:
         shutil.rmtree(pool, ignore_errors=True)

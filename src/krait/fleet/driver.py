@@ -264,8 +264,7 @@ class VmDriver(Driver):
         if vm is None:
             vm = await self._cold_boot(backend, instance_id, spec, folder, snap, image.digest)
             woke = vm.spec.qemu.ram_file is not None  # booted as a template, serving as a clone
-        run.qemu_pid = vm.pid
-        run.domain = vm.domain_name
+        run.ref = vm.ref
         run.ready = time.time()
         run.snapshot = str(snap.state) if woke and snap else None
         folder.write_run(run)

@@ -40,9 +40,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from krait.errors import ConfigError, VmError
-from krait.fleet.state import State
 from krait.guest import protocol
-from krait.vmm.base import Backend, QemuOptions, VmSpec
+from krait.vmm.base import Backend, QemuOptions, VmSpec, VmStatus
 from krait.vmm.options import UserNetwork
 from krait.vmm.reporting import ReportingVm
 
@@ -325,22 +324,31 @@ class LibvirtBackend(Backend):
                 pool.delete(Path(boot).name)
             raise
 
-    def state(self, name: str) -> State | None:
-        """Domain ``name``'s state on this host, None if it does not run (or the host
-        cannot be asked): for `krait ps`."""
+    @property
+    def label(self) -> str:
+        return self.name if is_local(self.uri) else f"{self.name}@{self.host_name}"
+
+    @property
+    def host_name(self) -> str:
+        return host_of(self.uri)
+
+    def status(self, ref: str, detail: bool = True) -> VmStatus:
+        """The domain ``ref`` names, on this host (not running if the host cannot be
+        asked)."""
         libvirt = _libvirt()
         try:
-            state, _ = connect(self.uri).lookupByName(name).state()
+            state, _ = connect(self.uri).lookupByName(ref).state()
         except (libvirt.libvirtError, VmError):
-            return None
+            return VmStatus.gone()
         if state == libvirt.VIR_DOMAIN_PAUSED:
-            return State.PAUSED
+            return VmStatus(running=True, paused=True)
         running = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
-        return State.RUNNING if state in running else None
+        return VmStatus(running=state in running)
 
-    def remove(self, name: str) -> None:
-        """End domain ``name`` now and delete its boot settings (a detached instance
+    def remove(self, ref: str) -> None:
+        """End domain ``ref`` now and delete its boot settings (a detached instance
         whose owner died); a host that cannot be reached is logged, not raised."""
+        name = ref
         libvirt = _libvirt()
         try:
             conn = connect(self.uri)
@@ -548,6 +556,7 @@ class LibvirtVm(ReportingVm):
         self.uri = uri
         self.domain = domain
         self.domain_name = str(domain.name())
+        self.ref = self.domain_name  # what LibvirtBackend.status/remove find it by
         self._console_stream, self._control_stream = streams
         self._boot = boot
         self._exit: int | None = None

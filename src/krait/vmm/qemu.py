@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -12,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from krait.config.settings import Service
@@ -28,7 +30,9 @@ from krait.vmm.base import (
     TUNNEL_SOCKET,
     Backend,
     VmSpec,
+    VmStatus,
 )
+from krait.vmm.child import child_status, kill_child, stop_child, workdir_of
 from krait.vmm.options import (
     Accelerator,
     Chardev,
@@ -71,6 +75,22 @@ def find_qemu() -> str:
 class QemuBackend(Backend):
     name = "qemu"
     snapshots = True
+
+    def status(self, ref: str, detail: bool = True) -> VmStatus:
+        seen = child_status(ref)
+        workdir = workdir_of(ref)
+        if seen.running and detail and workdir and (workdir / QMP_SOCKET).exists():
+            with contextlib.suppress(VmError, OSError):
+                if qmp.query_status(workdir / QMP_SOCKET, timeout=1.0) in (
+                        "paused", "postmigrate", "inmigrate", "prelaunch"):
+                    return replace(seen, paused=True)
+        return seen
+
+    def remove(self, ref: str) -> None:
+        kill_child(ref)
+
+    def stop(self, ref: str, grace: float = 10.0) -> None:
+        stop_child(ref, grace)  # a STOP on the control port, as Vm.request_stop sends
 
     def build_command(self, spec: VmSpec, workdir: Path) -> QemuCommand:
         tcg = spec.accel.name == "tcg"
@@ -219,7 +239,7 @@ class QemuVm(ChildVm):
                  owned_workdir: bool, on_console: Callable[[str], None] | None = None,
                  tunnel: socket.socket | None = None,
                  volume_lock: VolumeLock | None = None) -> None:
-        super().__init__(spec, proc, on_console)
+        super().__init__(spec, proc, on_console, workdir)
         self.workdir = workdir
         self._owned = owned_workdir
         self._tunnel_server = tunnel
