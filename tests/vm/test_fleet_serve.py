@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -22,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from krait.fleet.serve import control_request
+from krait.fleet.serving import ServeChild, serving
 from krait.vmm.qemu import free_port
 
-from .conftest import KRAIT, krait_cli
+from .conftest import krait_cli
 from .fleet_support import private_state, wait_for
 
 pytestmark = pytest.mark.vm
@@ -54,64 +53,25 @@ def state(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         yield path
 
 
-class Serve:
-    """A `krait serve` process; always stopped (and its log shown on failure)."""
-
-    def __init__(self, image: Path, *args: str, log: Path, cache: Path) -> None:
-        self.port = free_port()
-        self.name = f"t{self.port}"
-        self.log_path = log
-        self.log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [*KRAIT, "serve", str(image), "--port", str(self.port), "--name", self.name,
-             *args], stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "KRAIT_CACHE": str(cache)})
-        deadline = time.monotonic() + 30
-        while b"serving" not in log.read_bytes():
-            assert self.proc.poll() is None, self.text()
-            assert time.monotonic() < deadline, self.text()
-            time.sleep(0.05)
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def status(self) -> dict[str, Any]:
-        return asyncio.run(control_request(self.name, {"op": "status"}))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"krait serve did not stop in 60 s:\n{self.text()}"
-                                     ) from None
-            finally:
-                self.log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
-def serve(tmp_path: Path, state: Path) -> Iterator[Callable[..., Serve]]:
+def serve(tmp_path: Path, state: Path) -> Iterator[Callable[..., ServeChild]]:
     """Start `krait serve`s; stopped before `state` looks for leftovers. Each test's
     serves have a cache of their own: no snapshot saved by an earlier test or run."""
-    started: list[Serve] = []
+    started: list[ServeChild] = []
+    with contextlib.ExitStack() as stack:
 
-    def start(image: Path, *args: str) -> Serve:
-        s = Serve(image, *args, log=tmp_path / f"serve-{len(started)}.log",
-                  cache=tmp_path / "serve-cache")
-        started.append(s)
-        return s
+        def start(image: Path, *args: str) -> ServeChild:
+            port = free_port()
+            s = stack.enter_context(serving(
+                image, port, tmp_path / f"serve-{len(started)}.log", *args, name=f"t{port}",
+                env={"KRAIT_CACHE": str(tmp_path / "serve-cache")}))
+            started.append(s)
+            return s
 
-    yield start
-    for s in started:
-        print(f"--- krait serve log ({s.name}) ---\n{s.text()}")  # shown if the test fails
-        s.stop()
+        yield start
+        for s in started:
+            print(f"--- krait serve log ({s.name}) ---\n{s.text()}")  # shown if it fails
+            s.stop()
 
 
 def get(url: str, timeout: float = 60) -> tuple[int, bytes]:

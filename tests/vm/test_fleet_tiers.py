@@ -70,9 +70,7 @@ async def tier(image: Path, how: str) -> tuple[dict[str, Any], Gateway]:
     """One answer from an instance reached the way ``how`` says."""
     driver = VmDriver(RunOptions(), use_snapshots=how != "cold")
     policy = ScalePolicy(idle_seconds=3600, pause_seconds=0.5 if how == "paused" else None)
-    gateway = Gateway(driver, ImageRef.open(image, 1), policy, "tier", port=0)
-    await gateway.start()
-    try:
+    async with Gateway(driver, ImageRef.open(image, 1), policy, "tier", port=0) as gateway:
         await ask(gateway.port)  # cold boot (for "snapshot": saves it, wakes a clone)
         if how == "snapshot":
             inst = next(iter(gateway.instances.values()))
@@ -85,8 +83,6 @@ async def tier(image: Path, how: str) -> tuple[dict[str, Any], Gateway]:
             await asyncio.sleep(1)  # its clock stands still meanwhile
         answer = await ask(gateway.port)
         return answer, gateway
-    finally:
-        await gateway.close()
 
 
 @pytest.mark.parametrize("how", ["cold", "snapshot", "paused"])
