@@ -22,6 +22,7 @@ from pathlib import Path
 
 from krait.config.settings import Service
 from krait.vmm.accel import Accel
+from krait.vmm.machine import MICROVM, Machine
 from krait.vmm.options import PortForward
 from krait.vmm.volumes import Volume
 
@@ -74,6 +75,7 @@ class VmSpec:
     # The image's interpreter (path, version): a backend that runs the app as a process
     # of this host needs it; the others boot the image's own.
     interpreter: tuple[str, str] = ("", "")
+    machine: Machine = MICROVM  # what every backend renders (krait.vmm.machine)
     qemu: QemuOptions = QemuOptions()  # only for QEMU started by krait
 
     def with_qemu(self, **changes: object) -> VmSpec:

@@ -60,8 +60,6 @@ log = logging.getLogger("krait")
 QEMU = "qemu-system-x86_64"
 # Who QEMU runs as when krait runs as root (-runas): not root, and owner of nothing.
 UNPRIVILEGED_USER = "nobody"
-# The control port is the second 16550 UART (ttyS1 in the guest).
-CONTROL_UART = (("iobase", 0x2F8), ("irq", 3))
 
 
 def find_qemu() -> str:
@@ -95,15 +93,16 @@ class QemuBackend(Backend):
     def build_command(self, spec: VmSpec, workdir: Path) -> QemuCommand:
         tcg = spec.accel.name == "tcg"
         only = spec.qemu
+        profile = spec.machine  # the machine, as libvirt's domain renders it too
         # Always a pipe to krait, which bounds and rotates the log (see vmm.console).
         console = Chardev("con", "stdio", (("signal", False),))
-        machine = Machine()
+        machine = Machine(profile.type, (("acpi", profile.acpi),))
         if spec.qemu.ram_file is not None:
-            machine = Machine(props=(*machine.props, ("memory-backend", "ram")))
+            machine = Machine(profile.type, (*machine.props, ("memory-backend", "ram")))
         command = QemuCommand(QEMU).add(
             machine,
-            Accelerator(spec.accel.name, tb_size_mib=64 if tcg else None),
-            Cpu("max" if tcg else "host", spec.vcpus),
+            Accelerator(spec.accel.name, tb_size_mib=profile.tcg_cache_mib if tcg else None),
+            Cpu(profile.cpu(tcg), spec.vcpus),
             Memory(spec.memory),
             *([RamFile(only.ram_file, spec.memory, only.ram_shared)] if only.ram_file else []),
             Flag("-nodefaults"),
@@ -113,20 +112,22 @@ class QemuBackend(Backend):
             Flag("-no-reboot"),
             Sandbox(runas=UNPRIVILEGED_USER if os.geteuid() == 0 else None),
             DirectBoot(spec.kernel, spec.cmdline),
-            *(Drive(f"disk-{d.name}", d.path, d.readonly) for d in spec.disks),
-            *([Drive("disk-boot", workdir / BOOT_DISK)] if spec.boot_settings else []),
-            *(Drive(f"volume-{i}", v.path.resolve(), v.readonly, cache="writeback")
-              for i, v in enumerate(spec.volumes)),
+            *(Drive(f"disk-{d.name}", d.path, d.readonly, device=profile.disk_device)
+              for d in spec.disks),
+            *([Drive("disk-boot", workdir / BOOT_DISK, device=profile.disk_device)]
+              if spec.boot_settings else []),
+            *(Drive(f"volume-{i}", v.path.resolve(), v.readonly, cache="writeback",
+                    device=profile.disk_device) for i, v in enumerate(spec.volumes)),
             console,
             Serial("con"),
             Chardev("ctl", "socket", (("path", workdir / CONTROL_SOCKET), ("server", True),
                                       ("wait", False))),
-            Device("isa-serial", (("chardev", "ctl"), *CONTROL_UART)),
+            Device("isa-serial", (("chardev", "ctl"), *profile.control_uart)),
             # Deny by default: the guest reaches only the services it declared.
             UserNetwork("net0", spec.ports, restrict=True,
                         tunnel=workdir / TUNNEL_SOCKET if spec.services else None),
-            Device("virtio-net-device", (("netdev", "net0"),)),
-            Object("rng-random", "rng0", (("filename", "/dev/urandom"),)),
+            Device(profile.net_device, (("netdev", "net0"),)),
+            Object("rng-random", "rng0", (("filename", profile.rng_source),)),
             Device("virtio-rng-device", (("rng", "rng0"),)),
         )
         if spec.qemu.qmp:
