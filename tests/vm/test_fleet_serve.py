@@ -54,9 +54,11 @@ def state(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture
-def serve(tmp_path: Path, state: Path) -> Iterator[Callable[..., ServeChild]]:
+def serve(tmp_path: Path, state: Path, show_on_failure: Callable[[str, Callable[[], str]], None]
+          ) -> Iterator[Callable[..., ServeChild]]:
     """Start `krait serve`s; stopped before `state` looks for leftovers. Each test's
-    serves have a cache of their own: no snapshot saved by an earlier test or run."""
+    serves have a cache of their own: no snapshot saved by an earlier test or run. Their
+    logs are in the report of a test that fails."""
     started: list[ServeChild] = []
     with contextlib.ExitStack() as stack:
 
@@ -65,12 +67,12 @@ def serve(tmp_path: Path, state: Path) -> Iterator[Callable[..., ServeChild]]:
             s = stack.enter_context(serving(
                 image, port, tmp_path / f"serve-{len(started)}.log", *args, name=f"t{port}",
                 env={"KRAIT_CACHE": str(tmp_path / "serve-cache")}))
+            show_on_failure(f"krait serve log ({s.name})", s.text)
             started.append(s)
             return s
 
         yield start
         for s in started:
-            print(f"--- krait serve log ({s.name}) ---\n{s.text()}")  # shown if it fails
             s.stop()
 
 
