@@ -75,7 +75,4 @@ def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
         on_failure("--- guest console ---\n" + "\n".join(lines[-60:]))
         raise
     finally:
-        vm.request_stop()
-        if vm.wait(stop_grace) is None:
-            vm.kill()
-            vm.wait()
+        vm.stop(stop_grace)
