@@ -16,8 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from krait.vmm.libvirt import POOL_ENV
 from tests.vm._hosts import libvirtd_running, pool_folder, ssh_uri, sshd_running
+
+from krait.vmm.libvirt import POOL_ENV
 
 
 def main(argv: list[str]) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from krait.run import spawn
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 KVM = Path("/dev/kvm")
 

@@ -13,7 +13,8 @@ from krait.image.archive import open_image
 from krait.vmm.booted import booted
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, free_port
+from krait.vmm.ports import free_port
+from krait.vmm.qemu import QemuBackend
 
 from .conftest import ctrl_c, krait_cli, krait_running
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from krait.bench.http import first_answer
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 from .conftest import KRAIT, krait_cli
 from .fleet_support import private_state, wait_for

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from krait.fleet.serving import ServeChild, serving
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 from .conftest import krait_cli
 from .fleet_support import private_state, wait_for

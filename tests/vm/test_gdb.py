@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 from .conftest import krait_running
 

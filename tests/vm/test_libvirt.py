@@ -16,7 +16,7 @@ import pytest
 
 from krait.vmm.booted import booted
 from krait.vmm.libvirt import POOL_ENV, LibvirtBackend
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 from tests.vm.conftest import ctrl_c, krait_cli, krait_running
 
 pytestmark = pytest.mark.usefixtures("no_domains_left")

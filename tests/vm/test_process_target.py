@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from krait.bench.http import first_answer
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 from .conftest import ctrl_c, krait_cli, krait_running
 from .test_errors import rewrite

@@ -32,7 +32,7 @@ from krait.errors import VmError
 from krait.fleet.serve import raise_file_limit
 from krait.fleet.serving import ServeChild, serving
 from krait.vmm.launch import RunOptions, prepare
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 Progress = Callable[[str], None]
 CLIENT = "127.0.0.1"  # the well-behaved client; abusers come from 127.0.0.2 and up

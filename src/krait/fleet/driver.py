@@ -27,7 +27,7 @@ from krait.vmm.backends import get_backend
 from krait.vmm.base import Backend, Vm, VmSpec
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 log = logging.getLogger("krait.fleet")
 

@@ -29,7 +29,7 @@ from krait.paths import cache_dir, is_real_dir, krait_dir
 from krait.run import popen, run
 from krait.vmm.base import Backend, QemuOptions, VmSpec, VmStatus
 from krait.vmm.child import child_status, kill_child, stop_child
-from krait.vmm.qemu import check_port_free
+from krait.vmm.ports import check_port_free
 from krait.vmm.reporting import ChildVm
 
 # The interpreter is started with this; it imports the runner from the image's runtime.

@@ -91,7 +91,7 @@ class LibvirtBackend(Backend):
               ) -> LibvirtVm:
         self._refuse_unsupported(spec)
         if is_local(self.uri):
-            from krait.vmm.qemu import check_port_free
+            from krait.vmm.ports import check_port_free
 
             for forward in spec.ports:
                 check_port_free(forward.host_addr, forward.host)
