@@ -11,6 +11,7 @@ import textwrap
 from contextlib import redirect_stderr
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -225,6 +226,7 @@ def test_self_signed_pair_is_baked_into_the_app_layer(tmp_path: Path) -> None:
                                                    ("app", "/krait/app/.krait/tls/key.pem")]
     assert tls_env(app)["KRAIT_TLS_CERT"] == GUEST_CERT
     again = with_self_signed(load_app(folder))  # kept: rebuilds reuse the pair
+    assert again.tls_cert is not None
     assert (folder / again.tls_cert).read_text() == cert
 
 
@@ -251,7 +253,7 @@ def test_build_self_signed_for_a_name(tmp_path: Path) -> None:
 
 # -- the website example's path handling (no VM) ------------------------------------------
 
-def _website():
+def _website() -> ModuleType:
     spec = importlib.util.spec_from_file_location("krait_website_example",
                                                   ROOT / "examples" / "website" / "app.py")
     assert spec and spec.loader

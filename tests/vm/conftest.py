@@ -87,7 +87,7 @@ def krait_cli(*args: str | os.PathLike[str], timeout: float = 120,
 
 
 @contextlib.contextmanager
-def krait_running(*args: str | os.PathLike[str]) -> Iterator[subprocess.Popen[str]]:
+def krait_running(*args: str | int | os.PathLike[str]) -> Iterator[subprocess.Popen[str]]:
     """The real `krait ARGS` running while the block runs (ctrl_c() stops it as a user
     would). One still running at the end (a test that failed) is stopped with SIGTERM,
     as krait_cli() does, and killed only if it will not stop."""

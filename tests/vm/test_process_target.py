@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ JOB = """
 """
 
 
-def test_a_job_runs_with_its_settings_and_exit_status(make_app, build) -> None:
+def test_a_job_runs_with_its_settings_and_exit_status(make_app: Callable[..., Path],
+                                                      build: Callable[[Path], Path]) -> None:
     image = build(make_app(JOB, extra='env = { BAKED = "baked" }\n'))
     started = time.monotonic()
     proc = krait_cli("run", image, "--target", "process", "--env", "GIVEN=given")
@@ -65,7 +67,9 @@ def test_an_interpreter_this_host_does_not_have_is_a_clear_error(hello_image: Pa
         proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_watch_rebuilds_and_restarts_on_each_change(make_app, build, tmp_path: Path) -> None:
+def test_watch_rebuilds_and_restarts_on_each_change(make_app: Callable[..., Path],
+                                                    build: Callable[[Path], Path],
+                                                    tmp_path: Path) -> None:
     from krait.bench.edit import APP
 
     folder = make_app(APP, kind="asgi", entry="app:app", extra="ports = [8080]\n")

@@ -53,20 +53,20 @@ def _str(value: Any) -> str:
 
 def _image_name(value: Any) -> str:
     # An image's name is also a file name (NAME.krait, snapshots): see krait.names.
-    value = _str(value)
-    if not valid_name(value):
+    name = _str(value)
+    if not valid_name(name):
         raise ValueError(f"expected {RULE}")
-    return value
+    return name
 
 
 def _entry(value: Any) -> str:
-    value = _str(value)
-    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+    entry = _str(value)
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", entry):
         raise ValueError("expected 'module:callable', e.g. 'app:app' or 'service.main:run'")
     # A module is a file name: a longer one is "File name too long" at build time.
-    if len(value) > MAX_ENTRY:
+    if len(entry) > MAX_ENTRY:
         raise ValueError(f"expected at most {MAX_ENTRY} characters")
-    return value
+    return entry
 
 
 def _kind(value: Any) -> str:
