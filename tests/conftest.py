@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,7 +77,7 @@ def show_on_failure(request: pytest.FixtureRequest) -> Callable[[str, Callable[[
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Iterator[None]:
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.failed:
         for title, read in item.stash.get(_FAILURE_LOGS, []):

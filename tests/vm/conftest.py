@@ -24,6 +24,8 @@ from krait.image.build import build_image
 from krait.kernel import Kernel, build_kernel
 
 pytestmark = pytest.mark.vm
+MakeApp = Callable[..., Path]  # make_app(source, kind=..., name=..., **settings) -> folder
+Build = Callable[[Path], Path]  # build(folder) -> image
 ROOT = Path(__file__).resolve().parents[2]
 KRAIT = [sys.executable, "-m", "krait.cli"]
 
