@@ -109,7 +109,9 @@ class VmStatus:
 
 
 class Vm(ABC):
-    """A running VM."""
+    """A running VM, as its backend started it: ready or not, its console, its end. The
+    guest's half of what it reports is krait.guest.protocol; how a backend reads it is
+    krait.vmm.reporting. Whoever holds one stops it (:meth:`stop`) or waits for it."""
 
     spec: VmSpec
     pid: int | None = None  # the VMM's process on this host, if it is krait's child
