@@ -18,8 +18,9 @@ import pytest
 from krait.config import load_app
 from krait.errors import BuildError, ConfigError, TraceError
 from krait.guest import missing
-from krait.image import closure
-from krait.image.closure import _library_files, elf_closure
+from krait.image import elf
+from krait.image.closure import _library_files
+from krait.image.elf import elf_closure
 from krait.image.tls import GUEST_CERT, build_self_signed, tls_env, tls_files, with_self_signed
 from krait.image.trace import Trace, runtime_modules, trace_app
 
@@ -206,7 +207,7 @@ def test_sibling_libraries_of_a_wheel_find_each_other(tmp_path: Path) -> None:
     libs.mkdir()
     base = _shared(libs, "kraitbase")
     top = _shared(libs, "kraittop", "kraitbase")
-    assert base in closure._needed(top)
+    assert base in elf._needed(top)
 
 
 # -- TLS -----------------------------------------------------------------------------------
