@@ -89,3 +89,38 @@ def test_watch_rebuilds_and_restarts_on_each_change(make_app: Callable[..., Path
         _, err = ctrl_c(proc, timeout=30)
     assert proc.returncode == 0, err
     assert err.count("rebuilt and restarted") == 2 and "the rebuild failed" in err, err
+
+
+def test_the_process_backend_runs_detached_and_behind_serve(
+        hello_image: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A backend like the others: `run -d`, `ps`, `logs`, `stop`, `rm` and `serve` do not
+    know it is a process (they ask it, by the reference it made)."""
+    from .fleet_support import private_state
+
+    with private_state(monkeypatch):
+        port = free_port()
+        started = krait_cli("run", "-d", "--name", "proc1", "--backend", "process", "-p",
+                            f"{port}:8080", hello_image)
+        assert started.returncode == 0, started.stderr
+        try:
+            status, body = first_answer(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
+            assert status == 200 and b"Hello" in body
+            (listed,) = json.loads(krait_cli("ps", "--json").stdout)
+            assert (listed["name"], listed["state"], listed["backend"]) == (
+                "proc1", "running", "process")
+            assert listed["pid"] is not None and listed["rss_mb"] > 0  # a process of this host
+            assert "hello ready on port" in krait_cli("logs", "proc1").stdout
+        finally:
+            stopped = krait_cli("stop", "proc1")
+        assert stopped.returncode == 0, stopped.stderr
+        assert krait_cli("rm", "proc1").returncode == 0
+        serve_port = free_port()
+        with krait_running("serve", hello_image, "--port", serve_port, "--backend",
+                           "process", "--idle", "60s") as proc:
+            status, body = first_answer(f"http://127.0.0.1:{serve_port}/",
+                                        time.monotonic() + 30)
+            assert status == 200 and b"Hello" in body
+            (listed,) = json.loads(krait_cli("ps", "--json").stdout)
+            assert (listed["owner"], listed["backend"]) == ("serve", "process")
+            _, err = ctrl_c(proc, timeout=60)
+        assert proc.returncode == 0, err
