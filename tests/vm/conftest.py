@@ -2,7 +2,7 @@
 
 Lifecycle as in Firecracker's test framework: ``kernel`` (built once, cached) ->
 ``build`` (an image from a small app) -> ``booted`` (a VM answering, always
-stopped at the end, its console dumped if the test failed).
+stopped at the end, its console in the test's report if the test failed).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,13 @@ import pytest
 from krait.config import load_app
 from krait.image.build import build_image
 from krait.kernel import Kernel, build_kernel
+from krait.vmm.booted import Booted
+from krait.vmm.booted import booted as boot_vm
 
 pytestmark = pytest.mark.vm
 MakeApp = Callable[..., Path]  # make_app(source, kind=..., name=..., **settings) -> folder
 Build = Callable[[Path], Path]  # build(folder) -> image
+Boot = Callable[..., AbstractContextManager[Booted]]  # booted(image, **options)
 ROOT = Path(__file__).resolve().parents[2]
 KRAIT = [sys.executable, "-m", "krait.cli"]
 
@@ -65,6 +69,20 @@ def build(kernel: Kernel) -> Callable[[Path], Path]:
         return build_image(load_app(folder), kernel).path
 
     return do
+
+
+@pytest.fixture
+def booted(show_on_failure: Callable[[str, Callable[[], str]], None]) -> Boot:
+    """krait's ``booted()``, with each VM's console in the report of a test that fails
+    (the one hook in tests/conftest.py), not printed into captured output."""
+
+    @contextlib.contextmanager
+    def boot(image: Path, **options: object) -> Iterator[Booted]:
+        with boot_vm(image, **options) as vm:  # type: ignore[arg-type]
+            show_on_failure(f"guest console: {vm.image.name}", lambda: "\n".join(vm.lines[-80:]))
+            yield vm
+
+    return boot
 
 
 def krait_cli(*args: str | os.PathLike[str], timeout: float = 120,

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from krait.bench.http import first_answer
-from krait.vmm.booted import booted
+
+from .conftest import Boot
 
 pytestmark = pytest.mark.vm
 
@@ -38,7 +39,7 @@ def post(port: int, size: int, expect: bool) -> int:
 
 
 def test_a_64_mb_post_gets_413_slow_clients_408_and_the_guest_keeps_serving(
-        hello_image: Path, no_leftover_qemu: None) -> None:
+        hello_image: Path, no_leftover_qemu: None, booted: Boot) -> None:
     with booted(hello_image) as vm:
         port = vm.port
         assert post(port, 64 << 20, expect=True) == 413

@@ -15,8 +15,8 @@ from krait.image.archive import open_image
 from krait.image.build import build_image
 from krait.kernel import Kernel
 
-from ._examples import TEST_APPS, bare_copy, booted, get_json, request
-from .conftest import krait_cli
+from ._examples import TEST_APPS, bare_copy, get_json, request
+from .conftest import Boot, krait_cli
 
 pytestmark = pytest.mark.vm
 
@@ -28,7 +28,7 @@ def build_bare(name: str, kernel: Kernel, tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_flask_app_with_templates_and_static_files(kernel: Kernel, tmp_path: Path,
-                                                   no_leftover_qemu: None) -> None:
+                                                   no_leftover_qemu: None, booted: Boot) -> None:
     image, folder = build_bare("flask_templates", kernel, tmp_path)
     lock = (folder / "krait.lock").read_text()  # made by the first build, to be committed
     assert "flask==" in lock and "--hash=sha256:" in lock
@@ -45,7 +45,8 @@ def test_flask_app_with_templates_and_static_files(kernel: Kernel, tmp_path: Pat
         assert request(vm.url("/static/style.css"))[2] == b"body { color: teal }\n"
 
 
-def test_fastapi_with_pydantic(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
+def test_fastapi_with_pydantic(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None,
+                               booted: Boot) -> None:
     image, _ = build_bare("fastapi_pydantic", kernel, tmp_path)
     with booted(image) as vm:
         # A sync endpoint runs in anyio's worker thread: anyio picks its backend module by
@@ -60,7 +61,7 @@ def test_fastapi_with_pydantic(kernel: Kernel, tmp_path: Path, no_leftover_qemu:
 
 
 def test_numpy_at_its_default_memory(kernel: Kernel, tmp_path: Path,
-                                     no_leftover_qemu: None) -> None:
+                                     no_leftover_qemu: None, booted: Boot) -> None:
     image, _ = build_bare("numpy_lazy", kernel, tmp_path)
     manifest = open_image(image).manifest
     assert manifest.boot.memory == manifest.memory.default_mib

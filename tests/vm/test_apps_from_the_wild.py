@@ -19,7 +19,8 @@ from websockets.exceptions import ConnectionClosed
 
 from krait.image.archive import open_image
 
-from ._examples import booted, request
+from ._examples import request
+from .conftest import Boot
 
 pytestmark = pytest.mark.vm
 
@@ -43,7 +44,7 @@ async def echo_session(url: str) -> list[object]:
 
 
 def test_django_project_as_startproject_writes_it(wild_image: Callable[[str], Path],
-                                                  no_leftover_qemu: None) -> None:
+                                                  no_leftover_qemu: None, booted: Boot) -> None:
     image = wild_image("django_site")
     packages = open_image(image).manifest.dependencies.packages
     assert "django" in packages and "sqlparse" in packages
@@ -61,7 +62,7 @@ def test_django_project_as_startproject_writes_it(wild_image: Callable[[str], Pa
 
 
 def test_uvicorn_run_by_the_app(wild_image: Callable[[str], Path],
-                                no_leftover_qemu: None) -> None:
+                                no_leftover_qemu: None, booted: Boot) -> None:
     with booted(wild_image("uvicorn_main")) as vm:
         status, _, body = request(vm.url("/"))
         assert status == 200 and body.startswith(b"served by uvicorn "), body
@@ -79,7 +80,7 @@ def test_uvicorn_run_by_the_app(wild_image: Callable[[str], Path],
 
 
 def test_gunicorn_master_and_two_workers(wild_image: Callable[[str], Path],
-                                         no_leftover_qemu: None) -> None:
+                                         no_leftover_qemu: None, booted: Boot) -> None:
     with booted(wild_image("gunicorn_workers")) as vm:
         # Ready once the master listens; it forks its workers one after the other.
         deadline = time.monotonic() + 60
@@ -97,7 +98,7 @@ def test_gunicorn_master_and_two_workers(wild_image: Callable[[str], Path],
 
 
 def test_pillow_writes_webp_and_jpeg(wild_image: Callable[[str], Path],
-                                     no_leftover_qemu: None) -> None:
+                                     no_leftover_qemu: None, booted: Boot) -> None:
     with booted(wild_image("pillow_formats")) as vm:
         status, headers, webp = request(vm.url("/webp"))
         assert status == 200, webp
@@ -109,7 +110,7 @@ def test_pillow_writes_webp_and_jpeg(wild_image: Callable[[str], Path],
 
 
 def test_sqlalchemy_engine_made_at_the_first_request(wild_image: Callable[[str], Path],
-                                                     no_leftover_qemu: None) -> None:
+                                                     no_leftover_qemu: None, booted: Boot) -> None:
     with booted(wild_image("sqlalchemy_lazy")) as vm:
         status, _, body = request(vm.url("/"))
         assert status == 200, body
@@ -119,7 +120,7 @@ def test_sqlalchemy_engine_made_at_the_first_request(wild_image: Callable[[str],
 
 
 def test_plugins_found_through_entry_points(wild_image: Callable[[str], Path],
-                                            no_leftover_qemu: None) -> None:
+                                            no_leftover_qemu: None, booted: Boot) -> None:
     with booted(wild_image("sqlite_plugins")) as vm:
         status, _, body = request(vm.url("/"))
         assert status == 200, body
@@ -129,7 +130,7 @@ def test_plugins_found_through_entry_points(wild_image: Callable[[str], Path],
 
 
 def test_fastapi_websocket_echo(wild_image: Callable[[str], Path],
-                                no_leftover_qemu: None) -> None:
+                                no_leftover_qemu: None, booted: Boot) -> None:
     with booted(wild_image("fastapi_ws")) as vm:
         assert request(vm.url("/"))[0] == 200
         heard = asyncio.run(echo_session(vm.url("/ws", scheme="ws")))

@@ -11,13 +11,12 @@ import pytest
 
 from krait.bench.http import first_answer
 from krait.image.archive import open_image
-from krait.vmm.booted import booted
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
 from krait.vmm.ports import free_port
 from krait.vmm.qemu import QemuBackend
 
-from .conftest import ctrl_c, krait_cli, krait_running
+from .conftest import Boot, ctrl_c, krait_cli, krait_running
 
 pytestmark = pytest.mark.vm
 
@@ -49,7 +48,7 @@ def test_hello_answers_http_200_and_stops_gracefully(hello_image: Path,
 
 
 def test_nothing_of_the_image_is_held_in_guest_ram(hello_image: Path,
-                                                   no_leftover_qemu: None) -> None:
+                                                   no_leftover_qemu: None, booted: Boot) -> None:
     """The layers are read-only disks, paged in as used: hello answers in a guest whose
     RAM could not hold its files and its heap at once."""
     base = open_image(hello_image).manifest.layer("base")

@@ -14,9 +14,9 @@ import pytest
 
 from krait.bench.http import first_answer, get
 from krait.guest import confine
-from krait.vmm.booted import booted
 
 from .._echo import echo_server
+from .conftest import Boot
 
 pytestmark = pytest.mark.vm
 
@@ -121,7 +121,7 @@ PROBE_APP = """
 
 def test_the_app_cannot_mount_use_raw_sockets_or_run_what_it_wrote(
         make_app: Callable[..., Path], build: Callable[[Path], Path],
-        no_leftover_qemu: None) -> None:
+        no_leftover_qemu: None, booted: Boot) -> None:
     image = build(make_app(PROBE_APP, kind="asgi", entry="app:app",
                            extra='ports = [8080]\nmodules = ["multiprocessing.pool"]\n'
                            'connect = ["echo=127.0.0.1:7000"]\n'))

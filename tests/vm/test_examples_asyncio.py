@@ -9,12 +9,13 @@ import pytest
 from krait.image.archive import open_image
 from krait.kernel import Kernel
 
-from ._examples import booted, build_example, get_json, request
+from ._examples import build_example, get_json, request
+from .conftest import Boot
 
 pytestmark = pytest.mark.vm
 
 
-def test_aiohttp(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
+def test_aiohttp(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None, booted: Boot) -> None:
     image = build_example("aiohttp", kernel, tmp_path)
     modules = set(open_image(image).manifest.modules)
     assert {"aiohttp._http_parser", "multidict._multidict", "yarl._quoting_c"} <= modules
@@ -31,7 +32,8 @@ def test_aiohttp(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None
         assert result is not None and result.exit_status == 0, vm.vm.console_tail()
 
 
-def test_plain_asyncio_server(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
+def test_plain_asyncio_server(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None,
+                              booted: Boot) -> None:
     image = build_example("asyncio", kernel, tmp_path)
     with booted(image) as vm:
         assert request(vm.url("/k1"))[0] == 404

@@ -10,7 +10,8 @@ import pytest
 from krait.image.archive import open_image
 from krait.kernel import Kernel
 
-from ._examples import Booted, booted, build_example, get_json, request
+from ._examples import Booted, build_example, get_json, request
+from .conftest import Boot
 
 pytestmark = pytest.mark.vm
 
@@ -22,7 +23,8 @@ def assert_stops_gracefully(vm: Booted) -> None:
     assert result is not None and result.exit_status == 0, vm.vm.console_tail()
 
 
-def test_flask_on_waitress(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
+def test_flask_on_waitress(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None,
+                           booted: Boot) -> None:
     image = build_example("flask", kernel, tmp_path)
     manifest = open_image(image).manifest
     assert manifest.settings["server"] == "waitress"
@@ -43,7 +45,7 @@ def test_flask_on_waitress(kernel: Kernel, tmp_path: Path, no_leftover_qemu: Non
 
 
 def test_fastapi_on_uvicorn_with_pydantic_and_numpy(kernel: Kernel, tmp_path: Path,
-                                                    no_leftover_qemu: None) -> None:
+                                                    no_leftover_qemu: None, booted: Boot) -> None:
     image = build_example("fastapi", kernel, tmp_path)
     img = open_image(image)
     modules = set(img.manifest.modules)

@@ -11,8 +11,9 @@ from krait.guest import protocol
 from krait.image.archive import open_image
 from krait.kernel import Kernel
 
-from ._examples import booted, build_example, get_json, request
+from ._examples import build_example, get_json, request
 from ._postgres import Postgres, find_pg_bin, start_postgres
+from .conftest import Boot
 
 pytestmark = pytest.mark.vm
 
@@ -27,7 +28,7 @@ def postgres() -> Iterator[Postgres]:
 
 
 def test_notes_survive_a_reboot(kernel: Kernel, tmp_path: Path, postgres: Postgres,
-                                no_leftover_qemu: None) -> None:
+                                no_leftover_qemu: None, booted: Boot) -> None:
     image = build_example("notes", kernel, tmp_path)
     modules = set(open_image(image).manifest.modules)
     assert "psycopg_binary._psycopg" in modules  # the compiled driver, libpq bundled
@@ -57,7 +58,8 @@ def test_notes_survive_a_reboot(kernel: Kernel, tmp_path: Path, postgres: Postgr
 
 
 def test_notes_without_database_answers_503_and_reaches_nothing_undeclared(
-        kernel: Kernel, tmp_path: Path, postgres: Postgres, no_leftover_qemu: None) -> None:
+        kernel: Kernel, tmp_path: Path, postgres: Postgres, no_leftover_qemu: None,
+        booted: Boot) -> None:
     """A database that is not there is an answer (503), not a crash of the VM; and a
     database the image did not declare cannot be reached, though it runs on the host."""
     image = build_example("notes", kernel, tmp_path)

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from krait.bench.http import first_answer, get
-from krait.vmm.booted import booted
 
-from .conftest import krait_cli
+from .conftest import Boot, krait_cli
 
 pytestmark = pytest.mark.vm
 
@@ -23,7 +22,7 @@ ANSWERS = {"asgi": b'{"hello": "from a krait unikernel"}',
 
 @pytest.mark.parametrize("template", ["asgi", "wsgi", "main", "website"])
 def test_a_new_app_builds_and_runs_unchanged(template: str, tmp_path: Path,
-                                             no_leftover_qemu: None) -> None:
+                                             no_leftover_qemu: None, booted: Boot) -> None:
     folder = tmp_path / f"my-{template}"
     made = krait_cli("init", folder, "--template", template)
     assert made.returncode == 0, made.stderr

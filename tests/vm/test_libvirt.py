@@ -14,10 +14,11 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from krait.vmm.booted import booted
 from krait.vmm.libvirt import POOL_ENV, LibvirtBackend
 from krait.vmm.ports import free_port
 from tests.vm.conftest import ctrl_c, krait_cli, krait_running
+
+from .conftest import Boot
 
 pytestmark = pytest.mark.usefixtures("no_domains_left")
 
@@ -65,7 +66,8 @@ def test_run_through_local_libvirt_answers_and_leaves_only_the_image(
     assert not [name for name in files if name.startswith("boot-")]  # this boot's: gone
 
 
-def test_over_ssh_the_image_is_copied_once(ssh_libvirt_uri: str, hello_image: Path) -> None:
+def test_over_ssh_the_image_is_copied_once(ssh_libvirt_uri: str, hello_image: Path,
+                                           booted: Boot) -> None:
     backend = LibvirtBackend(ssh_libvirt_uri)
     with booted(hello_image, backend=backend) as vm:
         assert vm.vm.pid is None  # libvirtd's child, not krait's

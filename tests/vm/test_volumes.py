@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from krait.bench.http import first_answer
-from krait.vmm.booted import booted
 
-from .conftest import krait_cli
+from .conftest import Boot, krait_cli
 
 pytestmark = pytest.mark.vm
 
@@ -134,7 +133,8 @@ APPEND_APP = """
 def test_nothing_acknowledged_is_lost_when_qemu_is_killed(make_app: Callable[..., Path],
                                                           build: Callable[[Path], Path],
                                                           tmp_path: Path,
-                                                          no_leftover_qemu: None) -> None:
+                                                          no_leftover_qemu: None,
+                                                          booted: Boot) -> None:
     image = build(make_app(APPEND_APP, kind="asgi", entry="app:app",
                            extra='ports = [8080]\nvolumes = ["/data"]\n'))
     data = volume(tmp_path)

@@ -29,7 +29,7 @@ def boot_once(image: Path, memory: int | None, path: str = "/", timeout: float =
     1 s, 2 s, ...: that would measure slirp, not the boot.
     """
     with booted(image, memory=memory, ready_timeout=timeout, check_memory=check_memory,
-                backend=backend, on_failure=lambda _: None) as vm:
+                backend=backend) as vm:
         status, _ = first_answer(vm.url(path), vm.started + timeout)
         answered = time.monotonic()
         rss = psutil.Process(vm.vm.pid).memory_info().rss / 1e6 if vm.vm.pid else None

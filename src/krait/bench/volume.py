@@ -62,8 +62,7 @@ def bench_volume(kernel: Kernel, accel: str, writes: int = 200) -> Result:
         volume = Path(tmp) / "data.img"
         create(volume, (FILE_MIB + 64) << 20)
         host = fsync_latencies(str(Path(tmp) / "host-file"), writes, FILE_MIB)
-        with booted(image, env={"WRITES": str(writes)}, volumes=(f"{volume}:/data",),
-                    on_failure=lambda _: None) as vm:
+        with booted(image, env={"WRITES": str(writes)}, volumes=(f"{volume}:/data",)) as vm:
             deadline = time.monotonic() + 600
             while END not in vm.lines:
                 if time.monotonic() > deadline or vm.vm.wait(0.2) is not None:

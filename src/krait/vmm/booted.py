@@ -3,7 +3,7 @@
     with booted(image) as vm:          # ports picked, ready signal awaited
         first_answer(vm.url("/"), ...)  # the VM answers
     # stopped (gracefully, then hard), whatever happened in the block; if the block
-    # failed, the guest console was shown first
+    # failed and on_failure is given, it got the end of the guest console first
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
            env: dict[str, str] | None = None, connect: tuple[str, ...] = (),
            volumes: tuple[str, ...] = (), backend: Backend | None = None,
            check_memory: bool = True, ready_timeout: float = 120.0, stop_grace: float = 10.0,
-           on_failure: Callable[[str], None] = print) -> Iterator[Booted]:
+           on_failure: Callable[[str], None] | None = None) -> Iterator[Booted]:
     """Boot ``image`` with each guest port forwarded to a free host port and yield once
     the guest says it is ready (``host_ports`` maps a guest port to a host port chosen
     by the caller); stop it when the block ends. A boot that fails is a VmError with the
@@ -73,7 +73,8 @@ def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
             raise VmError(f"{img.name} did not become ready: {reason}\n{tail}".rstrip())
         yield Booted(vm, spec, img, ports, started, vm.ready_at or time.monotonic(), lines)
     except BaseException:
-        on_failure("--- guest console ---\n" + "\n".join(lines[-60:]))
+        if on_failure:
+            on_failure("--- guest console ---\n" + "\n".join(lines[-60:]))
         raise
     finally:
         vm.stop(stop_grace)

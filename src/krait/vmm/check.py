@@ -92,7 +92,7 @@ def check_image(path: Path) -> CheckReport:
         host_ports = {p: p for p in image.manifest.ports} if main else None
         try:
             with booted(image, backend=backend, host_ports=host_ports,
-                        ready_timeout=READY_TIMEOUT, on_failure=lambda _: None) as vm:
+                        ready_timeout=READY_TIMEOUT) as vm:
                 report.console = vm.lines
                 for request in requests:
                     method, _, target = request.partition(" ")
