@@ -2,46 +2,46 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 
 import click
-from rich.logging import RichHandler
-from rich.markup import escape
 
 from krait import __version__
-from krait.cli import (
-    bench,
-    build,
-    export,
-    init,
-    inspect,
-    kernel,
-    keygen,
-    lock,
-    logs,
-    ps,
-    pull,
-    push,
-    replace,
-    rm,
-    run,
-    serve,
-    settings,
-    snapshot,
-    stop,
-    volume,
-)
-from krait.cli._output import err_console, visible
 from krait.errors import KraitError
 
+# Each command is its own module, imported only when it runs (or when --help lists them):
+# `krait --version` and `krait ps` do not pay for QEMU, rich tables or the benchmarks.
+COMMANDS = ("build", "lock", "run", "inspect", "kernel", "bench", "settings", "ps", "logs",
+            "stop", "rm", "serve", "replace", "snapshot", "keygen", "volume", "init", "push",
+            "pull", "export")
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are the ``command`` of ``krait.cli.NAME``, imported when
+    asked for (click's documented pattern for large command lines)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        command: click.Command = importlib.import_module(f"krait.cli.{cmd_name}").command
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="krait")
 @click.option("--debug", is_flag=True, help="Show every command krait runs.")
 def cli(debug: bool) -> None:
     """krait: turn a Python app into a unikernel and boot it."""
+    from rich.logging import RichHandler
+
+    from krait.cli._output import err_console
+
     # Nothing krait makes (cache entries, folders, images) is writable by other users,
     # whatever umask it was started with: see krait.paths.
     os.umask(os.umask(0o022) | 0o022)
@@ -51,13 +51,12 @@ def cli(debug: bool) -> None:
                               markup=False)])
 
 
-for module in (build, lock, run, inspect, kernel, bench, settings, ps, logs, stop, rm, serve,
-               replace, snapshot, keygen, volume, init, push, pull, export):
-    cli.add_command(module.command)
-
-
 def _message(text: str, limit: int = 4000) -> str:
     """An error's text, markup escaped, controls shown, and not endless."""
+    from rich.markup import escape
+
+    from krait.cli._output import visible
+
     if len(text) > limit:
         text = f"{text[:limit]}... ({len(text) - limit} more characters)"
     return escape(visible(text, newlines=True))
@@ -69,12 +68,12 @@ def main() -> None:
     except KraitError as e:
         # Messages are printed verbatim: "[tool.krait]" is text here, not rich markup,
         # and what they quote from an image or a file cannot drive the terminal.
-        err_console.print(f"[bold red]error:[/] {_message(e.message)}", highlight=False)
+        _say(f"[bold red]error:[/] {_message(e.message)}")
         if e.hint:
-            err_console.print(f"[yellow]hint:[/] {_message(e.hint)}", highlight=False)
+            _say(f"[yellow]hint:[/] {_message(e.hint)}")
         sys.exit(getattr(e, "exit_code", 1))
     except click.exceptions.Abort:
-        err_console.print("aborted")
+        _say("aborted")
         sys.exit(130)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
@@ -83,7 +82,12 @@ def main() -> None:
         sys.exit(e.exit_code)
     except Exception as e:  # a bug in krait: say so plainly; the traceback is for --debug
         logging.getLogger("krait").debug("internal error", exc_info=True)
-        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: "
-                          f"{_message(str(e))}")
-        err_console.print("[yellow]hint:[/] rerun with --debug for the traceback, and report it")
+        _say(f"[bold red]internal error:[/] {type(e).__name__}: {_message(str(e))}")
+        _say("[yellow]hint:[/] rerun with --debug for the traceback, and report it")
         sys.exit(70)
+
+
+def _say(markup: str) -> None:
+    from krait.cli._output import err_console
+
+    err_console.print(markup, highlight=False)
