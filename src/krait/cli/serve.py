@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from krait.cli.run import options_from_flags, trust_options
 from krait.errors import ConfigError
 from krait.fleet.driver import hosts_for
 from krait.fleet.gateway import Gateway
+from krait.fleet.metrics import parse_address
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
 from krait.fleet.serve import run_server
@@ -75,13 +77,23 @@ def parse_duration(value: str) -> float:
               help="What runs the instances (default: $KRAIT_BACKEND, the image's setting, "
               "libvirt when --on names hosts, else qemu).")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None)
+@click.option("--protocol", type=click.Choice(["http", "tcp"]), default=None,
+              help="What the gateway speaks: http (reads each request itself, balances "
+              "requests) or tcp (bytes both ways). Default: the image's `protocol` setting, "
+              "http for asgi/wsgi apps.")
+@click.option("--metrics", "metrics_at", metavar="HOST:PORT", default=None,
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="One line per HTTP request on stderr (common log format, then seconds, "
+              "instance and how it was had).")
 @trust_options
 def command(image: Path, port: int, host: str, name: str | None, idle: str,
             pause_after: str, max_instances: int, min_instances: int, per_instance: int,
             snapshot: bool, boot_timeout: str, max_connections: int, max_per_client: int,
             env: tuple[str, ...], memory: str | None, volumes: tuple[str, ...],
             connect: tuple[str, ...], on: tuple[str, ...], backend: str | None,
-            accel: str | None, verify: Path | None, digest: str | None, **_: Any) -> None:
+            accel: str | None, protocol: str | None, metrics_at: str | None,
+            access_log: bool, verify: Path | None, digest: str | None, **_: Any) -> None:
     """Serve IMAGE on PORT, booting instances on demand.
 
     `krait replace NAME NEW_IMAGE` (or SIGHUP, to reload IMAGE) swaps the image with no
@@ -92,6 +104,14 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
     fleet_log = logging.getLogger("krait.fleet")
     if fleet_log.getEffectiveLevel() > logging.INFO:
         fleet_log.setLevel(logging.INFO)  # boots, wakes, stops: what a serve is for
+    # Access lines as they are, one per line: not through rich, which wraps and marks up.
+    access = logging.getLogger("krait.fleet.access")
+    access.propagate = False
+    plain = logging.StreamHandler(sys.stderr)
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(plain)
+    access.setLevel(logging.INFO if access_log else logging.WARNING)
+    metrics_address = parse_address(metrics_at) if metrics_at else None
     if max_instances < 1 or min_instances < 0 or min_instances > max_instances:
         raise ConfigError("need 0 <= --min <= --max and --max >= 1")
     if max_connections < 1 or max_per_client < 1:
@@ -126,11 +146,14 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
                           f"{f', pause {pause:g}s' if pause is not None else ''}, "
                           f"max {max_instances}"
                           f"{f', on {len(hosts)} hosts' if len(hosts) > 1 else ''}"
-                          f"{', snapshot wake' if wakes else ''})")
+                          f", {gateway.protocol}"
+                          f"{', snapshot wake' if wakes else ''})"
+                          f"{f'; metrics on http://{metrics_at}/metrics' if metrics_at else ''}")
 
     gateway = run_server(image, port, policy, serve_name, options, snapshots=snapshot,
                          boot_timeout=parse_duration(boot_timeout), on_listening=listening,
-                         host=host, limits=limits, trust=trust, hosts=hosts)
+                         host=host, limits=limits, trust=trust, hosts=hosts,
+                         protocol=protocol, metrics_at=metrics_address)
     s = gateway.stats
     err_console.print(f"krait: stopped; {s.connections} connections, {s.boots} boots "
                       f"({s.wakes} from snapshot), {s.resumes} resumes from pause, "

@@ -19,9 +19,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from krait.config.settings import serve_protocol
 from krait.errors import ConfigError, KraitError
 from krait.fleet.driver import Driver, Host, ImageRef, VmDriver
 from krait.fleet.gateway import Gateway
+from krait.fleet.metrics import Metrics, MetricsListener
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
@@ -62,13 +64,23 @@ async def control_request(name: str, request: dict[str, Any], timeout: float = 1
 class Server:
     def __init__(self, image: Path, port: int, policy: ScalePolicy, name: str,
                  driver: Driver, boot_timeout: float = 60.0, host: str = "127.0.0.1",
-                 limits: Limits | None = None, trust: Trust | None = None) -> None:
+                 limits: Limits | None = None, trust: Trust | None = None,
+                 protocol: str | None = None,
+                 metrics_at: tuple[str, int] | None = None) -> None:
         self.image_path = image
         self.generation = 1
         self.trust = trust  # what every image it serves must be, replacements too
-        self.gateway = Gateway(driver, ImageRef.open(image, 1, trust), policy, name, host=host,
+        ref = ImageRef.open(image, 1, trust)
+        settings = ref.opened.manifest.settings
+        self.metrics = Metrics()
+        self.metrics_at = metrics_at
+        self.metrics_listener: MetricsListener | None = None
+        self.gateway = Gateway(driver, ref, policy, name, host=host,
                                port=port, boot_timeout=boot_timeout,
-                               limits=file_limit_for(limits or Limits()))
+                               limits=file_limit_for(limits or Limits()),
+                               protocol=protocol or serve_protocol(
+                                   settings.get("kind", "main"), settings.get("protocol")),
+                               metrics=self.metrics)
         self.name = name
         self.stopping = asyncio.Event()
         self.record = serve_dir() / f"{name}.json"
@@ -115,7 +127,11 @@ class Server:
                               f"(pid {existing['pid']})", hint="pick another --name")
         clean_orphans()
         self.control.unlink(missing_ok=True)
-        async with self.gateway:
+        async with contextlib.AsyncExitStack() as stack:
+            if self.metrics_at is not None:
+                self.metrics_listener = await stack.enter_async_context(
+                    MetricsListener(self.metrics, *self.metrics_at))
+            await stack.enter_async_context(self.gateway)
             await self._serve(loop, on_listening)
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, on_listening: Any) -> None:
@@ -125,7 +141,9 @@ class Server:
         try:
             self.record.write_text(json.dumps({
                 "pid": os.getpid(), "name": self.name, "host": self.gateway.host,
-                "port": self.gateway.port,
+                "port": self.gateway.port, "protocol": self.gateway.protocol,
+                "metrics": (f"{self.metrics_listener.host}:{self.metrics_listener.port}"
+                            if self.metrics_listener else None),
                 "image": str(self.image_path), "control": str(self.control)}) + "\n")
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_stop_signal)
@@ -185,9 +203,11 @@ def run_server(image: Path, port: int, policy: ScalePolicy, name: str, options: 
                snapshots: bool = True, boot_timeout: float = 60.0,
                on_listening: Any = None, host: str = "127.0.0.1",
                limits: Limits | None = None, trust: Trust | None = None,
-               hosts: list[Host] | None = None) -> Gateway:
+               hosts: list[Host] | None = None, protocol: str | None = None,
+               metrics_at: tuple[str, int] | None = None) -> Gateway:
     driver = VmDriver(options, use_snapshots=snapshots, boot_timeout=boot_timeout,
                       hosts=hosts)
-    server = Server(image, port, policy, name, driver, boot_timeout, host, limits, trust)
+    server = Server(image, port, policy, name, driver, boot_timeout, host, limits, trust,
+                    protocol, metrics_at)
     asyncio.run(server.run(on_listening))
     return server.gateway
