@@ -136,7 +136,7 @@ def test_keep_alive_balanced_websocket_held_metrics_and_access_log(
     async def websocket() -> None:
         async with connect(f"ws://127.0.0.1:{s.port}/ws") as ws:
             await ws.send("hi")
-            pid = (await ws.recv()).split()[0]
+            pid = str(await ws.recv()).split()[0]
             seen = await asyncio.to_thread(scrape, f"127.0.0.1:{metrics_port}")
             assert seen["krait_sessions_open", (("route", s.name),)] == 1
             await ws.send("again")
