@@ -191,3 +191,25 @@ def test_metrics_parse_and_count_requests_boots_and_refusals(
     assert '"GET / HTTP/1.0" 200 ' in lines[0] and lines[0].endswith(" t-1 cold")
     assert lines[1].startswith("127.0.0.1 - - [") and lines[1].endswith(" t-1 warm")
     assert '] "-" 400 0 ' in lines[3]
+
+
+def test_close_lets_requests_in_flight_finish_and_takes_no_new_ones() -> None:
+    async def main() -> None:
+        from ._fleet_fakes import FakeDriver, image
+
+        driver = FakeDriver()
+        gw = Gateway(driver, image(1), ScalePolicy(idle_seconds=30), "t", boot_timeout=5)
+        await gw.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET /sleep/5 HTTP/1.1\r\nHost: t\r\n\r\n")  # keep-alive
+        await writer.drain()
+        await until(lambda: gw.in_flight() == 1)
+        closing = asyncio.create_task(gw.close(drain=5))
+        answer = await asyncio.wait_for(reader.read(), 5)  # answered, then closed
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"path=/sleep/5" in answer
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", gw.port)  # not listening
+        await closing
+        assert driver.running() == []
+
+    asyncio.run(main())

@@ -142,13 +142,21 @@ class Gateway:
         self._supervisor = asyncio.create_task(self._supervise())
         await self._ready.wait()
 
-    async def close(self, grace: float = 20.0) -> None:
-        """Stop listening, cut connections, and stop every instance (gracefully for up to
-        ``grace`` seconds; the driver then ends whatever is left)."""
+    async def close(self, grace: float = 20.0, drain: float = 10.0) -> None:
+        """Stop listening; let the requests in flight finish, for up to ``drain`` seconds
+        (no new request is read, and those still waiting for an instance get 503); then
+        cut connections and stop every instance (gracefully for up to ``grace`` seconds;
+        the driver then ends whatever is left)."""
         self._closing = True
         log.info("%s: stopping (%d instances)", self.name, len(self.instances))
         if self._server is not None:
             self._server.close()
+        deadline = time.monotonic() + drain
+        if n := self.in_flight():
+            log.info("%s: letting %d requests in flight finish (up to %gs)", self.name, n,
+                     drain)
+        while self.in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         if self._supervisor is not None:
             self._wake.set()
             self._supervisor.cancel()  # and with it every boot, stop and pause under way
@@ -419,6 +427,16 @@ class Gateway:
         }.get(refusal.status, str(refusal.status))).inc()
         log.debug("%s: %d to %s: %s", self.name, refusal.status, conn.client, refusal.reason)
         access_line(conn.client, None, refusal.status, 0, 0.0)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def in_flight(self) -> int:
+        """Connections with a request that has not had its whole answer (a WebSocket's
+        tunnel counts as one)."""
+        return sum(1 for c in self.pool.connections.values()
+                   if c.holding or (c.instance is not None and c.last_asked > c.last_answered))
 
     # -- what the metrics read (krait.fleet.metrics.Watched) ---------------------------
     def counts(self) -> dict[str, int]:

@@ -113,8 +113,8 @@ async def serve_http(gw: Gateway, conn: Connection, reader: asyncio.StreamReader
             await answer_and_close(reader, writer, http_error(e.status, e.reason))
             return
         first = False
-        if not await _exchange(gw, conn, side, head):
-            return
+        if not await _exchange(gw, conn, side, head) or gw.closing:
+            return  # (closing: the request in flight was let finish; no next one)
         side.h11.start_next_cycle()
 
 
