@@ -180,3 +180,25 @@ def test_killed_mid_request_is_502_then_served_and_a_failing_app_is_503(
     assert status == 503 and b"failed to start" in body
     assert b"refuses to start" not in body  # the reason goes to the log, not the client
     wait_for(lambda: "refuses to start" in broken.text(), 10, "the reason in the log")
+
+
+def test_prewarm_makes_the_first_request_a_wake_under_qemu(
+        image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        show_on_failure: Callable[[str, Callable[[], str]], None]) -> None:
+    """A real VM: serve boots the image once before it listens, takes the snapshot and
+    keeps nothing running; the first request wakes a clone (and its metrics say so)."""
+    with private_state(monkeypatch):
+        port, metrics_port = free_port(), free_port()
+        with serving(image, port, tmp_path / "serve.log", "--idle", "60s", "--pause", "off",
+                     "--metrics", f"127.0.0.1:{metrics_port}", name=f"w{port}",
+                     env={"KRAIT_CACHE": str(tmp_path / "cache")}, start_timeout=120) as s:
+            show_on_failure("krait serve log", s.text)
+            assert "prewarmed" in s.text() and s.text().count("saved snapshot") == 1
+            assert s.status()["instances"] == []  # nothing runs until the first request
+            status, body = get(s.url("/"))
+            assert status == 200 and body.startswith(b"pid=")
+            stats = s.status()["stats"]
+            assert stats["boots"] == 1 and stats["wakes"] == 1, stats
+            seen = scrape(f"127.0.0.1:{metrics_port}")
+            assert seen["krait_request_seconds_count", (("route", s.name), ("start", "wake"))] == 1
+            assert s.stop() == 0

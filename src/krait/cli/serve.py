@@ -55,6 +55,9 @@ def parse_duration(value: str) -> float:
               help="Connections per instance before booting another (up to --max).")
 @click.option("--snapshot/--no-snapshot", default=True, show_default=True,
               help="Save a ready instance's state once; wake later ones from it.")
+@click.option("--prewarm/--no-prewarm", default=True, show_default=True,
+              help="With snapshots: boot the image once at start and take its snapshot, "
+              "keeping nothing running, so that the first request is a wake.")
 @click.option("--boot-timeout", default="60s", show_default=True,
               help="Give up on a boot (and answer 503) after this long.")
 @click.option("--max-connections", default=Limits.max_connections, show_default=True,
@@ -89,7 +92,8 @@ def parse_duration(value: str) -> float:
 @trust_options
 def command(image: Path, port: int, host: str, name: str | None, idle: str,
             pause_after: str, max_instances: int, min_instances: int, per_instance: int,
-            snapshot: bool, boot_timeout: str, max_connections: int, max_per_client: int,
+            snapshot: bool, prewarm: bool, boot_timeout: str, max_connections: int,
+            max_per_client: int,
             env: tuple[str, ...], memory: str | None, volumes: tuple[str, ...],
             connect: tuple[str, ...], on: tuple[str, ...], backend: str | None,
             accel: str | None, protocol: str | None, metrics_at: str | None,
@@ -153,7 +157,8 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
     gateway = run_server(image, port, policy, serve_name, options, snapshots=snapshot,
                          boot_timeout=parse_duration(boot_timeout), on_listening=listening,
                          host=host, limits=limits, trust=trust, hosts=hosts,
-                         protocol=protocol, metrics_at=metrics_address)
+                         protocol=protocol, metrics_at=metrics_address,
+                         prewarm=prewarm and wakes)
     s = gateway.stats
     err_console.print(f"krait: stopped; {s.connections} connections, {s.boots} boots "
                       f"({s.wakes} from snapshot), {s.resumes} resumes from pause, "

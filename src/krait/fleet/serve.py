@@ -21,7 +21,7 @@ from typing import Any
 
 from krait.config.settings import serve_protocol
 from krait.errors import ConfigError, KraitError
-from krait.fleet.driver import Driver, Host, ImageRef, VmDriver
+from krait.fleet.driver import BootFailed, Driver, Host, ImageRef, VmDriver
 from krait.fleet.gateway import Gateway
 from krait.fleet.metrics import Metrics, MetricsListener
 from krait.fleet.observe import clean_orphans
@@ -66,7 +66,7 @@ class Server:
                  driver: Driver, boot_timeout: float = 60.0, host: str = "127.0.0.1",
                  limits: Limits | None = None, trust: Trust | None = None,
                  protocol: str | None = None,
-                 metrics_at: tuple[str, int] | None = None) -> None:
+                 metrics_at: tuple[str, int] | None = None, prewarm: bool = True) -> None:
         self.image_path = image
         self.generation = 1
         self.trust = trust  # what every image it serves must be, replacements too
@@ -74,6 +74,7 @@ class Server:
         settings = ref.opened.manifest.settings
         self.metrics = Metrics()
         self.metrics_at = metrics_at
+        self.prewarm = prewarm
         self.metrics_listener: MetricsListener | None = None
         self.gateway = Gateway(driver, ref, policy, name, host=host,
                                port=port, boot_timeout=boot_timeout,
@@ -127,6 +128,8 @@ class Server:
                               f"(pid {existing['pid']})", hint="pick another --name")
         clean_orphans()
         self.control.unlink(missing_ok=True)
+        if self.prewarm:
+            await self._prewarm()
         async with contextlib.AsyncExitStack() as stack:
             if self.metrics_at is not None:
                 self.metrics_listener = await stack.enter_async_context(
@@ -158,6 +161,20 @@ class Server:
             control.close()
             self.record.unlink(missing_ok=True)
             self.control.unlink(missing_ok=True)
+
+    async def _prewarm(self) -> None:
+        """The first request ever is a wake: the snapshot is made before listening."""
+        gw = self.gateway
+        try:
+            if await gw.driver.prewarm(gw.image, f"{self.name}-prewarm"):
+                log.info("%s: prewarmed: instances wake from the snapshot just made",
+                         self.name)
+        except BootFailed as e:
+            log.error("%s: could not prewarm (%s); the first request boots", self.name,
+                      e.reason)
+        except KraitError as e:
+            log.error("%s: could not prewarm (%s); the first request boots", self.name,
+                      e.message)
 
     def _on_stop_signal(self) -> None:
         if self.stopping.is_set():  # asked again: no more grace
@@ -204,10 +221,10 @@ def run_server(image: Path, port: int, policy: ScalePolicy, name: str, options: 
                on_listening: Any = None, host: str = "127.0.0.1",
                limits: Limits | None = None, trust: Trust | None = None,
                hosts: list[Host] | None = None, protocol: str | None = None,
-               metrics_at: tuple[str, int] | None = None) -> Gateway:
+               metrics_at: tuple[str, int] | None = None, prewarm: bool = True) -> Gateway:
     driver = VmDriver(options, use_snapshots=snapshots, boot_timeout=boot_timeout,
                       hosts=hosts)
     server = Server(image, port, policy, name, driver, boot_timeout, host, limits, trust,
-                    protocol, metrics_at)
+                    protocol, metrics_at, prewarm and snapshots)
     asyncio.run(server.run(on_listening))
     return server.gateway
