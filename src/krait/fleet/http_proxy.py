@@ -221,7 +221,7 @@ async def _through(gw: Gateway, conn: Connection, side: ClientSide, head: h11.Re
             up.close()
             raise
         finally:
-            if pump is not None and not pump.done():
+            if pump is not None:  # (its failure, a client gone mid-body, is seen here)
                 pump.cancel()
                 with contextlib.suppress(BaseException):
                     await pump
