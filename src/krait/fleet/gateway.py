@@ -91,9 +91,10 @@ class Gateway:
                  host: str = "127.0.0.1", port: int = 0, boot_timeout: float = 60.0,
                  clock: Callable[[], float] = time.monotonic,
                  limits: Limits | None = None, protocol: str = "http",
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, listen: bool = True) -> None:
         self.driver = driver
         self.protocol = protocol  # "http" or "tcp" (see krait.config.settings)
+        self.listen = listen  # False: a router (krait.fleet.router) hands it requests
         self.image = image
         self.policy = policy
         self.name = name
@@ -130,6 +131,11 @@ class Gateway:
         await self.close()
 
     async def start(self) -> None:
+        if not self.listen:
+            self.metrics.watch(self)
+            self._supervisor = asyncio.create_task(self._supervise())
+            await self._ready.wait()
+            return
         try:
             self._server = await asyncio.start_server(self._on_client, self.host, self.port,
                                                       reuse_address=True, backlog=1024)

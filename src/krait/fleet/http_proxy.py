@@ -113,12 +113,12 @@ async def serve_http(gw: Gateway, conn: Connection, reader: asyncio.StreamReader
             await answer_and_close(reader, writer, http_error(e.status, e.reason))
             return
         first = False
-        if not await _exchange(gw, conn, side, head) or gw.closing:
+        if not await exchange(gw, conn, side, head) or gw.closing:
             return  # (closing: the request in flight was let finish; no next one)
         side.h11.start_next_cycle()
 
 
-async def _exchange(gw: Gateway, conn: Connection, side: ClientSide,
+async def exchange(gw: Gateway, conn: Connection, side: ClientSide,
                     head: h11.Request) -> bool:
     """One request and its answer; whether the connection may carry another."""
     started = time.monotonic()
