@@ -51,7 +51,7 @@ APP = """
             return
         if scope["path"].startswith("/sleep/"):
             await asyncio.sleep(int(scope["path"].rpartition("/")[2]) / 10)
-        body = f"pid={os.getpid()}\\n".encode()
+        body = f"pid={os.getpid()} route={os.environ.get('ROUTE', '')}\\n".encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -80,7 +80,7 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     started: list[ServeChild] = []
     with private_state(monkeypatch), contextlib.ExitStack() as stack:
 
-        def start(image: Path, *args: str) -> ServeChild:
+        def start(image: Path | None, *args: str) -> ServeChild:
             port = free_port()
             s = stack.enter_context(serving(
                 image, port, tmp_path / f"serve-{len(started)}.log", "--backend", "process",
@@ -163,7 +163,7 @@ def test_killed_mid_request_is_502_then_served_and_a_failing_app_is_503(
     s = serve(image, "--idle", "60s", "--pause", "off")
     status, body = get(s.url("/"))
     assert status == 200
-    pid = int(body.split(b"=")[1])
+    pid = int(body.split()[0].split(b"=")[1])
     answers: list[tuple[int, bytes]] = []
     slow = threading.Thread(target=lambda: answers.append(get(s.url("/sleep/50"))))
     slow.start()
@@ -172,7 +172,7 @@ def test_killed_mid_request_is_502_then_served_and_a_failing_app_is_503(
     slow.join(30)
     assert answers and answers[0][0] == 502, answers
     status, body = get(s.url("/"))  # a new instance
-    assert status == 200 and int(body.split(b"=")[1]) != pid
+    assert status == 200 and int(body.split()[0].split(b"=")[1]) != pid
     assert "died before answering" in s.text()
 
     broken = serve(image, "--env", "CRASH_AT_BOOT=1")
@@ -202,3 +202,42 @@ def test_prewarm_makes_the_first_request_a_wake_under_qemu(
             seen = scrape(f"127.0.0.1:{metrics_port}")
             assert seen["krait_request_seconds_count", (("route", s.name), ("start", "wake"))] == 1
             assert s.stop() == 0
+
+
+def test_routes_many_apps_on_one_port_404_and_reload_on_sighup(
+        image: Path, serve: ServeFactory, tmp_path: Path) -> None:
+    routes = tmp_path / "routes.toml"
+    route = """
+[[route]]
+name = "{name}"
+{where}
+image = "{image}"
+env = ["ROUTE={name}"]
+pause = "off"
+"""
+    routes.write_text(route.format(name="a", where='host = "a.test"', image=image)
+                      + route.format(name="b", where='path = "/b"', image=image))
+    s = serve(None, "--routes", str(routes))
+
+    def ask(host: str, path: str = "/") -> tuple[int, str]:
+        proc = subprocess.run(["curl", "-sS", "--http1.1", "-H", f"Host: {host}", "-w",
+                               " status=%{http_code}", s.url(path)], capture_output=True,
+                              text=True, timeout=60, check=True)
+        return int(proc.stdout.rpartition("status=")[2]), proc.stdout
+
+    assert "route=a" in ask("a.test")[1]
+    assert "route=b" in ask("other.test", "/b/x")[1]
+    assert ask("other.test", "/")[0] == 404
+    # A request in flight on a while the file changes (b goes, c comes): not dropped.
+    slow: list[tuple[int, str]] = []
+    held = threading.Thread(target=lambda: slow.append(ask("a.test", "/sleep/30")))
+    routes.write_text(route.format(name="a", where='host = "a.test"', image=image)
+                      + route.format(name="c", where='host = "c.test"', image=image))
+    held.start()
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "routes reloaded" in s.text(), 30, "the reload")
+    assert "route=c" in ask("c.test")[1]
+    assert ask("other.test", "/b")[0] == 404
+    assert "route=a" in ask("a.test")[1]
+    held.join(30)
+    assert slow and slow[0][0] == 200 and "route=a" in slow[0][1], slow

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from krait.cli._output import err_console
 from krait.cli.run import options_from_flags, trust_options
 from krait.errors import ConfigError
-from krait.fleet.driver import hosts_for
+from krait.fleet.driver import ImageRef, VmDriver, hosts_for
 from krait.fleet.gateway import Gateway
 from krait.fleet.metrics import parse_address
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
-from krait.fleet.serve import run_server
+from krait.fleet.router import Router
+from krait.fleet.routes import RouteSpec, parse_duration
+from krait.fleet.serve import RoutesServer, run_server
 from krait.image.archive import open_image
 from krait.image.signing import Trust
 from krait.names import check_name, name_from
@@ -26,20 +29,14 @@ from krait.vmm.backends import BACKENDS, choose
 from krait.vmm.launch import volumes as attached
 from krait.vmm.volumes import Volume
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
-
-
-def parse_duration(value: str) -> float:
-    """30, 30s, 500ms, 2m, 1h -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*", value)
-    if not match:
-        raise ConfigError(f"{value!r} is not a duration", hint="use e.g. 30s, 500ms, 2m")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
 
 @click.command("serve")
-@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(path_type=Path), required=False)
 @click.option("--port", type=int, required=True, help="Host port to listen on.")
+@click.option("--routes", "routes_file", type=click.Path(path_type=Path), default=None,
+              help="Serve many images on this port: a TOML file of [[route]] tables (host, "
+              "path, image, idle, pause, min, max, per-instance, env, volume, connect) "
+              "instead of IMAGE; SIGHUP reads it again. Unknown host or path: 404.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--name", help="Name of this serve (default: IMAGE-NAME-PORT).")
 @click.option("--idle", default="30s", show_default=True,
@@ -90,7 +87,8 @@ def parse_duration(value: str) -> float:
               help="One line per HTTP request on stderr (common log format, then seconds, "
               "instance and how it was had).")
 @trust_options
-def command(image: Path, port: int, host: str, name: str | None, idle: str,
+def command(image: Path | None, port: int, routes_file: Path | None, host: str,
+            name: str | None, idle: str,
             pause_after: str, max_instances: int, min_instances: int, per_instance: int,
             snapshot: bool, prewarm: bool, boot_timeout: str, max_connections: int,
             max_per_client: int,
@@ -122,6 +120,13 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
         raise ConfigError("--max-connections and --max-per-client must be at least 1")
     limits = Limits(max_connections=max_connections, max_per_client=max_per_client)
     trust = Trust.from_flags(verify, digest)  # every image it serves, replacements too
+    if (image is None) == (routes_file is None):
+        raise ConfigError("give an IMAGE or --routes FILE (one of them)")
+    if routes_file is not None:
+        _serve_routes(routes_file, port, host, name, limits, trust, memory, backend, accel,
+                      on, snapshot, prewarm, parse_duration(boot_timeout), metrics_address)
+        return
+    assert image is not None
     img = open_image(image, trust)
     writable = [v for v in volumes if not Volume.parse(v).readonly]
     if writable:
@@ -164,3 +169,45 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
                       f"({s.wakes} from snapshot), {s.resumes} resumes from pause, "
                       f"{s.boot_failures} failed, "
                       f"{s.rejected} answered 503, {s.upstream_errors} cut")
+
+
+def _serve_routes(path: Path, port: int, host: str, name: str | None, limits: Limits,
+                  trust: Trust, memory: str | None, backend: str | None, accel: str | None,
+                  on: tuple[str, ...], snapshot: bool, prewarm: bool, boot_timeout: float,
+                  metrics_at: tuple[str, int] | None) -> None:
+    """`krait serve --routes FILE`: each route's own scale settings, env, volumes and
+    services; the flags give what all routes share (memory, backend, accel, hosts)."""
+    serve_name = check_name(name, "serve") if name else f"routes-{port}"
+
+    def make(route: RouteSpec) -> Gateway:
+        img = open_image(route.image, trust)
+        options = options_from_flags((), route.env, accel, {
+            "memory": memory, "connect": route.connect, "backend": backend},
+            route.volumes, on)
+        writable = [v for v in route.volumes if not Volume.parse(v).readonly]
+        if writable:
+            raise ConfigError(f"route {route.name}: volume {writable[0]} must be read-only")
+        attached(img, options)
+        hosts = hosts_for(choose(options.backend, img.manifest.boot.backend, options.hosts),
+                          options.hosts)
+        driver = VmDriver(options, use_snapshots=snapshot, boot_timeout=boot_timeout,
+                          hosts=hosts)
+        return Gateway(driver, ImageRef(route.image.resolve(), 1, img.name, img.digest, img),
+                       route.policy, f"{serve_name}-{route.name}", boot_timeout=boot_timeout,
+                       limits=limits, metrics=server.metrics, listen=False)
+
+    server = RoutesServer(path, port, serve_name, make, host, limits, metrics_at,
+                          prewarm=prewarm and snapshot)
+
+    def listening(router: Router) -> None:
+        scrape = f"; metrics on http://{metrics_at[0]}:{metrics_at[1]}/metrics" \
+            if metrics_at else ""
+        err_console.print(f"krait: serving {len(router.routes)} routes on "
+                          f"http://{router.host}:{router.port} as {serve_name}{scrape}")
+        for r in router.routes:
+            err_console.print(Text(f"  {r.host or '*'}{r.path} -> {r.image.name} "
+                                   f"(idle {r.policy.idle_seconds:g}s, max "
+                                   f"{r.policy.max_instances})"))
+
+    asyncio.run(server.run(listening))
+    err_console.print("krait: stopped")

@@ -15,6 +15,7 @@ import logging
 import os
 import resource
 import signal
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from krait.fleet.metrics import Metrics, MetricsListener
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
+from krait.fleet.router import Router
+from krait.fleet.routes import RouteSpec, load_routes
 from krait.fleet.state import serve_dir, serve_record
 from krait.image.signing import Trust
 from krait.vmm.launch import RunOptions
@@ -228,3 +231,60 @@ def run_server(image: Path, port: int, policy: ScalePolicy, name: str, options: 
                     protocol, metrics_at, prewarm and snapshots)
     asyncio.run(server.run(on_listening))
     return server.gateway
+
+
+class RoutesServer:
+    """``krait serve --routes FILE``: a router on one port in front of a gateway per
+    route; SIGHUP reads the file again (a bad file is logged and the routes kept)."""
+
+    def __init__(self, path: Path, port: int, name: str,
+                 make: Callable[[RouteSpec], Gateway], host: str = "127.0.0.1",
+                 limits: Limits | None = None, metrics_at: tuple[str, int] | None = None,
+                 prewarm: bool = False) -> None:
+        self.path = path
+        self.name = name
+        self.metrics = Metrics()
+        self.metrics_at = metrics_at
+        self.router = Router(load_routes(path), make, host, port,
+                             file_limit_for(limits or Limits()), self.metrics, prewarm)
+        self.stopping = asyncio.Event()
+        self.record = serve_dir() / f"{name}.json"
+
+    async def run(self, on_listening: Any = None) -> None:
+        existing = find_serve(self.name)
+        if existing is not None:
+            raise ConfigError(f"a `krait serve` named {self.name!r} already runs "
+                              f"(pid {existing['pid']})", hint="pick another --name")
+        clean_orphans()
+        loop = asyncio.get_running_loop()
+        async with contextlib.AsyncExitStack() as stack:
+            listener = None
+            if self.metrics_at is not None:
+                listener = await stack.enter_async_context(
+                    MetricsListener(self.metrics, *self.metrics_at))
+            await stack.enter_async_context(self.router)
+            self.record.write_text(json.dumps({
+                "pid": os.getpid(), "name": self.name, "host": self.router.host,
+                "port": self.router.port, "protocol": "http", "routes": str(self.path),
+                "image": str(self.path), "control": "",
+                "metrics": f"{listener.host}:{listener.port}" if listener else None}) + "\n")
+            try:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.stopping.set)
+                loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
+                    self._reload()))
+                if on_listening:
+                    on_listening(self.router)
+                await self.stopping.wait()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+                self.record.unlink(missing_ok=True)
+
+    async def _reload(self) -> None:
+        try:
+            routes = await asyncio.get_running_loop().run_in_executor(
+                None, load_routes, self.path)
+            await self.router.reload(routes)
+        except KraitError as e:
+            log.error("%s: routes not reloaded: %s", self.name, e.message)
