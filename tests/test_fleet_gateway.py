@@ -257,3 +257,20 @@ def test_a_slow_answer_keeps_its_instance_however_long_it_takes(protocol: str) -
         assert ok(await pending)
 
     run_gateway(test, ScalePolicy(idle_seconds=30, pause_seconds=2), protocol=protocol)
+
+
+def test_an_instance_that_cannot_pause_is_tried_once_and_keeps_serving(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def test(gw: Gateway, driver: FakeDriver, clock: FakeClock) -> None:
+        async def cannot(handle: object) -> None:
+            raise NotImplementedError("this backend cannot pause")
+
+        driver.pause = cannot  # type: ignore[method-assign]
+        assert ok(await get(gw.port))
+        for _ in range(5):
+            clock.now += 3
+            await asyncio.sleep(0.3)
+        assert caplog.text.count("could not pause") == 1
+        assert ok(await get(gw.port))
+
+    run_gateway(test, ScalePolicy(idle_seconds=60, pause_seconds=2))

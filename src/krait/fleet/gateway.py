@@ -51,6 +51,7 @@ class Instance:
     handle: Handle | None = None
     served: int = 0
     ready_at: float = 0.0  # time.monotonic() when it became ready (a boot or a wake)
+    unpausable: bool = False  # a pause failed: it stays running until it is stopped
     # One connect at a time per instance (see connect_upstream); one pause or resume.
     connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
     tiering: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -300,12 +301,14 @@ class Gateway:
     async def _pause(self, inst: Instance) -> None:
         async with inst.tiering:
             if (inst.state != State.RUNNING or self.pool.busy(inst.id, self.clock())
-                    or inst.handle is None):
+                    or inst.handle is None or inst.unpausable):
                 return  # a connection came while the decision was made
             try:
                 await self.driver.pause(inst.handle)
             except Exception as e:
+                # Said once: a backend that cannot pause (process) would say it each tick.
                 log.warning("%s: could not pause %s: %s", self.name, inst.id, e)
+                inst.unpausable = True
                 return
             inst.state = State.PAUSED
             self.stats.pauses += 1
