@@ -231,6 +231,24 @@ def protocols(image: Path, backend: str | None, rounds: int, wrk_seconds: int,
                       f"p = {b['p_value']}: {b['verdict']})")
 
 
+@command.command("routes")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-n", "--routes", "count", default=20, show_default=True,
+              help="Routes on one port (each the image with an environment of its own).")
+@click.option("--backend", default=None, help="What runs the instances (default: qemu).")
+@_output
+def routes(image: Path, count: int, backend: str | None, output: Path | None) -> None:
+    """Many apps behind one port, all scaled to zero: the prewarm at start, and each
+    route's first request (a wake from its snapshot)."""
+    from krait.bench.routes import bench_routes
+
+    doc = bench_routes(image, count, backend,
+                       progress=lambda m: err_console.print(m, highlight=False))
+    _write_json(doc, output)
+    err_console.print(f"first requests: median {doc['median_first_request_s']:.3f}s, "
+                      f"{doc['first_requests_by_start']}")
+
+
 @command.command("backends")
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--on", "uris", multiple=True, metavar="URI", required=True,
