@@ -428,12 +428,16 @@ class Gateway:
             self.stats.deaths += 1
             self._spawn(self._stop(inst))
 
-    def refused_request(self, conn: Connection, refusal: Refusal) -> None:
+    def count_refusal(self, refusal: Refusal) -> None:
         self.stats.bad_requests += 1
-        self.metrics.requests.labels(self.name, str(refusal.status)).inc()
         self.metrics.refused.labels(self.name, {
             400: "malformed", 405: "method", 408: "slow_request", 431: "head_too_large",
         }.get(refusal.status, str(refusal.status))).inc()
+
+    def refused_request(self, conn: Connection, refusal: Refusal) -> None:
+        """A request refused before its head was read: counted and logged here."""
+        self.count_refusal(refusal)
+        self.metrics.requests.labels(self.name, str(refusal.status)).inc()
         log.debug("%s: %d to %s: %s", self.name, refusal.status, conn.client, refusal.reason)
         access_line(conn.client, None, refusal.status, 0, 0.0)
 

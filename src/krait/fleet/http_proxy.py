@@ -119,7 +119,7 @@ async def serve_http(gw: Gateway, conn: Connection, reader: asyncio.StreamReader
 
 
 async def exchange(gw: Gateway, conn: Connection, side: ClientSide,
-                    head: h11.Request) -> bool:
+                   head: h11.Request) -> bool:
     """One request and its answer; whether the connection may carry another."""
     started = time.monotonic()
     out = Outcome()
@@ -153,8 +153,8 @@ async def exchange(gw: Gateway, conn: Connection, side: ClientSide,
         out.status = 503
         await side.send(*error_events(503, "no instance could be had"))
         return False
-    except Refusal as e:  # a body too slow, or malformed
-        gw.refused_request(conn, e)
+    except Refusal as e:  # a body too slow, or malformed (counted and logged below)
+        gw.count_refusal(e)
         out.status = e.status
         await answer_and_close(side.reader, side.writer, http_error(e.status, e.reason))
         return False
