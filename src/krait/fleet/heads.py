@@ -69,7 +69,9 @@ class ClientSide:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
 
     async def _receive(self, timeout: float) -> int:
-        data = await asyncio.wait_for(self.reader.read(65536), max(0.0, timeout))
+        # asyncio.timeout, not wait_for: no task per read on the path of every request.
+        async with asyncio.timeout(max(0.0, timeout)):
+            data = await self.reader.read(65536)
         self.h11.receive_data(data)
         return len(data)
 
@@ -145,10 +147,20 @@ class ClientSide:
                 raise Refusal(400, "malformed request")
         return events, False
 
-    async def send(self, *events: h11.Event) -> None:
-        """Events to the client; one that does not read for ``write_timeout``: closed."""
+    def write(self, *events: h11.Event) -> None:
+        """Events to the client, buffered until :meth:`flush`."""
         self.writer.write(b"".join(self.h11.send(e) or b"" for e in events))
-        await asyncio.wait_for(self.writer.drain(), self.limits.write_timeout)
+
+    async def flush(self) -> None:
+        """Wait until what was written is taken (at once if the socket took it all); a
+        client that does not read for ``write_timeout`` is closed."""
+        if self.writer.transport.get_write_buffer_size():
+            async with asyncio.timeout(self.limits.write_timeout):
+                await self.writer.drain()
+
+    async def send(self, *events: h11.Event) -> None:
+        self.write(*events)
+        await self.flush()
 
 
 async def answer_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

@@ -85,15 +85,6 @@ def client_response(resp: h11.Response) -> h11.Response:
                         headers=[(n, v) for n, v in resp.headers if n not in HOP_BY_HOP])
 
 
-async def _upstream_event(up: Upstream, timeout: float | None) -> h11.Event:
-    while True:
-        event = up.h11.next_event()
-        if event is not h11.NEED_DATA:
-            return event  # type: ignore[return-value]
-        data = await asyncio.wait_for(up.reader.read(65536), timeout)
-        up.h11.receive_data(data)
-
-
 async def serve_http(gw: Gateway, conn: Connection, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
     """Requests on one client connection, one after the other, until it closes."""
@@ -238,35 +229,47 @@ class _UpstreamFailed(Exception):
 async def _answer(gw: Gateway, conn: Connection, side: ClientSide, up: Upstream,
                   out: Outcome) -> str:
     """The instance's answer to the client as it comes: "done", or "tunnel" after a
-    101. No answer head within ``idle_timeout``: 504."""
+    101. What one read from the instance holds is written to the client at once (a
+    small answer's head, body and end in one write). No answer head within
+    ``idle_timeout``: 504."""
     limits = gw.pool.limits
     while True:
         try:
-            event = await _upstream_event(up, None if out.status else limits.idle_timeout)
-        except TimeoutError:
-            out.status = 504
-            gw.stats.upstream_errors += 1
-            await side.send(*error_events(504, "the app did not answer in time"))
-            return "done"
-        except (h11.RemoteProtocolError, OSError) as e:
+            event = up.h11.next_event()
+        except h11.RemoteProtocolError as e:
             raise _UpstreamFailed() from e
-        if isinstance(event, h11.InformationalResponse):
-            await side.send(event)  # 100 Continue, 103 Early Hints, 101
+        if event is h11.NEED_DATA:
+            await side.flush()
+            try:
+                async with asyncio.timeout(None if out.status else limits.idle_timeout):
+                    data = await up.reader.read(65536)
+            except TimeoutError:
+                out.status = 504
+                gw.stats.upstream_errors += 1
+                await side.send(*error_events(504, "the app did not answer in time"))
+                return "done"
+            except OSError as e:
+                raise _UpstreamFailed() from e
+            up.h11.receive_data(data)
+        elif isinstance(event, h11.InformationalResponse):
+            side.write(event)  # 100 Continue, 103 Early Hints, 101
             if event.status_code == 101:
+                await side.flush()
                 out.status = 101
                 return "tunnel"
         elif isinstance(event, h11.Response):
             out.status = event.status_code
-            await side.send(client_response(event))
+            side.write(client_response(event))
         elif isinstance(event, h11.Data):
             out.sent += len(event.data)
-            await side.send(event)
+            side.write(event)
             gw.pool.touch(conn, gw.clock(), asked=False)
         elif isinstance(event, h11.EndOfMessage):
-            await side.send(h11.EndOfMessage())  # trailers are the connection's
+            side.write(h11.EndOfMessage())  # trailers are the connection's
+            await side.flush()
             gw.pool.touch(conn, gw.clock(), asked=False)
             return "done"
-        else:  # ConnectionClosed before the end
+        else:  # ConnectionClosed before the end, or PAUSED
             raise _UpstreamFailed()
 
 
