@@ -412,3 +412,16 @@ def test_a_configuration_file_of_megabytes_is_refused_unread(tmp_path: Path) -> 
     write_krait_toml(tmp_path, 'entry = "app:main"\n' + "# padding\n" * 200_000)
     with pytest.raises(ConfigError, match="too large for a configuration"):
         load_app(tmp_path)
+
+
+def test_protocol_defaults_by_kind_and_is_checked(tmp_path: Path) -> None:
+    from krait.config.settings import serve_protocol
+
+    assert serve_protocol("asgi", None) == "http" and serve_protocol("wsgi", None) == "http"
+    assert serve_protocol("main", None) == "tcp"
+    assert serve_protocol("asgi", "tcp") == "tcp"
+    (tmp_path / "krait.toml").write_text('entry = "app:app"\nkind = "asgi"\nprotocol = "tcp"\n')
+    assert load_app(tmp_path).protocol == "tcp"
+    (tmp_path / "krait.toml").write_text('entry = "app:app"\nkind = "asgi"\nprotocol = "h2"\n')
+    with pytest.raises(ConfigError, match="expected one of http, tcp"):
+        load_app(tmp_path)

@@ -9,7 +9,12 @@ alternating rounds (this machine is noisy, and TCG more so):
   a well-behaved client from 127.0.0.1 asks; its latency over its unloaded latency;
 - **big body**: a 64 MB POST, answered 413 before the body is read, then a GET;
 - **slowloris**: connections that send a request head a line every few seconds beside a
-  bounded ``wrk`` load; the well-behaved client's errors (the target: none).
+  bounded ``wrk`` load; the well-behaved client's errors (the target: none);
+- **drip**: 1000 clients from several addresses each sending a request head a byte
+  every 5 s (issue #21): a well-behaved request's latency against its unloaded latency,
+  and ``wrk`` beside them (the targets: at most 2x, and no errors).
+
+``--parts`` picks which; ``--backend`` and ``--protocol`` are passed to `krait serve`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import shutil
 import statistics
 import tempfile
@@ -31,11 +37,15 @@ from krait.bench.result import machine_info, summarize
 from krait.errors import VmError
 from krait.fleet.serve import raise_file_limit
 from krait.fleet.serving import ServeChild, serving
+from krait.fleet.state import serve_dir
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.ports import free_port
 
 Progress = Callable[[str], None]
 CLIENT = "127.0.0.1"  # the well-behaved client; abusers come from 127.0.0.2 and up
+
+
+PARTS = ("idle", "body", "slowloris", "drip")
 
 
 def served(image: Path, port: int, log: Path, *args: str
@@ -138,6 +148,16 @@ async def slowloris(writer: asyncio.StreamWriter) -> None:
             await writer.drain()
             await asyncio.sleep(2)
             writer.write(f"X-Slow-{i}: aaaaaaaa\r\n".encode())
+
+
+async def drip(writer: asyncio.StreamWriter, every: float = 5.0) -> None:
+    """A request head that never ends: one more byte every ``every`` seconds."""
+    head = b"GET / HTTP/1.1\r\nHost: bench\r\nX-Drip: " + b"a" * 4096
+    with contextlib.suppress(OSError):
+        for i in range(len(head)):
+            writer.write(head[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(every)
 
 
 def addresses(first: int, n: int) -> list[str]:
@@ -251,38 +271,105 @@ async def _slowloris_rounds(port: int, slow: int, rounds: int, seconds: int,
     }
 
 
+async def _drip_rounds(port: int, clients: int, rounds: int, samples: int, seconds: int,
+                       connections: int, progress: Progress) -> dict[str, Any]:
+    """Per round: the well-behaved client's latency and a wrk load, alone, then beside
+    ``clients`` drip-feeding heads from 127.0.0.20 and up (200 an address)."""
+    url = f"http://{CLIENT}:{port}/"
+    unloaded: list[float] = []
+    loaded: list[float] = []
+    alone: list[dict[str, Any]] = []
+    beside: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
+
+    def wrk() -> dict[str, Any]:
+        result = run_wrk(url, seconds, connections, 2, "10s")
+        return {k: result[k] for k in ("requests", "requests_per_s", "errors", "non_2xx",
+                                       "socket_errors", "latency_ms")}
+
+    async def latencies(into: list[float], what: str) -> None:
+        for _ in range(samples):
+            status, took = await ask(port)
+            if status != 200:
+                raise VmError(f"{what}: the app answered {status}")
+            into.append(round(took, 4))
+
+    for r in range(rounds):
+        await latencies(unloaded, "alone")
+        alone.append(await asyncio.to_thread(wrk))
+        async with Abusers(port, clients, addresses(20, -(-clients // 200)), drip) as abusers:
+            await latencies(loaded, f"beside {abusers.open_now} dripping clients")
+            beside.append(await asyncio.to_thread(wrk))
+            held.append({"open_while_loaded": abusers.open_now, "opened": abusers.opened,
+                         "closed_by_server": abusers.closed_by_server,
+                         "answers": {str(k): v for k, v in sorted(abusers.answers.items())}})
+        progress(f"drip round {r + 1}/{rounds}: a request alone "
+                 f"{statistics.median(unloaded[-samples:]) * 1000:.1f} ms, beside {clients} "
+                 f"dripping clients {statistics.median(loaded[-samples:]) * 1000:.1f} ms; wrk "
+                 f"{alone[-1]['requests_per_s']:.0f} -> {beside[-1]['requests_per_s']:.0f} "
+                 f"req/s, {beside[-1]['errors']} errors beside")
+    return {
+        "drip_clients": clients, "byte_every_s": 5, "from_addresses": -(-clients // 200),
+        "unloaded_s": {**summarize(unloaded), "samples": unloaded},
+        "beside_drip_s": {**summarize(loaded), "samples": loaded},
+        "ratio_of_medians": round(statistics.median(loaded) / statistics.median(unloaded), 2),
+        "wrk_seconds": seconds, "wrk_connections": connections,
+        "wrk_alone": alone, "wrk_beside_drip": beside, "drip": held,
+        "errors_beside_drip": sum(b["errors"] for b in beside),
+        "requests_per_s_ratio": round(
+            statistics.median(b["requests_per_s"] for b in beside)
+            / max(1e-9, statistics.median(a["requests_per_s"] for a in alone)), 2),
+    }
+
+
 def bench_abuse(image_path: Path, idle: int = 1000, rounds: int = 3, samples: int = 10,
                 body_mb: int = 64, slow: int = 200, wrk_seconds: int = 10,
                 wrk_connections: int = 8, progress: Progress = lambda _: None,
+                parts: tuple[str, ...] = ("idle", "body", "slowloris"), drip: int = 1000,
+                backend: str | None = None, protocol: str | None = None,
                 ) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise VmError("wrk is not installed", hint="apt-get install wrk (or make deps)")
-    _, spec = prepare(image_path, RunOptions())
-    raise_file_limit(2 * (idle + slow) + 256)  # our clients' sockets
+    _, spec = prepare(image_path, RunOptions(backend=backend))
+    raise_file_limit(2 * (idle + slow + drip) + 256)  # our clients' sockets
     port = free_port()
+    serve_args = [*(("--backend", backend) if backend else ()),
+                  *(("--protocol", protocol) if protocol else ())]
 
     async def main() -> dict[str, Any]:
         status, seconds = await ask(port)  # the first boot, not measured below
         if status != 200:
             raise VmError(f"the app answered {status} through krait serve, not 200")
         progress(f"booted and answered in {seconds:.2f}s")
-        idle_result = await _idle_rounds(port, idle, rounds, samples, progress)
-        body = await _big_body(port, body_mb << 20, rounds)
-        progress(f"{body_mb} MB POST: {[r['status'] for r in body['runs']]}, then "
-                 f"{[r['next_get'] for r in body['runs']]}")
-        slowloris_result = await _slowloris_rounds(port, slow, rounds, wrk_seconds,
-                                                   wrk_connections, progress)
-        return {"idle": idle_result, "big_body": body, "slowloris": slowloris_result}
+        out: dict[str, Any] = {}
+        if "idle" in parts:
+            out["idle"] = await _idle_rounds(port, idle, rounds, samples, progress)
+        if "body" in parts:
+            body = out["big_body"] = await _big_body(port, body_mb << 20, rounds)
+            progress(f"{body_mb} MB POST: {[r['status'] for r in body['runs']]}, then "
+                     f"{[r['next_get'] for r in body['runs']]}")
+        if "slowloris" in parts:
+            out["slowloris"] = await _slowloris_rounds(port, slow, rounds, wrk_seconds,
+                                                       wrk_connections, progress)
+        if "drip" in parts:
+            out["drip"] = await _drip_rounds(port, drip, rounds, samples, wrk_seconds,
+                                             wrk_connections, progress)
+        return out
 
     with tempfile.TemporaryDirectory(prefix="krait-bench-abuse-") as tmp:
         log = Path(tmp) / "serve.log"
-        with served(image_path, port, log):
+        # The access log of a million refused heads is not what is measured here.
+        with served(image_path, port, log, *serve_args, "--no-access-log") as serve:
             results = asyncio.run(main())
+            protocol_used = json.loads(
+                (serve_dir() / f"{serve.name}.json").read_text()).get("protocol")
         serve_log = log.read_text(errors="replace").splitlines()
+    accel = "none (host process)" if backend == "process" else spec.accel.name
     return {
-        "benchmark": "abuse", "accelerator": spec.accel.name, "accel_reason": spec.accel.reason,
+        "benchmark": "abuse", "accelerator": accel, "accel_reason": spec.accel.reason,
         "params": {"image": str(image_path), "memory_mib": spec.memory, "rounds": rounds,
-                   "samples_per_round": samples},
+                   "samples_per_round": samples, "parts": list(parts),
+                   "backend": backend or "default", "protocol": protocol_used},
         **results,
         "serve_log_warnings": sum("WARNING" in line for line in serve_log),
         "machine": machine_info(),

@@ -208,6 +208,47 @@ def serve(image: Path, runs: int, memory: int | None, wrk_seconds: int, wrk_conn
     _write_json(doc, output)
 
 
+@command.command("protocols")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--backend", default=None, help="What runs the instances (e.g. process: "
+              "the gateway's own cost shows; under TCG the guest is the bottleneck).")
+@click.option("--rounds", default=5, show_default=True)
+@click.option("--wrk-seconds", default=5, show_default=True)
+@click.option("--wrk-connections", default=8, show_default=True)
+@click.option("--wrk-threads", default=1, show_default=True)
+@_output
+def protocols(image: Path, backend: str | None, rounds: int, wrk_seconds: int,
+              wrk_connections: int, wrk_threads: int, output: Path | None) -> None:
+    """Requests/s through `krait serve --protocol tcp` (the byte proxy) against
+    `--protocol http` (with and without the access log), interleaved, in one run."""
+    from krait.bench.protocols import bench_protocols
+
+    doc = bench_protocols(image, backend, rounds, wrk_seconds, wrk_connections, wrk_threads,
+                          progress=lambda m: err_console.print(m, highlight=False))
+    _write_json(doc, output)
+    b = doc["http_against_tcp"]
+    err_console.print(f"http/tcp requests/s: {b['b_over_a']} (cost {b['cost']:.1%}, "
+                      f"p = {b['p_value']}: {b['verdict']})")
+
+
+@command.command("routes")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-n", "--routes", "count", default=20, show_default=True,
+              help="Routes on one port (each the image with an environment of its own).")
+@click.option("--backend", default=None, help="What runs the instances (default: qemu).")
+@_output
+def routes(image: Path, count: int, backend: str | None, output: Path | None) -> None:
+    """Many apps behind one port, all scaled to zero: the prewarm at start, and each
+    route's first request (a wake from its snapshot)."""
+    from krait.bench.routes import bench_routes
+
+    doc = bench_routes(image, count, backend,
+                       progress=lambda m: err_console.print(m, highlight=False))
+    _write_json(doc, output)
+    err_console.print(f"first requests: median {doc['median_first_request_s']:.3f}s, "
+                      f"{doc['first_requests_by_start']}")
+
+
 @command.command("backends")
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--on", "uris", multiple=True, metavar="URI", required=True,
@@ -238,17 +279,31 @@ def backends(image: Path, uris: tuple[str, ...], runs: int, wrk_seconds: int,
               help="Requests per round of the idle part.")
 @click.option("--body-mb", default=64, show_default=True, help="Size of the oversized POST.")
 @click.option("--slow", default=200, show_default=True, help="Slowloris connections.")
+@click.option("--drip", default=1000, show_default=True,
+              help="Clients sending a request head a byte every 5 s (part 'drip').")
 @click.option("--wrk-seconds", default=10, show_default=True)
 @click.option("--wrk-connections", default=8, show_default=True)
+@click.option("--parts", default="idle,body,slowloris,drip", show_default=True,
+              help="Which abuses, comma-separated: idle, body, slowloris, drip.")
+@click.option("--backend", default=None, help="Passed to krait serve (e.g. process).")
+@click.option("--protocol", type=click.Choice(["http", "tcp"]), default=None,
+              help="Passed to krait serve (default: the image's).")
 @_output
 def abuse(image: Path, idle: int, rounds: int, samples: int, body_mb: int, slow: int,
-          wrk_seconds: int, wrk_connections: int, output: Path | None) -> None:
+          drip: int, wrk_seconds: int, wrk_connections: int, parts: str,
+          backend: str | None, protocol: str | None, output: Path | None) -> None:
     """`krait serve` against hostile clients: a normal request's latency with idle
-    connections held, an oversized POST, and wrk beside a slowloris."""
-    from krait.bench.abuse import bench_abuse
+    connections held, an oversized POST, wrk beside a slowloris, and beside clients
+    dripping a byte every 5 s."""
+    from krait.bench.abuse import PARTS, bench_abuse
 
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    unknown = [p for p in chosen if p not in PARTS]
+    if unknown:
+        raise ConfigError(f"--parts: no part {unknown[0]!r}", hint=f"parts: {', '.join(PARTS)}")
     doc = bench_abuse(image, idle, rounds, samples, body_mb, slow, wrk_seconds,
-                      wrk_connections, progress=lambda m: err_console.print(m, highlight=False))
+                      wrk_connections, progress=lambda m: err_console.print(m, highlight=False),
+                      parts=chosen, drip=drip, backend=backend, protocol=protocol)
     _write_json(doc, output)
 
 

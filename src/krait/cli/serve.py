@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from krait.cli._output import err_console
 from krait.cli.run import options_from_flags, trust_options
 from krait.errors import ConfigError
-from krait.fleet.driver import hosts_for
+from krait.fleet.driver import ImageRef, VmDriver, hosts_for
 from krait.fleet.gateway import Gateway
+from krait.fleet.metrics import parse_address
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
-from krait.fleet.serve import run_server
+from krait.fleet.router import Router
+from krait.fleet.routes import RouteSpec, parse_duration
+from krait.fleet.serve import RoutesServer, run_server
 from krait.image.archive import open_image
 from krait.image.signing import Trust
 from krait.names import check_name, name_from
@@ -24,20 +29,14 @@ from krait.vmm.backends import BACKENDS, choose
 from krait.vmm.launch import volumes as attached
 from krait.vmm.volumes import Volume
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
-
-
-def parse_duration(value: str) -> float:
-    """30, 30s, 500ms, 2m, 1h -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*", value)
-    if not match:
-        raise ConfigError(f"{value!r} is not a duration", hint="use e.g. 30s, 500ms, 2m")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
 
 @click.command("serve")
-@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(path_type=Path), required=False)
 @click.option("--port", type=int, required=True, help="Host port to listen on.")
+@click.option("--routes", "routes_file", type=click.Path(path_type=Path), default=None,
+              help="Serve many images on this port: a TOML file of [[route]] tables (host, "
+              "path, image, idle, pause, min, max, per-instance, env, volume, connect) "
+              "instead of IMAGE; SIGHUP reads it again. Unknown host or path: 404.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--name", help="Name of this serve (default: IMAGE-NAME-PORT).")
 @click.option("--idle", default="30s", show_default=True,
@@ -53,6 +52,9 @@ def parse_duration(value: str) -> float:
               help="Connections per instance before booting another (up to --max).")
 @click.option("--snapshot/--no-snapshot", default=True, show_default=True,
               help="Save a ready instance's state once; wake later ones from it.")
+@click.option("--prewarm/--no-prewarm", default=True, show_default=True,
+              help="With snapshots: boot the image once at start and take its snapshot, "
+              "keeping nothing running, so that the first request is a wake.")
 @click.option("--boot-timeout", default="60s", show_default=True,
               help="Give up on a boot (and answer 503) after this long.")
 @click.option("--max-connections", default=Limits.max_connections, show_default=True,
@@ -75,13 +77,25 @@ def parse_duration(value: str) -> float:
               help="What runs the instances (default: $KRAIT_BACKEND, the image's setting, "
               "libvirt when --on names hosts, else qemu).")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None)
+@click.option("--protocol", type=click.Choice(["http", "tcp"]), default=None,
+              help="What the gateway speaks: http (reads each request itself, balances "
+              "requests) or tcp (bytes both ways). Default: the image's `protocol` setting, "
+              "http for asgi/wsgi apps.")
+@click.option("--metrics", "metrics_at", metavar="HOST:PORT", default=None,
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="One line per HTTP request on stderr (common log format, then seconds, "
+              "instance and how it was had).")
 @trust_options
-def command(image: Path, port: int, host: str, name: str | None, idle: str,
+def command(image: Path | None, port: int, routes_file: Path | None, host: str,
+            name: str | None, idle: str,
             pause_after: str, max_instances: int, min_instances: int, per_instance: int,
-            snapshot: bool, boot_timeout: str, max_connections: int, max_per_client: int,
+            snapshot: bool, prewarm: bool, boot_timeout: str, max_connections: int,
+            max_per_client: int,
             env: tuple[str, ...], memory: str | None, volumes: tuple[str, ...],
             connect: tuple[str, ...], on: tuple[str, ...], backend: str | None,
-            accel: str | None, verify: Path | None, digest: str | None, **_: Any) -> None:
+            accel: str | None, protocol: str | None, metrics_at: str | None,
+            access_log: bool, verify: Path | None, digest: str | None, **_: Any) -> None:
     """Serve IMAGE on PORT, booting instances on demand.
 
     `krait replace NAME NEW_IMAGE` (or SIGHUP, to reload IMAGE) swaps the image with no
@@ -92,12 +106,27 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
     fleet_log = logging.getLogger("krait.fleet")
     if fleet_log.getEffectiveLevel() > logging.INFO:
         fleet_log.setLevel(logging.INFO)  # boots, wakes, stops: what a serve is for
+    # Access lines as they are, one per line: not through rich, which wraps and marks up.
+    access = logging.getLogger("krait.fleet.access")
+    access.propagate = False
+    plain = logging.StreamHandler(sys.stderr)
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(plain)
+    access.setLevel(logging.INFO if access_log else logging.WARNING)
+    metrics_address = parse_address(metrics_at) if metrics_at else None
     if max_instances < 1 or min_instances < 0 or min_instances > max_instances:
         raise ConfigError("need 0 <= --min <= --max and --max >= 1")
     if max_connections < 1 or max_per_client < 1:
         raise ConfigError("--max-connections and --max-per-client must be at least 1")
     limits = Limits(max_connections=max_connections, max_per_client=max_per_client)
     trust = Trust.from_flags(verify, digest)  # every image it serves, replacements too
+    if (image is None) == (routes_file is None):
+        raise ConfigError("give an IMAGE or --routes FILE (one of them)")
+    if routes_file is not None:
+        _serve_routes(routes_file, port, host, name, limits, trust, memory, backend, accel,
+                      on, snapshot, prewarm, parse_duration(boot_timeout), metrics_address)
+        return
+    assert image is not None
     img = open_image(image, trust)
     writable = [v for v in volumes if not Volume.parse(v).readonly]
     if writable:
@@ -126,13 +155,59 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
                           f"{f', pause {pause:g}s' if pause is not None else ''}, "
                           f"max {max_instances}"
                           f"{f', on {len(hosts)} hosts' if len(hosts) > 1 else ''}"
-                          f"{', snapshot wake' if wakes else ''})")
+                          f", {gateway.protocol}"
+                          f"{', snapshot wake' if wakes else ''})"
+                          f"{f'; metrics on http://{metrics_at}/metrics' if metrics_at else ''}")
 
     gateway = run_server(image, port, policy, serve_name, options, snapshots=snapshot,
                          boot_timeout=parse_duration(boot_timeout), on_listening=listening,
-                         host=host, limits=limits, trust=trust, hosts=hosts)
+                         host=host, limits=limits, trust=trust, hosts=hosts,
+                         protocol=protocol, metrics_at=metrics_address,
+                         prewarm=prewarm and wakes)
     s = gateway.stats
     err_console.print(f"krait: stopped; {s.connections} connections, {s.boots} boots "
                       f"({s.wakes} from snapshot), {s.resumes} resumes from pause, "
                       f"{s.boot_failures} failed, "
                       f"{s.rejected} answered 503, {s.upstream_errors} cut")
+
+
+def _serve_routes(path: Path, port: int, host: str, name: str | None, limits: Limits,
+                  trust: Trust, memory: str | None, backend: str | None, accel: str | None,
+                  on: tuple[str, ...], snapshot: bool, prewarm: bool, boot_timeout: float,
+                  metrics_at: tuple[str, int] | None) -> None:
+    """`krait serve --routes FILE`: each route's own scale settings, env, volumes and
+    services; the flags give what all routes share (memory, backend, accel, hosts)."""
+    serve_name = check_name(name, "serve") if name else f"routes-{port}"
+
+    def make(route: RouteSpec) -> Gateway:
+        img = open_image(route.image, trust)
+        options = options_from_flags((), route.env, accel, {
+            "memory": memory, "connect": route.connect, "backend": backend},
+            route.volumes, on)
+        writable = [v for v in route.volumes if not Volume.parse(v).readonly]
+        if writable:
+            raise ConfigError(f"route {route.name}: volume {writable[0]} must be read-only")
+        attached(img, options)
+        hosts = hosts_for(choose(options.backend, img.manifest.boot.backend, options.hosts),
+                          options.hosts)
+        driver = VmDriver(options, use_snapshots=snapshot, boot_timeout=boot_timeout,
+                          hosts=hosts)
+        return Gateway(driver, ImageRef(route.image.resolve(), 1, img.name, img.digest, img),
+                       route.policy, f"{serve_name}-{route.name}", boot_timeout=boot_timeout,
+                       limits=limits, metrics=server.metrics, listen=False)
+
+    server = RoutesServer(path, port, serve_name, make, host, limits, metrics_at,
+                          prewarm=prewarm and snapshot)
+
+    def listening(router: Router) -> None:
+        scrape = f"; metrics on http://{metrics_at[0]}:{metrics_at[1]}/metrics" \
+            if metrics_at else ""
+        err_console.print(f"krait: serving {len(router.routes)} routes on "
+                          f"http://{router.host}:{router.port} as {serve_name}{scrape}")
+        for r in router.routes:
+            err_console.print(Text(f"  {r.host or '*'}{r.path} -> {r.image.name} "
+                                   f"(idle {r.policy.idle_seconds:g}s, max "
+                                   f"{r.policy.max_instances})"))
+
+    asyncio.run(server.run(listening))
+    err_console.print("krait: stopped")

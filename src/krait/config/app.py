@@ -27,6 +27,7 @@ class AppConfig:
     entry: str
     kind: str = "main"
     server: str = "builtin"
+    protocol: str | None = None  # None: http for asgi/wsgi, tcp for main (see serve_protocol)
     ports: tuple[int, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     include: tuple[str, ...] = ()

@@ -22,6 +22,7 @@ MAX_ENTRY = 200
 # The largest request body an app may accept: it is held in guest memory.
 MAX_BODY = 1 << 30
 KINDS = ("main", "asgi", "wsgi")
+PROTOCOLS = ("http", "tcp")  # what `krait serve` speaks in front of an app
 # What may serve each kind inside the guest; all but "builtin" come from the app's venv.
 SERVERS = {"builtin": ("asgi", "wsgi"), "uvicorn": ("asgi",), "waitress": ("wsgi",)}
 
@@ -72,6 +73,12 @@ def _entry(value: Any) -> str:
 def _kind(value: Any) -> str:
     if value not in KINDS:
         raise ValueError(f"expected one of {', '.join(KINDS)}")
+    return str(value)
+
+
+def _protocol(value: Any) -> str:
+    if value not in PROTOCOLS:
+        raise ValueError(f"expected one of {', '.join(PROTOCOLS)}")
     return str(value)
 
 
@@ -264,6 +271,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "build", _server, "builtin", "What serves an asgi/wsgi app in the "
             "guest: 'builtin' (krait's small asyncio server), 'uvicorn' (asgi) or 'waitress' "
             "(wsgi), imported from the app's environment.", "SERVER"),
+    Setting("protocol", "build", _protocol, None, "What `krait serve` speaks in front of "
+            "the app: 'http' (it reads each request head itself, answers 400/408/431 for "
+            "bad or slow ones, and balances requests, not connections) or 'tcp' (bytes "
+            "both ways, for apps that do not speak HTTP/1.1). Default: http for asgi/wsgi "
+            "apps, tcp for main.", "PROTOCOL"),
     Setting("ports", "build", _ports, None, "TCP ports the app listens on (default 8080 for "
             "asgi/wsgi apps, none for main).", "PORT[,PORT]"),
     Setting("env", "build", parse_env, {}, "Environment baked into the image.", "KEY=VALUE",
@@ -329,6 +341,14 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def serve_protocol(kind: str, protocol: str | None) -> str:
+    """What `krait serve` speaks in front of an app: its `protocol`, else HTTP for the
+    kinds krait serves over HTTP (a main app may speak anything)."""
+    if protocol is not None:
+        return protocol
+    return "http" if kind in ("asgi", "wsgi") else "tcp"
 
 
 def parse_setting(key: str, value: Any, where: str) -> Any:

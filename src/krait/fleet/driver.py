@@ -118,6 +118,11 @@ class Driver(ABC):
         """Release what the driver holds (all instances are stopped by then)."""
         return None
 
+    async def prewarm(self, image: ImageRef, instance_id: str) -> bool:
+        """Make ``image``'s snapshot now, if instances wake from snapshots and it has
+        none, so that no request pays for a cold boot; True if one was made."""
+        return False
+
     def kill_all(self) -> None:
         """End every instance now, without grace (a second Ctrl-C)."""
         return None
@@ -345,6 +350,20 @@ class VmDriver(Driver):
             folder.remove()
             raise BootFailed("the instance did not wake from the snapshot it just saved")
         return clone
+
+    async def prewarm(self, image: ImageRef, instance_id: str) -> bool:
+        host = self.hosts[0]
+        if not (self.use_snapshots and host.backend.snapshots):
+            return False
+        # The snapshot's identity leaves out what differs per instance (ports, folders).
+        _, spec = prepare(image.path, replace(self.options, ports=()), image=image.opened)
+        if self.snapshot_for(image, spec).exists():
+            return False
+        # A boot makes the snapshot (booted as its template, then woken as a clone);
+        # the clone is not kept: nothing runs until the first request.
+        handle = await self.boot(image, instance_id)
+        await self.stop(handle)
+        return True
 
     async def pause(self, handle: Handle) -> None:
         await self._call(self.vm(handle).pause)

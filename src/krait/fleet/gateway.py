@@ -1,10 +1,12 @@
-"""The on-demand gateway behind ``krait serve``: a TCP front proxy on the host.
+"""The on-demand gateway behind ``krait serve``: a front proxy on the host.
 
-A connection that finds no ready instance is held while one boots (or wakes from a
-snapshot), then bytes flow both ways. Decisions come from :func:`krait.fleet.policy.plan`
-(pure); this module observes, acts and moves bytes. A boot that fails answers the held
-connections with ``503`` and the reason; an instance that dies before it answered a
-connection answers it with ``502``; the next connection boots a new instance.
+A request (protocol "http", :mod:`krait.fleet.http_proxy`) or a connection (protocol
+"tcp", :mod:`krait.fleet.tcp_proxy`) that finds no ready instance is held while one
+boots (or wakes from a snapshot, or resumes). Decisions come from
+:func:`krait.fleet.policy.plan` (pure); this module observes, acts and leases instances;
+the two proxies move the bytes. A boot that fails answers the held requests with ``503``
+and the reason goes to the log; an instance that dies before it answered gives ``502``;
+the next request boots a new instance.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from krait.errors import ConfigError
 from krait.fleet.driver import BootFailed, Driver, Handle, ImageRef
+from krait.fleet.heads import Refusal, answer_and_close, http_error
+from krait.fleet.http_proxy import serve_http
+from krait.fleet.metrics import Metrics, access_line
 from krait.fleet.policy import (
     InstanceView,
     Observed,
@@ -29,6 +35,8 @@ from krait.fleet.policy import (
 )
 from krait.fleet.pool import Connection, Limits, Pool
 from krait.fleet.state import State
+from krait.fleet.tcp_proxy import serve_tcp
+from krait.fleet.upstream import Upstreams
 
 log = logging.getLogger("krait.fleet")
 TICK = 0.2  # how often idle timers and instance health are looked at
@@ -42,6 +50,8 @@ class Instance:
     idle_since: float | None = None  # when it got ready, or its last connection ended
     handle: Handle | None = None
     served: int = 0
+    ready_at: float = 0.0  # time.monotonic() when it became ready (a boot or a wake)
+    unpausable: bool = False  # a pause failed: it stays running until it is stopped
     # One connect at a time per instance (see connect_upstream); one pause or resume.
     connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
     tiering: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -61,44 +71,31 @@ class Stats:
     connections: int = 0
     rejected: int = 0  # answered 503 (no instance could be had)
     refused: int = 0  # answered 503 at once: over a connection limit
+    bad_requests: int = 0  # answered 400/405/408/431 by the gateway (HTTP)
     timed_out: int = 0  # closed: no first bytes in time, or idle too long
     upstream_errors: int = 0  # answered 502 or cut (an instance failed mid-connection)
     boot_seconds: list[float] = field(default_factory=list)
 
 
-def http_error(status: int, reason: str) -> bytes:
-    title = {502: "Bad Gateway", 503: "Service Unavailable"}.get(status, "Error")
-    body = f"krait: {reason}\n".encode()
-    return (f"HTTP/1.1 {status} {title}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+@dataclass
+class Lease:
+    """An instance given to one request (HTTP) or connection (TCP), running, and how it
+    was had: "cold" (booted for it), "wake" (from a snapshot), "resume" (from pause) or
+    "warm" (it was running)."""
 
-
-async def connect_upstream(address: tuple[str, int], attempt: float = 0.05,
-                           timeout: float = 10.0
-                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect to an instance's forwarded port.
-
-    QEMU's user-mode network listens on it with a backlog of 1, so in a burst of connects
-    the kernel drops SYNs and each dropped one waits for TCP's 1 s retransmit. On
-    loopback a handshake takes microseconds: give up on an attempt early and send a new
-    SYN instead.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await asyncio.wait_for(asyncio.open_connection(*address), attempt)
-        except TimeoutError:
-            if time.monotonic() > deadline:
-                raise ConnectionError(f"{address[0]}:{address[1]} does not accept") from None
-            attempt = min(attempt * 1.5, 0.5)
+    instance: Instance
+    how: str
 
 
 class Gateway:
     def __init__(self, driver: Driver, image: ImageRef, policy: ScalePolicy, name: str,
                  host: str = "127.0.0.1", port: int = 0, boot_timeout: float = 60.0,
                  clock: Callable[[], float] = time.monotonic,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, protocol: str = "http",
+                 metrics: Metrics | None = None, listen: bool = True) -> None:
         self.driver = driver
+        self.protocol = protocol  # "http" or "tcp" (see krait.config.settings)
+        self.listen = listen  # False: a router (krait.fleet.router) hands it requests
         self.image = image
         self.policy = policy
         self.name = name
@@ -113,6 +110,9 @@ class Gateway:
         self.replaced_at: float | None = None
         self.reject = False
         self.stats = Stats()
+        self.metrics = metrics or Metrics()
+        self.upstreams = Upstreams()  # HTTP connections kept open to instances
+        self.sessions = 0  # WebSockets open (tunnels after a 101)
         self._ids = itertools.count(1)
         self._wake = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None  # boots, stops, pauses, the control loop
@@ -132,6 +132,11 @@ class Gateway:
         await self.close()
 
     async def start(self) -> None:
+        if not self.listen:
+            self.metrics.watch(self)
+            self._supervisor = asyncio.create_task(self._supervise())
+            await self._ready.wait()
+            return
         try:
             self._server = await asyncio.start_server(self._on_client, self.host, self.port,
                                                       reuse_address=True, backlog=1024)
@@ -140,16 +145,25 @@ class Gateway:
                               hint="pick another --port, or stop what is listening there"
                               ) from None
         self.port = self._server.sockets[0].getsockname()[1]
+        self.metrics.watch(self)
         self._supervisor = asyncio.create_task(self._supervise())
         await self._ready.wait()
 
-    async def close(self, grace: float = 20.0) -> None:
-        """Stop listening, cut connections, and stop every instance (gracefully for up to
-        ``grace`` seconds; the driver then ends whatever is left)."""
+    async def close(self, grace: float = 20.0, drain: float = 10.0) -> None:
+        """Stop listening; let the requests in flight finish, for up to ``drain`` seconds
+        (no new request is read, and those still waiting for an instance get 503); then
+        cut connections and stop every instance (gracefully for up to ``grace`` seconds;
+        the driver then ends whatever is left)."""
         self._closing = True
         log.info("%s: stopping (%d instances)", self.name, len(self.instances))
         if self._server is not None:
             self._server.close()
+        deadline = time.monotonic() + drain
+        if n := self.in_flight():
+            log.info("%s: letting %d requests in flight finish (up to %gs)", self.name, n,
+                     drain)
+        while self.in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         if self._supervisor is not None:
             self._wake.set()
             self._supervisor.cancel()  # and with it every boot, stop and pause under way
@@ -163,6 +177,8 @@ class Gateway:
         stops = [asyncio.ensure_future(self._stop(i)) for i in list(self.instances.values())]
         if stops:
             await asyncio.wait(stops, timeout=grace)
+        self.upstreams.drop_all()
+        self.metrics.unwatch(self)
         await self.driver.close()
         log.debug("%s: stopped", self.name)
 
@@ -273,6 +289,7 @@ class Gateway:
             return
         inst.state = State.RUNNING
         inst.idle_since = self.clock()
+        inst.ready_at = time.monotonic()
         self.stats.boot_seconds.append(round(handle.boot_seconds, 3))
         if handle.woke_from_snapshot:
             self.stats.wakes += 1
@@ -284,12 +301,14 @@ class Gateway:
     async def _pause(self, inst: Instance) -> None:
         async with inst.tiering:
             if (inst.state != State.RUNNING or self.pool.busy(inst.id, self.clock())
-                    or inst.handle is None):
+                    or inst.handle is None or inst.unpausable):
                 return  # a connection came while the decision was made
             try:
                 await self.driver.pause(inst.handle)
             except Exception as e:
+                # Said once: a backend that cannot pause (process) would say it each tick.
                 log.warning("%s: could not pause %s: %s", self.name, inst.id, e)
+                inst.unpausable = True
                 return
             inst.state = State.PAUSED
             self.stats.pauses += 1
@@ -316,6 +335,7 @@ class Gateway:
         if inst.state == State.STOPPING:
             return
         inst.state = State.STOPPING
+        self.upstreams.drop(inst.id)
         self.notify()
         try:
             if inst.handle is not None:
@@ -375,12 +395,76 @@ class Gateway:
             if conn.id in self.pool.waiting:
                 self.pool.waiting.remove(conn.id)
 
-    def _release(self, inst: Instance, conn: Connection) -> None:
+    async def lease(self, conn: Connection) -> Lease | str:
+        """A running instance for ``conn``'s request (resumed first if it was paused); a
+        str says why there is none (the client gets 503). The caller releases it."""
+        asked = time.monotonic()
+        for _attempt in range(3):
+            got = await self._acquire(conn)
+            if isinstance(got, str):
+                return got
+            assert got.handle is not None
+            how = "warm"
+            if got.state == State.PAUSED:
+                if not await self._resume(got):
+                    self.release(got, conn)
+                    continue
+                how = "resume"
+            elif got.ready_at >= asked:  # it was booted or woken while this waited
+                how = "wake" if got.handle.woke_from_snapshot else "cold"
+            return Lease(got, how)
+        return "no instance could be resumed"
+
+    def release(self, inst: Instance, conn: Connection) -> None:
         self.pool.release(conn)
         inst.served += 1
         inst.idle_since = self.clock()
         self.notify()
 
+    def lost(self, inst: Instance) -> None:
+        """``inst`` was found dead while a request used it: stop it (the next request
+        gets another)."""
+        if inst.state != State.STOPPING:
+            self.stats.deaths += 1
+            self._spawn(self._stop(inst))
+
+    def count_refusal(self, refusal: Refusal) -> None:
+        self.stats.bad_requests += 1
+        self.metrics.refused.labels(self.name, {
+            400: "malformed", 405: "method", 408: "slow_request", 431: "head_too_large",
+        }.get(refusal.status, str(refusal.status))).inc()
+
+    def refused_request(self, conn: Connection, refusal: Refusal) -> None:
+        """A request refused before its head was read: counted and logged here."""
+        self.count_refusal(refusal)
+        self.metrics.requests.labels(self.name, str(refusal.status)).inc()
+        log.debug("%s: %d to %s: %s", self.name, refusal.status, conn.client, refusal.reason)
+        access_line(conn.client, None, refusal.status, 0, 0.0)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def in_flight(self) -> int:
+        """Connections with a request that has not had its whole answer (a WebSocket's
+        tunnel counts as one)."""
+        return sum(1 for c in self.pool.connections.values()
+                   if c.holding or (c.instance is not None and c.last_asked > c.last_answered))
+
+    # -- what the metrics read (krait.fleet.metrics.Watched) ---------------------------
+    def counts(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self.stats).items() if isinstance(v, int)}
+
+    def instance_states(self) -> dict[str, int]:
+        return dict(Counter(str(i.state) for i in self.instances.values()))
+
+    def open_connections(self) -> int:
+        return len(self.pool.connections)
+
+    def open_sessions(self) -> int:
+        return self.sessions
+
+    # -- clients ---------------------------------------------------------------------------
     async def _on_client(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
@@ -389,60 +473,21 @@ class Gateway:
         admitted = self.pool.admit(client, self.clock())
         if isinstance(admitted, str):
             self.stats.refused += 1
+            per_client = admitted.startswith("too many connections from")
+            self.metrics.refused.labels(
+                self.name, "per_client" if per_client else "connections").inc()
             log.warning("%s: refused a connection: %s", self.name, admitted)
-            await self._refuse(reader, writer)
+            await answer_and_close(reader, writer, http_error(503, "too many connections"))
             return
         conn = admitted
         me = asyncio.current_task()
         if me is not None:
             self._clients.add(me)
-        limits = self.pool.limits
         try:
-            # Nothing is booted or connected for a client that sends nothing.
-            try:
-                first = await asyncio.wait_for(reader.read(65536), limits.first_byte_timeout)
-            except TimeoutError:
-                self.stats.timed_out += 1
-                return
-            if not first:
-                return
-            self.pool.touch(conn, self.clock(), asked=True)
-            for _attempt in range(3):
-                got = await self._acquire(conn)
-                if isinstance(got, str):
-                    self.stats.rejected += 1
-                    if self.last_failure_reason:
-                        log.info("%s: 503 (%s; last failure: %s)", self.name, got,
-                                 self.last_failure_reason)
-                    writer.write(http_error(503, got))
-                    await asyncio.wait_for(writer.drain(), limits.write_timeout)
-                    return
-                inst = got
-                try:
-                    assert inst.handle is not None
-                    if inst.state == State.PAUSED and not await self._resume(inst):
-                        continue
-                    try:
-                        async with inst.connecting:
-                            up_reader, up_writer = await connect_upstream(
-                                inst.handle.address)
-                    except OSError as e:
-                        # It died between the health check and now: look again.
-                        if not self.driver.alive(inst.handle):
-                            self.stats.deaths += 1
-                            self._spawn(self._stop(inst))
-                            continue
-                        self.stats.upstream_errors += 1
-                        log.warning("%s: %s does not accept connections: %s", self.name,
-                                    inst.id, e)
-                        writer.write(http_error(502, "the app does not accept connections"))
-                        await asyncio.wait_for(writer.drain(), limits.write_timeout)
-                        return
-                    up_writer.write(first)
-                    await self._forward(reader, writer, up_reader, up_writer, inst, conn)
-                    return
-                finally:
-                    self._release(inst, conn)
+            if self.protocol == "http":
+                await serve_http(self, conn, reader, writer)
+            else:
+                await serve_tcp(self, conn, reader, writer)
         except (OSError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
@@ -452,75 +497,3 @@ class Gateway:
             with contextlib.suppress(Exception):
                 writer.close()
                 await writer.wait_closed()
-
-    async def _refuse(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        """503 to a connection over a limit. What the client sent is read (briefly) before
-        closing, or the kernel answers the unread bytes with a reset that can destroy the
-        503 before the client reads it."""
-        with contextlib.suppress(Exception):
-            writer.write(http_error(503, "too many connections"))
-            if writer.can_write_eof():
-                writer.write_eof()
-            await asyncio.wait_for(writer.drain(), 1.0)
-            await asyncio.wait_for(reader.read(65536), 1.0)
-        with contextlib.suppress(Exception):
-            writer.close()
-
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                       up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
-                       inst: Instance, conn: Connection) -> None:
-        """Bytes both ways (the client's first bytes were sent already), each move
-        noted; nothing either way for idle_timeout, or a side that does not take what is
-        written for write_timeout, ends the connection."""
-        limits = self.pool.limits
-        answered = False
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                       upstream: bool) -> None:
-            nonlocal answered
-            while True:
-                data = await src.read(65536)
-                if not data:
-                    break
-                self.pool.touch(conn, self.clock(), asked=upstream)
-                if not upstream:
-                    answered = True
-                dst.write(data)
-                await asyncio.wait_for(dst.drain(), limits.write_timeout)
-            if upstream and dst.can_write_eof():
-                dst.write_eof()
-
-        def idle() -> bool:
-            return self.clock() - conn.last_active >= limits.idle_timeout
-
-        to_up = asyncio.create_task(pump(reader, up_writer, True))
-        to_client = asyncio.create_task(pump(up_reader, writer, False))
-        try:
-            while not to_client.done():
-                await asyncio.wait([to_client], timeout=min(1.0, limits.idle_timeout))
-                if idle():
-                    self.stats.timed_out += 1
-                    break
-            if to_client.done() and not to_client.cancelled():
-                with contextlib.suppress(OSError, TimeoutError):
-                    to_client.result()
-        finally:
-            for task in (to_up, to_client):
-                task.cancel()
-            for task in (to_up, to_client):
-                with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
-                    await task
-            up_writer.close()
-            with contextlib.suppress(Exception):
-                await up_writer.wait_closed()
-        if not answered and not idle():  # the client asked (its first bytes were sent)
-            assert inst.handle is not None
-            # Nothing came back: the instance failed this connection. Say so, cleanly.
-            self.stats.upstream_errors += 1
-            await asyncio.sleep(0.05)  # let a dying VM finish dying before we look
-            dead = not self.driver.alive(inst.handle)
-            log.warning("%s: %s %s before answering", self.name, inst.id,
-                        "died" if dead else "closed the connection")
-            writer.write(http_error(502, "the app ended the connection before answering"))
-            await asyncio.wait_for(writer.drain(), limits.write_timeout)

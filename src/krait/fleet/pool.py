@@ -28,6 +28,15 @@ class Limits:
     # A connection that moved nothing this long does not count as using its instance:
     # open keep-alive connections do not keep an instance from pausing or scaling to zero.
     busy_grace: float = 5.0
+    # HTTP (protocol "http"): a request head must be whole within head_timeout of its
+    # first byte, at most max_head bytes and max_headers lines (else 408, 431); a
+    # keep-alive connection may wait keepalive_timeout for its next request. A body up to
+    # body_buffer is read before an instance is taken, so a slow upload holds none.
+    head_timeout: float = 10.0
+    max_head: int = 64 << 10
+    max_headers: int = 100
+    keepalive_timeout: float = 60.0
+    body_buffer: int = 64 << 10
 
 
 @dataclass
@@ -39,11 +48,15 @@ class Connection:
     last_asked: float = 0.0  # the last byte from the client
     last_answered: float = 0.0  # the last byte back to it
     instance: str | None = None  # once assigned
+    # An HTTP exchange in flight, a streamed answer or a WebSocket open: busy however
+    # long nothing moves (the gateway knows where an exchange ends; bytes alone do not).
+    holding: bool = False
 
     def busy(self, now: float, grace: float) -> bool:
         """Moving bytes, or waiting for an answer (however long the app computes): an
         open keep-alive connection that got its answer is not busy."""
-        return now - self.last_active < grace or self.last_asked > self.last_answered
+        return (self.holding or now - self.last_active < grace
+                or self.last_asked > self.last_answered)
 
 
 @dataclass
@@ -109,6 +122,7 @@ class Pool:
     def release(self, conn: Connection) -> None:
         """``conn`` no longer uses its instance (it ended, or looks for another)."""
         conn.instance = None
+        conn.holding = False
 
     # -- what an instance carries ------------------------------------------------------------
     def on(self, instance: str) -> list[Connection]:

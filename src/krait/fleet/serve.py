@@ -15,16 +15,21 @@ import logging
 import os
 import resource
 import signal
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from krait.config.settings import serve_protocol
 from krait.errors import ConfigError, KraitError
-from krait.fleet.driver import Driver, Host, ImageRef, VmDriver
+from krait.fleet.driver import BootFailed, Driver, Host, ImageRef, VmDriver
 from krait.fleet.gateway import Gateway
+from krait.fleet.metrics import Metrics, MetricsListener
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
 from krait.fleet.pool import Limits
+from krait.fleet.router import Router
+from krait.fleet.routes import RouteSpec, load_routes
 from krait.fleet.state import serve_dir, serve_record
 from krait.image.signing import Trust
 from krait.vmm.launch import RunOptions
@@ -62,13 +67,24 @@ async def control_request(name: str, request: dict[str, Any], timeout: float = 1
 class Server:
     def __init__(self, image: Path, port: int, policy: ScalePolicy, name: str,
                  driver: Driver, boot_timeout: float = 60.0, host: str = "127.0.0.1",
-                 limits: Limits | None = None, trust: Trust | None = None) -> None:
+                 limits: Limits | None = None, trust: Trust | None = None,
+                 protocol: str | None = None,
+                 metrics_at: tuple[str, int] | None = None, prewarm: bool = True) -> None:
         self.image_path = image
         self.generation = 1
         self.trust = trust  # what every image it serves must be, replacements too
-        self.gateway = Gateway(driver, ImageRef.open(image, 1, trust), policy, name, host=host,
+        ref = ImageRef.open(image, 1, trust)
+        settings = ref.opened.manifest.settings
+        self.metrics = Metrics()
+        self.metrics_at = metrics_at
+        self.prewarm = prewarm
+        self.metrics_listener: MetricsListener | None = None
+        self.gateway = Gateway(driver, ref, policy, name, host=host,
                                port=port, boot_timeout=boot_timeout,
-                               limits=file_limit_for(limits or Limits()))
+                               limits=file_limit_for(limits or Limits()),
+                               protocol=protocol or serve_protocol(
+                                   settings.get("kind", "main"), settings.get("protocol")),
+                               metrics=self.metrics)
         self.name = name
         self.stopping = asyncio.Event()
         self.record = serve_dir() / f"{name}.json"
@@ -115,7 +131,13 @@ class Server:
                               f"(pid {existing['pid']})", hint="pick another --name")
         clean_orphans()
         self.control.unlink(missing_ok=True)
-        async with self.gateway:
+        if self.prewarm:
+            await self._prewarm()
+        async with contextlib.AsyncExitStack() as stack:
+            if self.metrics_at is not None:
+                self.metrics_listener = await stack.enter_async_context(
+                    MetricsListener(self.metrics, *self.metrics_at))
+            await stack.enter_async_context(self.gateway)
             await self._serve(loop, on_listening)
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, on_listening: Any) -> None:
@@ -125,7 +147,9 @@ class Server:
         try:
             self.record.write_text(json.dumps({
                 "pid": os.getpid(), "name": self.name, "host": self.gateway.host,
-                "port": self.gateway.port,
+                "port": self.gateway.port, "protocol": self.gateway.protocol,
+                "metrics": (f"{self.metrics_listener.host}:{self.metrics_listener.port}"
+                            if self.metrics_listener else None),
                 "image": str(self.image_path), "control": str(self.control)}) + "\n")
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_stop_signal)
@@ -140,6 +164,20 @@ class Server:
             control.close()
             self.record.unlink(missing_ok=True)
             self.control.unlink(missing_ok=True)
+
+    async def _prewarm(self) -> None:
+        """The first request ever is a wake: the snapshot is made before listening."""
+        gw = self.gateway
+        try:
+            if await gw.driver.prewarm(gw.image, f"{self.name}-prewarm"):
+                log.info("%s: prewarmed: instances wake from the snapshot just made",
+                         self.name)
+        except BootFailed as e:
+            log.error("%s: could not prewarm (%s); the first request boots", self.name,
+                      e.reason)
+        except KraitError as e:
+            log.error("%s: could not prewarm (%s); the first request boots", self.name,
+                      e.message)
 
     def _on_stop_signal(self) -> None:
         if self.stopping.is_set():  # asked again: no more grace
@@ -185,9 +223,68 @@ def run_server(image: Path, port: int, policy: ScalePolicy, name: str, options: 
                snapshots: bool = True, boot_timeout: float = 60.0,
                on_listening: Any = None, host: str = "127.0.0.1",
                limits: Limits | None = None, trust: Trust | None = None,
-               hosts: list[Host] | None = None) -> Gateway:
+               hosts: list[Host] | None = None, protocol: str | None = None,
+               metrics_at: tuple[str, int] | None = None, prewarm: bool = True) -> Gateway:
     driver = VmDriver(options, use_snapshots=snapshots, boot_timeout=boot_timeout,
                       hosts=hosts)
-    server = Server(image, port, policy, name, driver, boot_timeout, host, limits, trust)
+    server = Server(image, port, policy, name, driver, boot_timeout, host, limits, trust,
+                    protocol, metrics_at, prewarm and snapshots)
     asyncio.run(server.run(on_listening))
     return server.gateway
+
+
+class RoutesServer:
+    """``krait serve --routes FILE``: a router on one port in front of a gateway per
+    route; SIGHUP reads the file again (a bad file is logged and the routes kept)."""
+
+    def __init__(self, path: Path, port: int, name: str,
+                 make: Callable[[RouteSpec], Gateway], host: str = "127.0.0.1",
+                 limits: Limits | None = None, metrics_at: tuple[str, int] | None = None,
+                 prewarm: bool = False) -> None:
+        self.path = path
+        self.name = name
+        self.metrics = Metrics()
+        self.metrics_at = metrics_at
+        self.router = Router(load_routes(path), make, host, port,
+                             file_limit_for(limits or Limits()), self.metrics, prewarm)
+        self.stopping = asyncio.Event()
+        self.record = serve_dir() / f"{name}.json"
+
+    async def run(self, on_listening: Any = None) -> None:
+        existing = find_serve(self.name)
+        if existing is not None:
+            raise ConfigError(f"a `krait serve` named {self.name!r} already runs "
+                              f"(pid {existing['pid']})", hint="pick another --name")
+        clean_orphans()
+        loop = asyncio.get_running_loop()
+        async with contextlib.AsyncExitStack() as stack:
+            listener = None
+            if self.metrics_at is not None:
+                listener = await stack.enter_async_context(
+                    MetricsListener(self.metrics, *self.metrics_at))
+            await stack.enter_async_context(self.router)
+            self.record.write_text(json.dumps({
+                "pid": os.getpid(), "name": self.name, "host": self.router.host,
+                "port": self.router.port, "protocol": "http", "routes": str(self.path),
+                "image": str(self.path), "control": "",
+                "metrics": f"{listener.host}:{listener.port}" if listener else None}) + "\n")
+            try:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.stopping.set)
+                loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
+                    self._reload()))
+                if on_listening:
+                    on_listening(self.router)
+                await self.stopping.wait()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+                self.record.unlink(missing_ok=True)
+
+    async def _reload(self) -> None:
+        try:
+            routes = await asyncio.get_running_loop().run_in_executor(
+                None, load_routes, self.path)
+            await self.router.reload(routes)
+        except KraitError as e:
+            log.error("%s: routes not reloaded: %s", self.name, e.message)

@@ -62,13 +62,15 @@ class ServeChild:
 
 
 @contextlib.contextmanager
-def serving(image: Path, port: int, log: Path, *args: str, name: str | None = None,
+def serving(image: Path | None, port: int, log: Path, *args: str, name: str | None = None,
             env: dict[str, str] | None = None, start_timeout: float = 60.0,
             grace: float = 60.0) -> Iterator[ServeChild]:
     """`krait serve IMAGE --port PORT --name NAME ARGS`, its output in ``log``, once it
-    listens; stopped with SIGTERM when the block ends (killed after ``grace`` seconds)."""
+    listens; stopped with SIGTERM when the block ends (killed after ``grace`` seconds).
+    No ``image``: ``args`` say what to serve (``--routes FILE``)."""
     name = name or f"serve-{port}"
-    argv = [*KRAIT, "serve", str(image), "--port", str(port), "--name", name, *args]
+    what = [str(image)] if image is not None else []
+    argv = [*KRAIT, "serve", *what, "--port", str(port), "--name", name, *args]
     # krait's own settings (its state and cache folders) reach it; ``env`` adds to them.
     ours = {k: v for k, v in os.environ.items() if k.startswith("KRAIT_")}
     with log.open("wb") as out, spawn(argv, grace=grace, stdout=out.fileno(),
