@@ -9,8 +9,9 @@ work, each step as cheap as we can make it under emulation:
    layer as the root itself), /dev/shm and a small /tmp;
 3. the network was already configured by the kernel (``ip=`` on the command line);
    entropy is ready because the host passes ``random.trust_cpu=on`` and a virtio-rng;
-4. import the app and run it as its kind says; print one readiness line;
-5. report the exit status on the control port and reset the machine (QEMU runs
+4. fork: the app runs in the child (see :mod:`krait.guest.reaper`), imported and run
+   as its kind says, and prints one readiness line; PID 1 waits for it and reaps;
+5. report the app's exit status on the control port and reset the machine (QEMU runs
    with ``-no-reboot``, so a reset ends it).
 """
 
@@ -24,7 +25,7 @@ import os
 import sys
 import time
 
-from krait.guest import app, confine, protocol
+from krait.guest import app, confine, protocol, reaper
 from krait.guest.app import Control, mark
 
 # Not typing itself: importing it costs 0.14 s at every boot under emulation.
@@ -179,7 +180,7 @@ def main() -> None:
         print(f"krait: the app runs unconfined: {e}", file=sys.stderr, flush=True)
     mark("confined")
     control = Control.serial()
-    status = app.run_app(config, control)
+    status = reaper.run_as_child(lambda: app.run_app(config, control, in_vm=True))
     try:
         _freeze_volumes()
         sys.stdout.flush()
@@ -191,6 +192,6 @@ def main() -> None:
             termios.tcdrain(control.fd)  # the status must leave the UART before the reset
     finally:
         # With -no-reboot (and reboot=t) a reset ends QEMU; PID 1 must never just exit
-        # (the kernel would panic), whatever went wrong above.
+        # (the kernel would panic), whatever went wrong above or in the app.
         _libc.reboot(LINUX_REBOOT_CMD_RESTART)
     time.sleep(60)  # reboot() does not return; this is only for a VMM that ignores it
