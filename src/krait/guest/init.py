@@ -20,6 +20,7 @@ from __future__ import annotations
 # Every import here is paid for at each boot, under emulation: keep to builtins and
 # what is needed anyway (ctypes for mount/reboot); import the rest where it is used.
 import ctypes
+import errno
 import marshal
 import os
 import sys
@@ -123,6 +124,16 @@ def _prepare_system(cmdline: str) -> None:
     else:  # a root disk: the kernel mounted /dev itself, executable
         _mount("none", "/dev", "", MS_REMOUNT | MS_NOSUID | MS_NOEXEC)
     _mount_layers(cmdline)
+    # Terminals the app opens itself (os.openpty, pty.fork: process managers, tools that
+    # want a tty): the kernel's devpts, where /dev/ptmx finds its terminals. A kernel of
+    # the user's without it (--kernel) has no terminals, as before.
+    if not os.path.isdir("/dev/pts"):
+        os.mkdir("/dev/pts", 0o755)
+    try:
+        _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666")
+    except OSError as e:
+        if e.errno != errno.ENODEV:
+            raise
     # Writable, so never executable: nothing the app writes can be run.
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=25%,mode=1777")
     # POSIX semaphores and shared memory (multiprocessing's locks and queues) live here.
