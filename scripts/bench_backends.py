@@ -16,8 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from krait.vmm.libvirt import POOL_ENV
 from tests.vm._hosts import libvirtd_running, pool_folder, ssh_uri, sshd_running
+
+from krait.vmm.libvirt import POOL_ENV
 
 
 def main(argv: list[str]) -> int:
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> int:
                 sshd_running(Path(scratch) / "sshd") as (port, ssh):
             remote = ssh_uri(port, ssh, local.partition("socket=")[2])
             return subprocess.run([sys.executable, "-m", "krait.cli", "bench", "backends",
-                                   image, "--connect", local, "--connect", remote, *options]
+                                   image, "--on", local, "--on", remote, *options]
                                   ).returncode
     finally:
         shutil.rmtree(pool, ignore_errors=True)

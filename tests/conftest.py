@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +60,30 @@ def isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+# Logs a test registers (a VM's console, a serve's log), shown in its report if it fails:
+# one place that dumps them, as Firecracker's tests/conftest.py does.
+_FAILURE_LOGS = pytest.StashKey[list[tuple[str, Callable[[], str]]]]()
+
+
+@pytest.fixture
+def show_on_failure(request: pytest.FixtureRequest) -> Callable[[str, Callable[[], str]], None]:
+    """``show_on_failure(title, read)``: if the test fails, its report gets a section
+    ``title`` with what ``read()`` returns then."""
+    logs = request.node.stash.setdefault(_FAILURE_LOGS, [])
+    return lambda title, read: logs.append((title, read))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        for title, read in item.stash.get(_FAILURE_LOGS, []):
+            try:
+                text = read()
+            except Exception as e:  # a log that is gone: say so, keep the report
+                text = f"(could not read it: {e})"
+            report.sections.append((title, text))
+    return report

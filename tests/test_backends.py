@@ -16,7 +16,7 @@ from krait.errors import ConfigError
 from krait.fleet.driver import Host, VmDriver
 from krait.image.registry import is_ref
 from krait.vmm.accel import Accel
-from krait.vmm.backends import ENV, choose, get_backend, is_uri
+from krait.vmm.backends import BACKENDS, ENV, check_known, choose, get_backend, is_uri
 from krait.vmm.base import Disk, VmSpec
 from krait.vmm.launch import RunOptions
 from krait.vmm.libvirt import QEMU_NS, LibvirtBackend, Placed, is_local
@@ -38,21 +38,41 @@ def test_the_backend_comes_from_the_flag_then_the_environment_then_the_image(
     monkeypatch.setenv(ENV, "firecracker")
     with pytest.raises(ConfigError, match=r"\$KRAIT_BACKEND firecracker: no such backend"):
         choose()
-    with pytest.raises(ConfigError, match="a libvirt URI needs --backend libvirt"):
+    with pytest.raises(ConfigError, match="a host URI is for --backend libvirt"):
         get_backend("qemu", SSH)
     assert isinstance(get_backend("libvirt", SSH), LibvirtBackend)
     assert isinstance(get_backend("qemu"), QemuBackend)
 
 
-def test_connect_takes_services_and_libvirt_hosts_apart() -> None:
+def test_services_are_connect_and_hosts_are_on() -> None:
     assert is_uri("qemu:///system") and is_uri(SSH)
     assert not is_uri("db=127.0.0.1:5432")
-    options = options_from_flags((), (), None, {"connect": (
-        "db=127.0.0.1:5432", f"qemu:///system,{SSH}")})
+    options = options_from_flags((), (), None, {"connect": ("db=127.0.0.1:5432",)},
+                                 on=(f"qemu:///system,{SSH}",))
     assert options.connect == ("db=127.0.0.1:5432",)
     assert options.hosts == ("qemu:///system", SSH)
+    # The old spelling of a host is refused, naming the new one.
+    with pytest.raises(ConfigError) as info:
+        options_from_flags((), (), None, {"connect": ("db=127.0.0.1:5432", SSH)})
+    assert "a host to run on is --on" in info.value.message
+    assert info.value.hint == f"krait ... --on {SSH}"
+    with pytest.raises(ConfigError, match=r"--on db=1\.2\.3\.4:5: not a host URI"):
+        options_from_flags((), (), None, {}, on=("db=1.2.3.4:5",))
     # Over SSH is another host, even at loopback: it is the SSH server's.
     assert is_local("qemu:///system") and not is_local("qemu+ssh://root@127.0.0.1/system")
+    assert get_backend("libvirt", SSH).label == "libvirt@10.0.0.7"
+    assert get_backend("libvirt", "qemu:///system").label == "libvirt"
+
+
+def test_every_backend_is_made_by_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    assert set(BACKENDS) == {"qemu", "libvirt", "process"}
+    assert {get_backend(name).name for name in BACKENDS} == set(BACKENDS)
+    assert choose("process") == "process"
+    with pytest.raises(ConfigError, match="the process backend runs apps on this machine"):
+        get_backend("process", SSH)
+    with pytest.raises(ConfigError, match="backend firecracker: no such backend"):
+        check_known("firecracker")
 
 
 def test_a_path_is_not_taken_for_a_registry_reference() -> None:

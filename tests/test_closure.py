@@ -10,15 +10,9 @@ import pytest
 
 from krait.errors import BuildError
 from krait.guest import protocol
-from krait.image.closure import (
-    GuestFile,
-    _excluded,
-    elf_closure,
-    host_path_files,
-    kept_modules,
-    plan_files,
-)
+from krait.image.closure import GuestFile, _excluded, host_path_files, kept_modules, plan_files
 from krait.image.context import app_files
+from krait.image.elf import elf_closure
 from krait.image.trace import Distribution, Trace
 
 PYTHON = Path(sys.executable).resolve()

@@ -7,6 +7,7 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,9 +146,9 @@ def test_payload_needs_an_http_app(tmp_path: Path) -> None:
 
 
 def test_oci_config_is_read_only_with_a_limit_and_a_network_choice() -> None:
-    base = {"process": {"env": ["PATH=/usr/bin"], "terminal": True},
-            "linux": {"namespaces": [{"type": "pid"}, {"type": "network"},
-                                     {"type": "mount"}]}}
+    base: dict[str, Any] = {"process": {"env": ["PATH=/usr/bin"], "terminal": True},
+                            "linux": {"namespaces": [{"type": "pid"}, {"type": "network"},
+                                                     {"type": "mount"}]}}
     config = oci_config(Path("/r"), ["/usr/bin/python3", "x"], {"PORT": "9"}, 256, base,
                         host_network=True)
     assert config["root"] == {"path": "/r", "readonly": True}

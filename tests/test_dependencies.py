@@ -19,7 +19,7 @@ import pytest
 from krait.config import load_app
 from krait.errors import BuildError, ConfigError
 from krait.image.environment import base_interpreter, prepare_python
-from krait.image.lock import LockMode, declared_dependencies, ensure_lock, read_lock
+from krait.image.lock import Lock, LockMode, declared_dependencies, ensure_lock, read_lock
 
 KRAIT = [sys.executable, "-m", "krait.cli"]
 
@@ -54,7 +54,7 @@ def pyproject(deps: str = '["attrs>=23"]', krait: str = "") -> str:
     return PYPROJECT.format(deps=deps, krait=krait)
 
 
-def lock(root: Path, mode: LockMode = LockMode.AUTO):  # type: ignore[no-untyped-def]
+def lock(root: Path, mode: LockMode = LockMode.AUTO) -> Lock | None:
     config = load_app(root)
     return ensure_lock(config, base_interpreter(config), mode)
 

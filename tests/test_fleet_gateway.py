@@ -137,13 +137,9 @@ def run_gateway(test: Callable[[Gateway, FakeDriver, FakeClock], Awaitable[None]
     async def main() -> None:
         clock = FakeClock()
         driver = FakeDriver(**driver_args)
-        gateway = Gateway(driver, image(1), policy or ScalePolicy(idle_seconds=30),
-                          "t", clock=clock, boot_timeout=5, limits=limits)
-        await gateway.start()
-        try:
+        async with Gateway(driver, image(1), policy or ScalePolicy(idle_seconds=30),
+                           "t", clock=clock, boot_timeout=5, limits=limits) as gateway:
             await test(gateway, driver, clock)
-        finally:
-            await gateway.close()
         assert driver.running() == [], "the gateway left instances running"
 
     asyncio.run(main())

@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from krait.bench.http import parse_wrk
 from krait.fleet import snapshot
 from krait.vmm.accel import Accel
@@ -57,10 +59,10 @@ def test_a_template_writes_its_ram_file_and_a_clone_maps_it_privately() -> None:
 
 
 def test_ram_files_are_private_and_prune_keeps_the_newest_within_the_cap(
-        tmp_path: Path, monkeypatch: object) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    monkeypatch.setenv("KRAIT_CACHE", str(tmp_path))  # type: ignore[attr-defined]
+    monkeypatch.setenv("KRAIT_CACHE", str(tmp_path))
     snaps = []
     for i, name in enumerate(("old", "mid", "new")):
         snap = snapshot.Snapshot(snapshot.snapshots_dir() / f"{name}.ram",
@@ -82,10 +84,10 @@ def test_ram_files_are_private_and_prune_keeps_the_newest_within_the_cap(
 
 
 def test_a_snapshot_whose_files_changed_is_not_intact(tmp_path: Path,
-                                                      monkeypatch: object) -> None:
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    monkeypatch.setenv("KRAIT_CACHE", str(tmp_path))  # type: ignore[attr-defined]
+    monkeypatch.setenv("KRAIT_CACHE", str(tmp_path))
     snap = snapshot.Snapshot(snapshot.snapshots_dir() / "s.ram",
                              snapshot.snapshots_dir() / "s.state")
     ram = snapshot.new_ram_file(snap)
@@ -137,11 +139,11 @@ def test_parse_wrk_clean_run_has_zero_errors() -> None:
     assert parse_wrk(clean)["errors"] == 0
 
 
-def test_cli_lists_and_prunes(tmp_path: Path, monkeypatch: object) -> None:
+def test_cli_lists_and_prunes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
     import sys
 
-    monkeypatch.setenv("KRAIT_CACHE", str(tmp_path))  # type: ignore[attr-defined]
+    monkeypatch.setenv("KRAIT_CACHE", str(tmp_path))
     snap = snapshot.Snapshot(snapshot.snapshots_dir() / "one.ram",
                              snapshot.snapshots_dir() / "one.state")
     snap.ram.write_bytes(b"r" * 4096)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+import psutil
 import pytest
 
 from krait.cli.serve import parse_duration
@@ -25,6 +26,7 @@ from krait.fleet.state import (
     new_name,
 )
 from krait.names import check_name, name_from
+from krait.vmm.child import child_ref
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +85,8 @@ def test_socket_path_length_is_checked(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_never_started_owner_dead_is_stale() -> None:
     folder = create_instance(record())
-    folder.write_run(RunRecord(owner_pid=2**22 - 1, qemu_pid=2**22 - 2, ready=time.time()))
+    folder.write_run(RunRecord(owner_pid=2**22 - 1, ref=child_ref(2**22 - 2, folder.path),
+                               ready=time.time()))
     status = obs.observe(folder)
     assert status is not None
     assert status.state == State.STALE
@@ -92,8 +95,10 @@ def test_never_started_owner_dead_is_stale() -> None:
 
 def test_a_reused_pid_is_not_the_instance(sleeper: subprocess.Popen[bytes]) -> None:
     # After a reboot the recorded pids may belong to other programs: they do not count.
+    # (The VM's reference names its process by pid and start time.)
     folder = create_instance(record())
-    folder.write_run(RunRecord(owner_pid=sleeper.pid, qemu_pid=sleeper.pid, ready=1.0))
+    then = json.dumps({"pid": sleeper.pid, "started": 1.0, "workdir": str(folder.path)})
+    folder.write_run(RunRecord(owner_pid=sleeper.pid, ref=then, ready=1.0))
     assert obs.observe(folder).state == State.STALE  # type: ignore[union-attr]
 
 
@@ -110,11 +115,14 @@ def test_live_instance_is_running(tmp_path: Path) -> None:
     # A stand-in for QEMU whose command line names the folder, as QEMU's sockets do.
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                              str(folder.path / "control.sock")])
+    while str(folder.path / "control.sock") not in psutil.Process(proc.pid).cmdline():
+        time.sleep(0.01)  # until it is Python, not the fork before exec
     try:
-        folder.write_run(RunRecord(owner_pid=proc.pid, qemu_pid=proc.pid))
+        folder.write_run(RunRecord(owner_pid=proc.pid, ref=child_ref(proc.pid, folder.path)))
         status = obs.observe(folder)
         assert status is not None and status.state == State.BOOTING and status.pid == proc.pid
-        folder.write_run(RunRecord(owner_pid=proc.pid, qemu_pid=proc.pid, ready=time.time()))
+        folder.write_run(RunRecord(owner_pid=proc.pid, ref=child_ref(proc.pid, folder.path),
+                                   ready=time.time()))
         status = obs.observe(folder)
         assert status is not None and status.state == State.RUNNING
         assert status.rss_mb is not None and status.rss_mb > 0
@@ -173,7 +181,8 @@ def test_state_folders_are_private_and_must_be_ours(state: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", [
-    '{"owner_pid": "1"}', '{"owner_pid": -1, "qemu_pid": 0}', "[]", '{"restarts": null}',
+    '{"owner_pid": "1"}', '{"owner_pid": -1, "ref": 0}', '{"ref": "{\\"pid\\": -1}"}', "[]",
+    '{"restarts": null}',
     '{"ended": 1}', "[" * 100000, "{" + '"x": 1, ' * 200000 + '"y": 2}', "\x00\xff",
     '{"domain": ["a"]}'])
 def test_a_damaged_run_record_is_one_stale_instance_not_a_broken_ps(

@@ -58,7 +58,7 @@ async def read_all(data: bytes, pieces: int = 1) -> list[http.Request]:
     reader.feed_eof()
     stream = http.Stream(reader)
     budget = http.Budget(LIMITS.body_budget)
-    requests = []
+    requests: list[http.Request] = []
     while True:
         req = await http.read_request(stream, LIMITS, budget, NullWriter(),  # type: ignore[arg-type]
                                       first=not requests)
@@ -331,12 +331,12 @@ def test_any_file_is_an_image_or_an_image_error(data: st.DataObject) -> None:
     good = _good_image()
     how = data.draw(st.sampled_from(["flip", "cut", "bytes", "splice"]))
     if how == "flip":  # a few bytes changed, most often in the headers and the manifest
-        blob = bytearray(good)
+        flipped = bytearray(good)
         for _ in range(data.draw(st.integers(1, 8))):
-            at = data.draw(st.integers(0, min(len(blob) - 1, data.draw(st.sampled_from(
-                [1024, 4096, len(blob) - 1])))))
-            blob[at] = data.draw(st.integers(0, 255))
-        blob = bytes(blob)
+            at = data.draw(st.integers(0, min(len(flipped) - 1, data.draw(st.sampled_from(
+                [1024, 4096, len(flipped) - 1])))))
+            flipped[at] = data.draw(st.integers(0, 255))
+        blob = bytes(flipped)
     elif how == "cut":
         blob = good[:data.draw(st.integers(0, len(good)))]
     elif how == "splice":  # a piece of it moved elsewhere

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from krait.guest import confine
 
@@ -52,7 +53,8 @@ print(json.dumps(out))
 """
 
 
-def test_the_filter_refuses_mounts_namespaces_and_raw_sockets_and_nothing_else(tmp_path):
+def test_the_filter_refuses_mounts_namespaces_and_raw_sockets_and_nothing_else(
+        tmp_path: Path) -> None:
     (tmp_path / "mnt").mkdir()
     proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "written"),
                            str(tmp_path / "mnt")],

@@ -10,6 +10,7 @@ import os
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from krait.guest import http
 
@@ -60,7 +61,7 @@ def test_text_binary_and_subprotocols_with_a_real_client() -> None:
     async def main() -> None:
         async with serving(Chat(), LIMITS) as port:
             url = f"ws://127.0.0.1:{port}/chat"
-            async with connect(url, subprotocols=["chat.v1"], compression=None) as ws:
+            async with connect(url, subprotocols=[Subprotocol("chat.v1")], compression=None) as ws:
                 assert ws.subprotocol == "chat.v1"
                 await ws.send("héllo")
                 assert await ws.recv() == "HÉLLO"

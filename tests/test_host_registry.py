@@ -48,9 +48,10 @@ class Registry(ThreadingHTTPServer):
         self.done = threading.Event()
 
     def manifest(self, mode: str) -> bytes:
-        descriptors = [{"mediaType": CONFIG_TYPE if i == 0 else PART_TYPE, "digest": sha(data),
-                        "size": len(data), "annotations": {TITLE: name}}
-                       for i, (name, data) in enumerate(self.members)]
+        descriptors: list[dict[str, Any]] = [
+            {"mediaType": CONFIG_TYPE if i == 0 else PART_TYPE, "digest": sha(data),
+             "size": len(data), "annotations": {TITLE: name}}
+            for i, (name, data) in enumerate(self.members)]
         if mode == "lying-size":
             descriptors[1]["size"] = 3 << 30
         if mode == "extra-part":

@@ -28,7 +28,7 @@ def test_what_krait_writes_reads_back_the_same() -> None:
 def edit(data: dict[str, Any], path: str, value: object) -> None:
     *parents, last = path.split(".")
     for key in parents:
-        data = data[int(key)] if isinstance(data, list) else data[key]  # type: ignore[assignment]
+        data = data[int(key)] if isinstance(data, list) else data[key]
     if isinstance(data, list):
         data[int(last)] = value
     else:

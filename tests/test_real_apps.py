@@ -11,14 +11,16 @@ import textwrap
 from contextlib import redirect_stderr
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from krait.config import load_app
 from krait.errors import BuildError, ConfigError, TraceError
 from krait.guest import missing
-from krait.image import closure
-from krait.image.closure import _library_files, elf_closure
+from krait.image import elf
+from krait.image.closure import _library_files
+from krait.image.elf import elf_closure
 from krait.image.tls import GUEST_CERT, build_self_signed, tls_env, tls_files, with_self_signed
 from krait.image.trace import Trace, runtime_modules, trace_app
 
@@ -205,7 +207,7 @@ def test_sibling_libraries_of_a_wheel_find_each_other(tmp_path: Path) -> None:
     libs.mkdir()
     base = _shared(libs, "kraitbase")
     top = _shared(libs, "kraittop", "kraitbase")
-    assert base in closure._needed(top)
+    assert base in elf._needed(top)
 
 
 # -- TLS -----------------------------------------------------------------------------------
@@ -225,6 +227,7 @@ def test_self_signed_pair_is_baked_into_the_app_layer(tmp_path: Path) -> None:
                                                    ("app", "/krait/app/.krait/tls/key.pem")]
     assert tls_env(app)["KRAIT_TLS_CERT"] == GUEST_CERT
     again = with_self_signed(load_app(folder))  # kept: rebuilds reuse the pair
+    assert again.tls_cert is not None
     assert (folder / again.tls_cert).read_text() == cert
 
 
@@ -251,7 +254,7 @@ def test_build_self_signed_for_a_name(tmp_path: Path) -> None:
 
 # -- the website example's path handling (no VM) ------------------------------------------
 
-def _website():
+def _website() -> ModuleType:
     spec = importlib.util.spec_from_file_location("krait_website_example",
                                                   ROOT / "examples" / "website" / "app.py")
     assert spec and spec.loader

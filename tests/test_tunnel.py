@@ -80,7 +80,7 @@ def test_an_undeclared_name_or_a_service_that_is_down_closes_only_that_connectio
         good = app_connection(guest)
         good.sendall(b"still here")
         assert recv_all(good, 10) == b"STILL HERE"
-    from krait.vmm.qemu import free_port
+    from krait.vmm.ports import free_port
 
     with linked(free_port()) as guest:  # nothing listens there
         assert app_connection(guest).recv(10) == b""

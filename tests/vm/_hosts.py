@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from krait.vmm.qemu import free_port
+from krait.run import spawn
+from krait.vmm.ports import free_port
 
 KVM = Path("/dev/kvm")
 
@@ -38,16 +39,6 @@ def _wait_for(check: object, what: str, proc: subprocess.Popen[bytes], log: Path
             break
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not start:\n{log.read_text(errors='replace')[-2000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
@@ -90,25 +81,16 @@ def libvirtd_running(folder: Path) -> Iterator[str]:
     # The domains' own logs: libvirt writes them in the system's log folder.
     Path("/var/log/libvirt/qemu").mkdir(parents=True, exist_ok=True)
     socket_path = folder / "libvirt-sock"
-    with _kvm_as_debian_sets_it():
-        logd = subprocess.Popen(["virtlogd", "-f", str(folder / "virtlogd.conf"), "-p",
-                                 str(folder / "virtlogd.pid")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        daemon = None
-        try:
-            time.sleep(0.3)
-            daemon = subprocess.Popen(
-                ["libvirtd", "-f", str(folder / "libvirtd.conf"), "-p",
-                 str(folder / "libvirtd.pid")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with _kvm_as_debian_sets_it(), spawn(
+            ["virtlogd", "-f", folder / "virtlogd.conf", "-p", folder / "virtlogd.pid"],
+            grace=15, stdout=subprocess.DEVNULL):
+        time.sleep(0.3)
+        with spawn(["libvirtd", "-f", folder / "libvirtd.conf", "-p", folder / "libvirtd.pid"],
+                   grace=15, stdout=subprocess.DEVNULL) as daemon:
             _wait_for(socket_path.exists, "libvirtd", daemon, folder / "libvirtd.log")
             uri = f"qemu:///system?socket={socket_path}"
             _forget_pool(uri)
             yield uri
-        finally:
-            if daemon is not None:
-                _stop(daemon)
-            _stop(logd)
 
 
 def _forget_pool(uri: str) -> None:
@@ -153,14 +135,10 @@ def sshd_running(folder: Path) -> Iterator[tuple[int, Path]]:
     wrapper.chmod(0o700)
     Path("/run/sshd").mkdir(exist_ok=True)  # its privilege separation folder
     log = folder / "sshd.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with log.open("wb") as out, spawn(["/usr/sbin/sshd", "-D", "-e", "-f", config], grace=15,
+                                      stdout=out.fileno()) as proc:
         _wait_for(lambda: _listening(port), "sshd", proc, log)
         yield port, wrapper
-    finally:
-        _stop(proc)
 
 
 def ssh_uri(port: int, ssh: Path, socket_path: str, user: str = "root") -> str:
@@ -188,14 +166,10 @@ def registry_running(folder: Path, readonly: bool = False) -> Iterator[str]:
                       f"    rootdirectory: {folder / 'data'}\n{maintenance}"
                       f"http:\n  addr: 127.0.0.1:{port}\n")
     log = folder / "registry.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
+    with log.open("wb") as out, spawn(["docker-registry", "serve", config], grace=15,
+                                      stdout=out.fileno()) as proc:
         _wait_for(lambda: _listening(port), "docker-registry", proc, log)
         yield f"127.0.0.1:{port}"
-    finally:
-        _stop(proc)
 
 
 def pool_folder() -> Path:

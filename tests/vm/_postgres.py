@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 
 def find_pg_bin() -> Path | None:

@@ -24,6 +24,8 @@ from krait.image.build import build_image
 from krait.kernel import Kernel, build_kernel
 
 pytestmark = pytest.mark.vm
+MakeApp = Callable[..., Path]  # make_app(source, kind=..., name=..., **settings) -> folder
+Build = Callable[[Path], Path]  # build(folder) -> image
 ROOT = Path(__file__).resolve().parents[2]
 KRAIT = [sys.executable, "-m", "krait.cli"]
 
@@ -87,7 +89,7 @@ def krait_cli(*args: str | os.PathLike[str], timeout: float = 120,
 
 
 @contextlib.contextmanager
-def krait_running(*args: str | os.PathLike[str]) -> Iterator[subprocess.Popen[str]]:
+def krait_running(*args: str | int | os.PathLike[str]) -> Iterator[subprocess.Popen[str]]:
     """The real `krait ARGS` running while the block runs (ctrl_c() stops it as a user
     would). One still running at the end (a test that failed) is stopped with SIGTERM,
     as krait_cli() does, and killed only if it will not stop."""

@@ -49,5 +49,5 @@ def test_a_64_mb_post_gets_413_slow_clients_408_and_the_guest_keeps_serving(
             assert slow.recv(100).startswith(b"HTTP/1.1 408")
         status, body = first_answer(vm.url("/"), time.monotonic() + 30)
         assert status == 200 and body.startswith(b"Hello from a krait unikernel")
-        assert vm.vm.proc.poll() is None, "the guest died"
+        assert vm.vm.alive(), "the guest died"
     assert not any("Kernel panic" in line for line in vm.lines), vm.lines[-20:]

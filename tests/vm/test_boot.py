@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from krait.image.archive import open_image
 from krait.vmm.booted import booted
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, free_port
+from krait.vmm.ports import free_port
+from krait.vmm.qemu import QemuBackend
 
 from ._examples import app_pid
 from .conftest import ctrl_c, krait_cli, krait_running
@@ -60,7 +62,9 @@ def test_nothing_of_the_image_is_held_in_guest_ram(hello_image: Path,
         assert status == 200 and body.startswith(b"Hello from a krait unikernel")
 
 
-def test_main_exit_status_becomes_krait_run_status(make_app, build, no_leftover_qemu) -> None:
+def test_main_exit_status_becomes_krait_run_status(make_app: Callable[..., Path],
+                                                   build: Callable[[Path], Path],
+                                                   no_leftover_qemu: None) -> None:
     image = build(make_app("""
         def main():
             print("about to exit with 3")
@@ -71,7 +75,9 @@ def test_main_exit_status_becomes_krait_run_status(make_app, build, no_leftover_
     assert "about to exit with 3" in proc.stdout
 
 
-def test_crashing_app_shows_traceback_and_fails(make_app, build, no_leftover_qemu) -> None:
+def test_crashing_app_shows_traceback_and_fails(make_app: Callable[..., Path],
+                                                build: Callable[[Path], Path],
+                                                no_leftover_qemu: None) -> None:
     image = build(make_app("""
         def helper():
             raise RuntimeError("boom at boot")
@@ -86,7 +92,9 @@ def test_crashing_app_shows_traceback_and_fails(make_app, build, no_leftover_qem
     assert 'in helper' in proc.stdout  # tracebacks name functions even without sources
 
 
-def test_root_is_read_only_and_there_is_no_shell(make_app, build, no_leftover_qemu) -> None:
+def test_root_is_read_only_and_there_is_no_shell(make_app: Callable[..., Path],
+                                                 build: Callable[[Path], Path],
+                                                 no_leftover_qemu: None) -> None:
     image = build(make_app("""
         import errno, os
 
@@ -112,8 +120,10 @@ def test_root_is_read_only_and_there_is_no_shell(make_app, build, no_leftover_qe
     assert "PARENT 1" in proc.stdout and "PID 1 " not in proc.stdout
 
 
-def test_env_reaches_the_app_from_its_own_disk(make_app, build, no_leftover_qemu,
-                                               monkeypatch) -> None:
+def test_env_reaches_the_app_from_its_own_disk(make_app: Callable[..., Path],
+                                               build: Callable[[Path], Path],
+                                               no_leftover_qemu: None,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     image = build(make_app("""
         import os
 
@@ -137,7 +147,7 @@ def test_env_reaches_the_app_from_its_own_disk(make_app, build, no_leftover_qemu
     assert "ON-CMDLINE=False" in proc.stdout
 
 
-def test_ctrl_c_stops_krait_run_gracefully(hello_image: Path, no_leftover_qemu) -> None:
+def test_ctrl_c_stops_krait_run_gracefully(hello_image: Path, no_leftover_qemu: None) -> None:
     import time
 
     port = free_port()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -118,7 +120,8 @@ PROBE_APP = """
 
 
 def test_the_app_cannot_mount_use_raw_sockets_or_run_what_it_wrote(
-        make_app, build, no_leftover_qemu) -> None:
+        make_app: Callable[..., Path], build: Callable[[Path], Path],
+        no_leftover_qemu: None) -> None:
     image = build(make_app(PROBE_APP, kind="asgi", entry="app:app",
                            extra='ports = [8080]\nmodules = ["multiprocessing.pool"]\n'
                            'connect = ["echo=127.0.0.1:7000"]\n'))

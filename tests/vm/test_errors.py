@@ -8,9 +8,12 @@ import json
 import os
 import socket
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from krait.kernel import Kernel
 
 from .conftest import krait_cli
 
@@ -33,7 +36,8 @@ def test_unknown_key(tmp_path: Path) -> None:
     assert "did you mean `memory`" in proc.stderr
 
 
-def test_entry_not_importable_names_the_module(make_app, kernel) -> None:
+def test_entry_not_importable_names_the_module(make_app: Callable[..., Path],
+                                               kernel: Kernel) -> None:
     folder = make_app("import not_a_real_module_xyz\n\ndef main():\n    pass\n")
     proc = krait_cli("build", folder)
     assert proc.returncode == 1
@@ -42,7 +46,9 @@ def test_entry_not_importable_names_the_module(make_app, kernel) -> None:
     assert "Traceback (most recent call last)" not in proc.stderr.split("error:")[0]
 
 
-def test_app_crash_at_import_in_the_guest(make_app, build, no_leftover_qemu) -> None:
+def test_app_crash_at_import_in_the_guest(make_app: Callable[..., Path],
+                                          build: Callable[[Path], Path],
+                                          no_leftover_qemu: None) -> None:
     # Importable at build time, fails at boot: only in the guest is BOOM set.
     folder = make_app("""
         import os
@@ -58,14 +64,14 @@ def test_app_crash_at_import_in_the_guest(make_app, build, no_leftover_qemu) -> 
     assert "refusing to start: BOOM is set" in proc.stdout + proc.stderr
 
 
-def test_kernel_panic_is_reported(hello_image: Path, no_leftover_qemu) -> None:
+def test_kernel_panic_is_reported(hello_image: Path, no_leftover_qemu: None) -> None:
     proc = krait_cli("run", hello_image, "--cmdline", "init=/does-not-exist")
     assert proc.returncode == 1
     assert "kernel panicked" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_host_port_already_taken(hello_image: Path, no_leftover_qemu) -> None:
+def test_host_port_already_taken(hello_image: Path, no_leftover_qemu: None) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -75,7 +81,8 @@ def test_host_port_already_taken(hello_image: Path, no_leftover_qemu) -> None:
     assert f"port 127.0.0.1:{port} is already in use" in proc.stderr
 
 
-def rewrite(image: Path, out: Path, member_name: str, change) -> Path:  # type: ignore[no-untyped-def]
+def rewrite(image: Path, out: Path, member_name: str,
+            change: Callable[[bytes], bytes | None]) -> Path:
     """A copy of ``image`` with one member changed (``change(data)``; None drops it)."""
     with tarfile.open(image) as src, tarfile.open(out, "w") as dst:
         for member in src.getmembers():
@@ -92,7 +99,7 @@ def rewrite(image: Path, out: Path, member_name: str, change) -> Path:  # type: 
 @pytest.mark.parametrize("part", ["layers/app.erofs.zst", "layers/base.erofs.zst",
                                   "kernel.zst"])
 def test_a_changed_part_is_refused_by_name(hello_image: Path, tmp_path: Path, part: str,
-                                           no_leftover_qemu) -> None:
+                                           no_leftover_qemu: None) -> None:
     copy = rewrite(hello_image, tmp_path / "copy.krait", part,
                    lambda data: data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))
     proc = krait_cli("run", copy)
@@ -136,7 +143,8 @@ def test_missing_image(tmp_path: Path) -> None:
     assert "no such image" in proc.stderr
 
 
-def test_only_what_the_key_signed_boots(make_app, tmp_path: Path, no_leftover_qemu) -> None:
+def test_only_what_the_key_signed_boots(make_app: Callable[..., Path], tmp_path: Path,
+                                        no_leftover_qemu: None) -> None:
     key = tmp_path / "release.key"
     assert krait_cli("keygen", key).returncode == 0
     app = make_app("def main():\n    print('SIGNED-RAN')\n")

@@ -61,7 +61,7 @@ def test_notes_without_database_answers_503_and_reaches_nothing_undeclared(
     """A database that is not there is an answer (503), not a crash of the VM; and a
     database the image did not declare cannot be reached, though it runs on the host."""
     image = build_example("notes", kernel, tmp_path)
-    from krait.vmm.qemu import free_port
+    from krait.vmm.ports import free_port
 
     down = (f"db=127.0.0.1:{free_port()}",)  # declared, but nothing listens there
     undeclared = postgres.dsn(protocol.GATEWAY)  # the host's loopback, as the guest sees it

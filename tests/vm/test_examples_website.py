@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from krait.image.archive import open_image
+from krait.kernel import Kernel
 
 from ._examples import EXAMPLES, bare_copy, booted
 from .conftest import krait_cli
@@ -49,7 +50,7 @@ def first_fetch(port: int, cert: Path) -> http.client.HTTPSConnection:
             time.sleep(0.2)
 
 
-def test_website_over_https(kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
+def test_website_over_https(kernel: Kernel, tmp_path: Path, no_leftover_qemu: None) -> None:
     image = tmp_path / "website.krait"
     folder = bare_copy(EXAMPLES / "website", tmp_path)
     proc = krait_cli("build", folder, "--self-signed", "-o", image, timeout=300)
@@ -111,8 +112,8 @@ def test_website_over_https(kernel, tmp_path: Path, no_leftover_qemu: None) -> N
 SELF_SIGNED_ONLY = {"cert_revocation"}
 
 
-def test_testssl_finds_nothing_high_or_critical(kernel, tmp_path: Path,
-                                               no_leftover_qemu: None) -> None:
+def test_testssl_finds_nothing_high_or_critical(kernel: Kernel, tmp_path: Path,
+                                                no_leftover_qemu: None) -> None:
     testssl = shutil.which("testssl")
     if testssl is None:
         pytest.fail("testssl.sh is not installed (apt-get install testssl.sh; `make deps`)")

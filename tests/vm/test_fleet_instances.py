@@ -9,14 +9,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from krait.bench.http import first_answer
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 from .conftest import KRAIT, krait_cli
 from .fleet_support import private_state, wait_for
@@ -108,7 +108,9 @@ STUBBORN_APP = """
 """
 
 
-def test_restart_always_hard_stop_and_logs_follow(make_app, build, state: Path) -> None:
+def test_restart_always_hard_stop_and_logs_follow(make_app: Callable[..., Path],
+                                                  build: Callable[[Path], Path],
+                                                  state: Path) -> None:
     image = build(make_app(STUBBORN_APP))
     # --restart always: an app that exits 0 is started again (on-failure would not).
     assert krait_cli("run", "-d", "--name", "again", "--restart", "always",
@@ -142,7 +144,9 @@ def test_restart_always_hard_stop_and_logs_follow(make_app, build, state: Path) 
     assert krait_cli("stop", "again").returncode == 0
 
 
-def test_a_crash_reaches_krait_logs_with_its_traceback(make_app, build, state: Path) -> None:
+def test_a_crash_reaches_krait_logs_with_its_traceback(make_app: Callable[..., Path],
+                                                       build: Callable[[Path], Path],
+                                                       state: Path) -> None:
     image = build(make_app("def main():\n    raise ValueError('the app broke')\n"))
     assert krait_cli("run", "-d", "--name", "broken", image).returncode == 0
     wait_for(lambda: ps()["broken"]["state"] == "exited", 120, "the crash")

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -22,13 +21,14 @@ from typing import Any
 
 import pytest
 
-from krait.fleet.serve import control_request
-from krait.vmm.qemu import free_port
+from krait.fleet.serving import ServeChild, serving
+from krait.vmm.ports import free_port
 
-from .conftest import KRAIT, krait_cli
+from .conftest import Build, MakeApp, krait_cli
 from .fleet_support import private_state, wait_for
 
 pytestmark = pytest.mark.vm
+ServeFactory = Callable[..., ServeChild]  # serve(image, *args): a running krait serve
 
 SLOW_APP = """
     import asyncio, os
@@ -54,64 +54,27 @@ def state(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         yield path
 
 
-class Serve:
-    """A `krait serve` process; always stopped (and its log shown on failure)."""
-
-    def __init__(self, image: Path, *args: str, log: Path, cache: Path) -> None:
-        self.port = free_port()
-        self.name = f"t{self.port}"
-        self.log_path = log
-        self.log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [*KRAIT, "serve", str(image), "--port", str(self.port), "--name", self.name,
-             *args], stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "KRAIT_CACHE": str(cache)})
-        deadline = time.monotonic() + 30
-        while b"serving" not in log.read_bytes():
-            assert self.proc.poll() is None, self.text()
-            assert time.monotonic() < deadline, self.text()
-            time.sleep(0.05)
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def status(self) -> dict[str, Any]:
-        return asyncio.run(control_request(self.name, {"op": "status"}))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"krait serve did not stop in 60 s:\n{self.text()}"
-                                     ) from None
-            finally:
-                self.log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
-def serve(tmp_path: Path, state: Path) -> Iterator[Callable[..., Serve]]:
+def serve(tmp_path: Path, state: Path, show_on_failure: Callable[[str, Callable[[], str]], None]
+          ) -> Iterator[ServeFactory]:
     """Start `krait serve`s; stopped before `state` looks for leftovers. Each test's
-    serves have a cache of their own: no snapshot saved by an earlier test or run."""
-    started: list[Serve] = []
+    serves have a cache of their own: no snapshot saved by an earlier test or run. Their
+    logs are in the report of a test that fails."""
+    started: list[ServeChild] = []
+    with contextlib.ExitStack() as stack:
 
-    def start(image: Path, *args: str) -> Serve:
-        s = Serve(image, *args, log=tmp_path / f"serve-{len(started)}.log",
-                  cache=tmp_path / "serve-cache")
-        started.append(s)
-        return s
+        def start(image: Path, *args: str) -> ServeChild:
+            port = free_port()
+            s = stack.enter_context(serving(
+                image, port, tmp_path / f"serve-{len(started)}.log", *args, name=f"t{port}",
+                env={"KRAIT_CACHE": str(tmp_path / "serve-cache")}))
+            show_on_failure(f"krait serve log ({s.name})", s.text)
+            started.append(s)
+            return s
 
-    yield start
-    for s in started:
-        print(f"--- krait serve log ({s.name}) ---\n{s.text()}")  # shown if the test fails
-        s.stop()
+        yield start
+        for s in started:
+            s.stop()
 
 
 def get(url: str, timeout: float = 60) -> tuple[int, bytes]:
@@ -128,7 +91,8 @@ def instances() -> list[dict[str, Any]]:
     return list(json.loads(proc.stdout))
 
 
-def test_cold_start_scale_to_zero_snapshot_wake(hello_image: Path, serve, state: Path) -> None:
+def test_cold_start_scale_to_zero_snapshot_wake(hello_image: Path, serve: ServeFactory,
+                                                state: Path) -> None:
     s = serve(hello_image, "--idle", "2s", "--max", "2")
     assert instances() == []  # nothing runs before the first connection
     control = state / "serve" / f"{s.name}.sock"  # it takes commands: ours alone
@@ -165,8 +129,8 @@ def test_cold_start_scale_to_zero_snapshot_wake(hello_image: Path, serve, state:
     assert not (state / "serve" / f"{s.name}.json").exists()
 
 
-def test_replace_under_continuous_requests(hello_image: Path, serve, tmp_path: Path,
-                                           build) -> None:
+def test_replace_under_continuous_requests(hello_image: Path, serve: ServeFactory, tmp_path: Path,
+                                           build: Build) -> None:
     app = tmp_path / "hello2"
     shutil.copytree(Path(__file__).parents[2] / "examples" / "hello", app,
                     ignore=shutil.ignore_patterns("*.krait", "__pycache__"))
@@ -215,7 +179,7 @@ def test_replace_under_continuous_requests(hello_image: Path, serve, tmp_path: P
     assert stats["boots"] == 2 and stats["upstream_errors"] == 0 and stats["rejected"] == 0
 
 
-def test_serve_with_verify_refuses_an_unsigned_replacement(hello_image: Path, serve,
+def test_serve_with_verify_refuses_an_unsigned_replacement(hello_image: Path, serve: ServeFactory,
                                                           tmp_path: Path) -> None:
     key = tmp_path / "release.key"
     assert krait_cli("keygen", key).returncode == 0
@@ -232,7 +196,8 @@ def test_serve_with_verify_refuses_an_unsigned_replacement(hello_image: Path, se
     assert s.status()["generation"] == 1
 
 
-def test_vm_dies_mid_request_then_boot_fails_fast(make_app, build, serve) -> None:
+def test_vm_dies_mid_request_then_boot_fails_fast(make_app: MakeApp, build: Build,
+                                                  serve: ServeFactory) -> None:
     image = build(make_app(SLOW_APP, kind="asgi", entry="app:app", extra="ports = [8080]\n"))
     s = serve(image, "--no-snapshot")
     assert get(s.url()) == (200, b"ok\n")
@@ -259,7 +224,8 @@ def test_vm_dies_mid_request_then_boot_fails_fast(make_app, build, serve) -> Non
     assert "failed to start" in broken.text() and "crashed" in broken.text()
 
 
-def test_port_taken_and_stop_during_boot(hello_image: Path, serve, state: Path) -> None:
+def test_port_taken_and_stop_during_boot(hello_image: Path, serve: ServeFactory,
+                                         state: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -279,7 +245,8 @@ def test_port_taken_and_stop_during_boot(hello_image: Path, serve, state: Path) 
     assert instances() == []
 
 
-def test_snapshot_wake_sets_the_guest_clock(make_app, build, serve) -> None:
+def test_snapshot_wake_sets_the_guest_clock(make_app: MakeApp, build: Build,
+                                            serve: ServeFactory) -> None:
     image = build(make_app("""
         import time
 
@@ -303,7 +270,8 @@ def test_snapshot_wake_sets_the_guest_clock(make_app, build, serve) -> None:
     assert before - 1 <= float(body) <= after + 1, (before, float(body), after)
 
 
-def test_scale_out_to_two_instances_and_reload_on_sighup(make_app, build, serve,
+def test_scale_out_to_two_instances_and_reload_on_sighup(make_app: MakeApp, build: Build,
+                                                         serve: ServeFactory,
                                                          tmp_path: Path) -> None:
     folder = make_app(SLOW_APP.replace('b"ok\\n"', 'b"one\\n"'), kind="asgi",
                       entry="app:app", extra="ports = [8080]\n")
@@ -344,7 +312,7 @@ READER_APP = """
 
 
 def test_serve_shares_a_read_only_volume_and_refuses_a_writable_one(
-        make_app, build, serve, tmp_path: Path) -> None:
+        make_app: MakeApp, build: Build, serve: ServeFactory, tmp_path: Path) -> None:
     image = build(make_app(READER_APP, kind="asgi", entry="app:app",
                            extra='ports = [8080]\nvolumes = ["/data"]\n'))
     content = tmp_path / "content"
@@ -362,7 +330,7 @@ def test_serve_shares_a_read_only_volume_and_refuses_a_writable_one(
     assert get(s.url()) == (200, b"from a volume\n")
 
 
-def test_a_websocket_through_serve(wild_image: Callable[[str], Path], serve) -> None:
+def test_a_websocket_through_serve(wild_image: Callable[[str], Path], serve: ServeFactory) -> None:
     from .test_apps_from_the_wild import echo_session
 
     s = serve(wild_image("fastapi_ws"), "--no-snapshot")

@@ -22,6 +22,7 @@ from krait.paths import cache_dir
 from krait.vmm.launch import RunOptions
 
 from .._echo import echo_server
+from .conftest import Build, MakeApp
 from .fleet_support import private_state
 
 pytestmark = pytest.mark.vm
@@ -70,9 +71,7 @@ async def tier(image: Path, how: str) -> tuple[dict[str, Any], Gateway]:
     """One answer from an instance reached the way ``how`` says."""
     driver = VmDriver(RunOptions(), use_snapshots=how != "cold")
     policy = ScalePolicy(idle_seconds=3600, pause_seconds=0.5 if how == "paused" else None)
-    gateway = Gateway(driver, ImageRef.open(image, 1), policy, "tier", port=0)
-    await gateway.start()
-    try:
+    async with Gateway(driver, ImageRef.open(image, 1), policy, "tier", port=0) as gateway:
         await ask(gateway.port)  # cold boot (for "snapshot": saves it, wakes a clone)
         if how == "snapshot":
             inst = next(iter(gateway.instances.values()))
@@ -85,12 +84,10 @@ async def tier(image: Path, how: str) -> tuple[dict[str, Any], Gateway]:
             await asyncio.sleep(1)  # its clock stands still meanwhile
         answer = await ask(gateway.port)
         return answer, gateway
-    finally:
-        await gateway.close()
 
 
 @pytest.mark.parametrize("how", ["cold", "snapshot", "paused"])
-def test_every_tier_answers_with_the_right_time(make_app, build, fresh: Path,
+def test_every_tier_answers_with_the_right_time(make_app: MakeApp, build: Build, fresh: Path,
                                                 how: str) -> None:
     image = build(make_app(ENTROPY_APP, kind="asgi", entry="app:app", name="entropy",
                            extra="ports = [8080]\n"))
@@ -123,7 +120,8 @@ async def two_clones(image: Path, options: RunOptions) -> list[dict[str, Any]]:
         await driver.close()
 
 
-def test_clones_of_one_snapshot_do_not_share_randomness(make_app, build, fresh: Path) -> None:
+def test_clones_of_one_snapshot_do_not_share_randomness(make_app: MakeApp, build: Build,
+                                                        fresh: Path) -> None:
     image = build(make_app(ENTROPY_APP, kind="asgi", entry="app:app", name="entropy",
                            extra="ports = [8080]\n"))
     a, b = asyncio.run(two_clones(image, RunOptions()))
@@ -145,7 +143,7 @@ def one_byte_of_memory(path: Path) -> None:
 @pytest.mark.parametrize("suffix, change", [(".state", cut_short),
                                             (".ram", one_byte_of_memory)])
 def test_a_changed_snapshot_is_skipped_and_the_instance_boots_cold(
-        make_app, build, fresh: Path, suffix: str, change: Any,
+        make_app: MakeApp, build: Build, fresh: Path, suffix: str, change: Any,
         caplog: pytest.LogCaptureFixture) -> None:
     image = build(make_app(ENTROPY_APP, kind="asgi", entry="app:app", name="entropy",
                            extra="ports = [8080]\n"))
@@ -193,7 +191,7 @@ SERVICE_APP = """
 
 
 def test_clones_reach_their_service_and_each_settings_get_their_own_snapshot(
-        make_app, build, fresh: Path) -> None:
+        make_app: MakeApp, build: Build, fresh: Path) -> None:
     image = build(make_app(SERVICE_APP, kind="asgi", entry="app:app", name="reach",
                            extra='ports = [8080]\nconnect = ["echo=127.0.0.1:7000"]\n'))
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 from .conftest import krait_running
 
@@ -20,7 +21,9 @@ def packet(body: str) -> bytes:
     return f"${body}#{sum(body.encode()) % 256:02x}".encode()
 
 
-def test_run_gdb_waits_paused_for_a_debugger(make_app, build, no_leftover_qemu) -> None:
+def test_run_gdb_waits_paused_for_a_debugger(make_app: Callable[..., Path],
+                                             build: Callable[[Path], Path],
+                                             no_leftover_qemu: None) -> None:
     image = build(make_app("def main():\n    print('BOOTED-UNDER-GDB')\n"))
     port = free_port()
     with krait_running("run", image, "--gdb", port) as proc:

@@ -10,13 +10,14 @@ import pytest
 from krait.config import load_app
 from krait.image.archive import open_image
 from krait.image.build import build_image
+from krait.kernel import Kernel
 
 from .conftest import ROOT
 
 pytestmark = pytest.mark.vm
 
 
-def test_two_builds_give_the_same_digest(kernel, tmp_path: Path,
+def test_two_builds_give_the_same_digest(kernel: Kernel, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     app = load_app(ROOT / "examples" / "hello")
     first = build_image(app, kernel, tmp_path / "a.krait")
@@ -35,7 +36,7 @@ def test_two_builds_give_the_same_digest(kernel, tmp_path: Path,
     assert (tmp_path / "a.krait").read_bytes() == (tmp_path / "b.krait").read_bytes()
 
 
-def test_one_line_change_rebuilds_only_the_app_layer(kernel, tmp_path: Path) -> None:
+def test_one_line_change_rebuilds_only_the_app_layer(kernel: Kernel, tmp_path: Path) -> None:
     folder = tmp_path / "hello"
     shutil.copytree(ROOT / "examples" / "hello", folder,
                     ignore=shutil.ignore_patterns("*.krait"))

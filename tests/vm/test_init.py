@@ -23,7 +23,7 @@ ANSWERS = {"asgi": b'{"hello": "from a krait unikernel"}',
 
 @pytest.mark.parametrize("template", ["asgi", "wsgi", "main", "website"])
 def test_a_new_app_builds_and_runs_unchanged(template: str, tmp_path: Path,
-                                             no_leftover_qemu) -> None:
+                                             no_leftover_qemu: None) -> None:
     folder = tmp_path / f"my-{template}"
     made = krait_cli("init", folder, "--template", template)
     assert made.returncode == 0, made.stderr

@@ -16,7 +16,7 @@ import pytest
 
 from krait.vmm.booted import booted
 from krait.vmm.libvirt import POOL_ENV, LibvirtBackend
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 from tests.vm.conftest import ctrl_c, krait_cli, krait_running
 
 pytestmark = pytest.mark.usefixtures("no_domains_left")
@@ -42,7 +42,7 @@ def pool() -> dict[str, os.stat_result]:
 def test_run_through_local_libvirt_answers_and_leaves_only_the_image(
         libvirt_uri: str, hello_image: Path) -> None:
     port = free_port()
-    with krait_running("run", "--backend", "libvirt", "--connect", libvirt_uri, "-p",
+    with krait_running("run", "--backend", "libvirt", "--on", libvirt_uri, "-p",
                        f"{port}:8080", "-e", "SECRET=1", hello_image) as proc:
         assert b"Hello from a krait unikernel" in answer(port)
         conn = libvirt.open(libvirt_uri)
@@ -82,7 +82,7 @@ def test_over_ssh_the_image_is_copied_once(ssh_libvirt_uri: str, hello_image: Pa
 def test_a_detached_instance_is_seen_through_libvirt_even_without_its_supervisor(
         libvirt_uri: str, hello_image: Path) -> None:
     port = free_port()
-    started = krait_cli("run", "-d", "--name", "lv1", "--backend", "libvirt", "--connect",
+    started = krait_cli("run", "-d", "--name", "lv1", "--backend", "libvirt", "--on",
                         libvirt_uri, "-p", f"{port}:8080", hello_image)
     assert started.returncode == 0, started.stderr
     try:
@@ -114,7 +114,7 @@ def test_a_detached_instance_is_seen_through_libvirt_even_without_its_supervisor
 def test_serve_places_instances_on_two_hosts_and_stops_them_all(
         libvirt_uri: str, ssh_libvirt_uri: str, hello_image: Path) -> None:
     port = free_port()
-    with krait_running("serve", hello_image, "--port", port, "--connect",
+    with krait_running("serve", hello_image, "--port", port, "--on",
                        f"{libvirt_uri},{ssh_libvirt_uri}", "--max", "2", "--per-instance",
                        "1", "--pause", "off") as proc:
         assert b"Hello" in answer(port)
@@ -140,7 +140,7 @@ def test_serve_boots_on_the_next_host_when_one_is_down(
         libvirt_uri: str, hello_image: Path, tmp_path: Path) -> None:
     down = f"qemu:///system?socket={tmp_path / 'nobody-here'}"
     port = free_port()
-    with krait_running("serve", hello_image, "--port", port, "--connect",
+    with krait_running("serve", hello_image, "--port", port, "--on",
                        f"{down},{libvirt_uri}", "--pause", "off") as proc:
         assert b"Hello" in answer(port)  # the first request, not a 503
         (status,) = json.loads(krait_cli("ps", "--json").stdout)
@@ -161,9 +161,9 @@ def refused(*args: str | Path) -> str:
 def test_libvirtd_not_running_or_without_qemu_is_a_clear_error(
         hello_image: Path, tmp_path: Path) -> None:
     uri = f"qemu:///system?socket={tmp_path / 'nobody-here'}"
-    assert f"cannot reach libvirt at {uri}" in refused("--connect", uri, hello_image)
+    assert f"cannot reach libvirt at {uri}" in refused("--on", uri, hello_image)
     # libvirt's own test driver: a libvirt host with no QEMU behind it.
-    mock = refused("--connect", "test:///default", hello_image)
+    mock = refused("--on", "test:///default", hello_image)
     assert "libvirt at test:///default drives TEST, not QEMU" in mock
     assert "install QEMU there" in mock
 
@@ -172,11 +172,11 @@ def test_an_unreachable_or_refusing_ssh_host_is_a_clear_error(
         ssh_libvirt_uri: str, hello_image: Path) -> None:
     nobody = ssh_libvirt_uri.replace(ssh_libvirt_uri.split("@")[1].split("/")[0],
                                      f"127.0.0.1:{free_port()}")
-    unreachable = refused("--connect", nobody, hello_image)
+    unreachable = refused("--on", nobody, hello_image)
     assert "cannot reach libvirt at qemu+ssh://root@127.0.0.1:" in unreachable
     assert "ssh 127.0.0.1" in unreachable  # the hint names the host to try
     # A user the host lets in with no key of ours.
-    denied = refused("--connect", ssh_libvirt_uri.replace("root@", "nobody@"), hello_image)
+    denied = refused("--on", ssh_libvirt_uri.replace("root@", "nobody@"), hello_image)
     assert "cannot reach libvirt at qemu+ssh://nobody@127.0.0.1" in denied
     assert "Permission denied" in denied
 
@@ -184,5 +184,5 @@ def test_an_unreachable_or_refusing_ssh_host_is_a_clear_error(
 def test_what_the_libvirt_backend_cannot_do_yet_is_refused_before_anything_starts(
         libvirt_uri: str, hello_image: Path) -> None:
     assert "cannot carry declared services" in refused(
-        "--connect", libvirt_uri, "--connect", "db=127.0.0.1:5432", hello_image)
+        "--on", libvirt_uri, "--connect", "db=127.0.0.1:5432", hello_image)
     assert not [n for n in pool() if n.startswith("boot-")]

@@ -4,6 +4,9 @@ itself hears nothing from krait."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from .conftest import krait_cli
@@ -11,8 +14,9 @@ from .conftest import krait_cli
 pytestmark = pytest.mark.vm
 
 
-def test_guest_names_a_module_the_build_missed_only_when_it_hurts(make_app, build,
-                                                                  no_leftover_qemu) -> None:
+def test_guest_names_a_module_the_build_missed_only_when_it_hurts(
+        make_app: Callable[..., Path], build: Callable[[Path], Path],
+        no_leftover_qemu: None) -> None:
     image = build(make_app("""
         import importlib
 

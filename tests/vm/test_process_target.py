@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from krait.bench.http import first_answer
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 from .conftest import ctrl_c, krait_cli, krait_running
 from .test_errors import rewrite
@@ -29,7 +30,8 @@ JOB = """
 """
 
 
-def test_a_job_runs_with_its_settings_and_exit_status(make_app, build) -> None:
+def test_a_job_runs_with_its_settings_and_exit_status(make_app: Callable[..., Path],
+                                                      build: Callable[[Path], Path]) -> None:
     image = build(make_app(JOB, extra='env = { BAKED = "baked" }\n'))
     started = time.monotonic()
     proc = krait_cli("run", image, "--target", "process", "--env", "GIVEN=given")
@@ -65,7 +67,9 @@ def test_an_interpreter_this_host_does_not_have_is_a_clear_error(hello_image: Pa
         proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_watch_rebuilds_and_restarts_on_each_change(make_app, build, tmp_path: Path) -> None:
+def test_watch_rebuilds_and_restarts_on_each_change(make_app: Callable[..., Path],
+                                                    build: Callable[[Path], Path],
+                                                    tmp_path: Path) -> None:
     from krait.bench.edit import APP
 
     folder = make_app(APP, kind="asgi", entry="app:app", extra="ports = [8080]\n")
@@ -85,3 +89,38 @@ def test_watch_rebuilds_and_restarts_on_each_change(make_app, build, tmp_path: P
         _, err = ctrl_c(proc, timeout=30)
     assert proc.returncode == 0, err
     assert err.count("rebuilt and restarted") == 2 and "the rebuild failed" in err, err
+
+
+def test_the_process_backend_runs_detached_and_behind_serve(
+        hello_image: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A backend like the others: `run -d`, `ps`, `logs`, `stop`, `rm` and `serve` do not
+    know it is a process (they ask it, by the reference it made)."""
+    from .fleet_support import private_state
+
+    with private_state(monkeypatch):
+        port = free_port()
+        started = krait_cli("run", "-d", "--name", "proc1", "--backend", "process", "-p",
+                            f"{port}:8080", hello_image)
+        assert started.returncode == 0, started.stderr
+        try:
+            status, body = first_answer(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
+            assert status == 200 and b"Hello" in body
+            (listed,) = json.loads(krait_cli("ps", "--json").stdout)
+            assert (listed["name"], listed["state"], listed["backend"]) == (
+                "proc1", "running", "process")
+            assert listed["pid"] is not None and listed["rss_mb"] > 0  # a process of this host
+            assert "hello ready on port" in krait_cli("logs", "proc1").stdout
+        finally:
+            stopped = krait_cli("stop", "proc1")
+        assert stopped.returncode == 0, stopped.stderr
+        assert krait_cli("rm", "proc1").returncode == 0
+        serve_port = free_port()
+        with krait_running("serve", hello_image, "--port", serve_port, "--backend",
+                           "process", "--idle", "60s") as proc:
+            status, body = first_answer(f"http://127.0.0.1:{serve_port}/",
+                                        time.monotonic() + 30)
+            assert status == 200 and b"Hello" in body
+            (listed,) = json.loads(krait_cli("ps", "--json").stdout)
+            assert (listed["owner"], listed["backend"]) == ("serve", "process")
+            _, err = ctrl_c(proc, timeout=60)
+        assert proc.returncode == 0, err

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 from tests.vm._hosts import registry_running
 from tests.vm.conftest import ctrl_c, krait_cli, krait_running
 

@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,8 @@ def volume(tmp_path: Path, name: str = "data.img", *args: str) -> Path:
 
 
 def test_a_volume_keeps_its_data_and_a_read_only_one_refuses_writes(
-        make_app, build, tmp_path: Path, no_leftover_qemu) -> None:
+        make_app: Callable[..., Path], build: Callable[[Path], Path], tmp_path: Path,
+        no_leftover_qemu: None) -> None:
     image = build(make_app(COUNTER_APP, extra='volumes = ["/data"]\n'))
     data = volume(tmp_path)
     for expected in (1, 2):
@@ -73,8 +75,9 @@ def test_a_volume_keeps_its_data_and_a_read_only_one_refuses_writes(
     assert subprocess.run(["e2fsck", "-fn", str(data)], capture_output=True).returncode == 0
 
 
-def test_a_raw_volume_is_the_apps_blocks(make_app, build, tmp_path: Path,
-                                         no_leftover_qemu) -> None:
+def test_a_raw_volume_is_the_apps_blocks(make_app: Callable[..., Path],
+                                         build: Callable[[Path], Path], tmp_path: Path,
+                                         no_leftover_qemu: None) -> None:
     image = build(make_app(COUNTER_APP))
     blocks = volume(tmp_path, "blocks.img", "--raw")
     proc = krait_cli("run", image, "--volume", f"{blocks}:blocks")
@@ -85,8 +88,10 @@ def test_a_raw_volume_is_the_apps_blocks(make_app, build, tmp_path: Path,
         assert f.read(18) == b"written by the app"
 
 
-def test_bad_volumes_are_refused_before_anything_boots(make_app, build, tmp_path: Path,
-                                                       no_leftover_qemu) -> None:
+def test_bad_volumes_are_refused_before_anything_boots(make_app: Callable[..., Path],
+                                                       build: Callable[[Path], Path],
+                                                       tmp_path: Path,
+                                                       no_leftover_qemu: None) -> None:
     image = build(make_app(COUNTER_APP))
     raw = volume(tmp_path, "raw.img", "--raw")
     for spec, message in ((f"{tmp_path}/missing.img:/data", "no such file"),
@@ -126,8 +131,10 @@ APPEND_APP = """
 """
 
 
-def test_nothing_acknowledged_is_lost_when_qemu_is_killed(make_app, build, tmp_path: Path,
-                                                          no_leftover_qemu) -> None:
+def test_nothing_acknowledged_is_lost_when_qemu_is_killed(make_app: Callable[..., Path],
+                                                          build: Callable[[Path], Path],
+                                                          tmp_path: Path,
+                                                          no_leftover_qemu: None) -> None:
     image = build(make_app(APPEND_APP, kind="asgi", entry="app:app",
                            extra='ports = [8080]\nvolumes = ["/data"]\n'))
     data = volume(tmp_path)
@@ -163,8 +170,10 @@ def test_nothing_acknowledged_is_lost_when_qemu_is_killed(make_app, build, tmp_p
     assert fsck.returncode == 0, fsck.stdout
 
 
-def test_a_read_write_volume_is_one_vms_at_a_time(make_app, build, tmp_path: Path,
-                                                  no_leftover_qemu, monkeypatch) -> None:
+def test_a_read_write_volume_is_one_vms_at_a_time(make_app: Callable[..., Path],
+                                                  build: Callable[[Path], Path], tmp_path: Path,
+                                                  no_leftover_qemu: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from .fleet_support import private_state
 
     image = build(make_app(APPEND_APP, kind="asgi", entry="app:app",

@@ -19,11 +19,9 @@ import contextlib
 import itertools
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,29 +30,20 @@ from krait.bench.http import run_wrk, status_of
 from krait.bench.result import machine_info, summarize
 from krait.errors import VmError
 from krait.fleet.serve import raise_file_limit
-from krait.run import spawn
+from krait.fleet.serving import ServeChild, serving
 from krait.vmm.launch import RunOptions, prepare
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 Progress = Callable[[str], None]
 CLIENT = "127.0.0.1"  # the well-behaved client; abusers come from 127.0.0.2 and up
 
 
-@contextlib.contextmanager
-def served(image: Path, port: int, log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``krait serve`` of ``image`` on ``port``, stopped (SIGTERM: it stops its VMs)
+def served(image: Path, port: int, log: Path, *args: str
+           ) -> contextlib.AbstractContextManager[ServeChild]:
+    """A ``krait serve`` of ``image`` on ``port`` that keeps its instances, stopped
     however the block ends."""
-    name = f"bench-abuse-{port}"
-    with log.open("wb") as out, spawn(
-            [sys.executable, "-m", "krait.cli", "serve", str(image), "--port", str(port),
-             "--name", name, "--idle", "10m", "--pause", "off", *args],
-            grace=60, stdout=out.fileno(), stderr=subprocess.STDOUT) as proc:
-        deadline = time.monotonic() + 60
-        while b"serving" not in log.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise VmError("krait serve did not start:\n" + log.read_text(errors="replace"))
-            time.sleep(0.05)
-        yield proc
+    return serving(image, port, log, "--idle", "10m", "--pause", "off", *args,
+                   name=f"bench-abuse-{port}")
 
 
 async def read_all(reader: asyncio.StreamReader) -> bytes:

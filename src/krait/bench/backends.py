@@ -23,21 +23,21 @@ from krait.vmm.accel import detect_accel
 from krait.vmm.backends import get_backend
 from krait.vmm.base import Backend
 from krait.vmm.launch import RunOptions
-from krait.vmm.libvirt import LibvirtBackend, is_local
 
 Progress = Any
 
 
 def label(uri: str) -> str:
     """A host's name in the results: "libvirt local", "libvirt qemu+ssh"."""
-    return f"libvirt {'local' if is_local(uri) else urlsplit(uri).scheme}"
+    backend = get_backend("libvirt", uri)
+    return f"{backend.name} {'local' if backend.label == backend.name else urlsplit(uri).scheme}"
 
 
 def bench_backends(image: Path, uris: tuple[str, ...], runs: int = 5, wrk_seconds: int = 10,
                    wrk_connections: int = 8, progress: Progress = lambda _: None
                    ) -> dict[str, Any]:
     engines: list[tuple[str, Backend]] = [("qemu", get_backend("qemu"))]
-    engines += [(label(uri), LibvirtBackend(uri)) for uri in uris]
+    engines += [(label(uri), get_backend("libvirt", uri)) for uri in uris]
     samples: dict[str, list[float]] = {name: [] for name, _ in engines}
     for i in range(runs):
         for name, backend in engines:  # interleaved: the machine's noise hits all alike
@@ -71,9 +71,7 @@ async def _load(image_path: Path, uris: tuple[str, ...], seconds: int, connectio
     driver = VmDriver(RunOptions(), hosts=hosts_for("libvirt", uris))
     policy = ScalePolicy(idle_seconds=3600, max_instances=len(uris),
                          per_instance=max(1, connections // len(uris)), pause_seconds=None)
-    gateway = Gateway(driver, image, policy, "bench-hosts", port=0)
-    await gateway.start()
-    try:
+    async with Gateway(driver, image, policy, "bench-hosts", port=0) as gateway:
         # As many at once as it takes to bring up an instance on every host.
         answers = await asyncio.gather(*(http_get(gateway.port, timeout=60)
                                          for _ in range(connections)))
@@ -89,5 +87,3 @@ async def _load(image_path: Path, uris: tuple[str, ...], seconds: int, connectio
                                                   strict=True)),
                       proxy_upstream_errors=gateway.stats.upstream_errors)
         return result
-    finally:
-        await gateway.close()

@@ -17,7 +17,7 @@ from krait.image.build import build_image
 from krait.kernel import Kernel
 from krait.run import popen, terminate
 from krait.vmm.booted import booted
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 # A service whose one line to change is its answer.
 APP = '''VERSION = "v0"

@@ -21,7 +21,9 @@ def attempt_timeout(attempt: int) -> float:
     network, which retries its connection to the guest after 1 s, 2 s, ...; short
     attempts step around that, longer ones still let a slow first answer arrive.
     """
-    return min(0.25 * 2 ** min(attempt // 8, 5), 5.0)  # 5 s from the 40th on
+    # int ** int is typed Any (a negative power is a float); this one is never negative.
+    factor: int = 2 ** min(attempt // 8, 5)
+    return min(0.25 * factor, 5.0)  # 5 s from the 40th on
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -44,9 +44,7 @@ async def _first_request(image: ImageRef, options: RunOptions, how: str,
     exist) or a paused one ("paused": resumed)."""
     driver = VmDriver(options, use_snapshots=how != "cold")
     policy = ScalePolicy(idle_seconds=3600, pause_seconds=0.2 if how == "paused" else None)
-    gateway = Gateway(driver, image, policy, "bench", port=0)
-    await gateway.start()
-    try:
+    async with Gateway(driver, image, policy, "bench", port=0) as gateway:
         if how == "paused":
             await http_get(gateway.port)
             deadline = time.monotonic() + 30
@@ -66,8 +64,6 @@ async def _first_request(image: ImageRef, options: RunOptions, how: str,
             status, _ = await http_get(gateway.port)
             warm.append(round(time.monotonic() - started, 4))
         return first, gateway.stats, warm
-    finally:
-        await gateway.close()
 
 
 async def _load(image: ImageRef, options: RunOptions, seconds: int, connections: int,
@@ -77,9 +73,7 @@ async def _load(image: ImageRef, options: RunOptions, seconds: int, connections:
     driver = VmDriver(options, use_snapshots=True)
     policy = ScalePolicy(idle_seconds=3600, max_instances=max_instances,
                          per_instance=max(1, connections // max_instances))
-    gateway = Gateway(driver, image, policy, "bench-load", port=0)
-    await gateway.start()
-    try:
+    async with Gateway(driver, image, policy, "bench-load", port=0) as gateway:
         status, _ = await http_get(gateway.port)  # warm: the load measures serving
         if status != 200:
             raise VmError(f"the app answered {status} through the proxy")
@@ -91,8 +85,6 @@ async def _load(image: ImageRef, options: RunOptions, seconds: int, connections:
                       instances_booted=gateway.stats.boots,
                       proxy_upstream_errors=gateway.stats.upstream_errors)
         return result
-    finally:
-        await gateway.close()
 
 
 def _pss_mb(pid: int) -> float:

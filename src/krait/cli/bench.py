@@ -210,7 +210,7 @@ def serve(image: Path, runs: int, memory: int | None, wrk_seconds: int, wrk_conn
 
 @command.command("backends")
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option("--connect", "uris", multiple=True, metavar="URI", required=True,
+@click.option("--on", "uris", multiple=True, metavar="URI", required=True,
               help="A libvirt host to boot through (qemu:///system, qemu+ssh://...); "
               "two or more: also serve across them under wrk.")
 @click.option("-n", "--runs", default=5, show_default=True, help="Boots per engine.")

@@ -11,8 +11,8 @@ from krait.cli._output import err_console
 from krait.cli.run import parse_publish
 from krait.errors import ConfigError
 from krait.image.oci import export_layout
+from krait.vmm.backends import get_backend
 from krait.vmm.launch import RunOptions, prepare
-from krait.vmm.libvirt import LibvirtBackend
 
 
 @click.command("export")
@@ -32,7 +32,7 @@ def command(image: Path, oci_dir: Path | None, tag: str, libvirt_xml: bool,
         raise ConfigError("say what to export: --oci DIR or --libvirt-xml (one of them)")
     img, spec = prepare(image, RunOptions(ports=parse_publish(publish)))
     if libvirt_xml:
-        click.echo(LibvirtBackend().describe(spec), nl=False)
+        click.echo(get_backend("libvirt").describe(spec), nl=False)
         return
     assert oci_dir is not None
     disks = [(d.name, d.path) for d in spec.disks]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 
 import click
 from rich.table import Table
@@ -11,7 +10,6 @@ from rich.table import Table
 from krait.cli._output import console, text
 from krait.fleet.observe import clean_orphans, list_statuses
 from krait.fleet.state import State
-from krait.vmm.libvirt import host_of, is_local
 
 
 def _uptime(seconds: float | None) -> str:
@@ -43,11 +41,8 @@ def command(as_json: bool) -> None:
             state = f"exited ({s.exit_status})"
         if s.restarts:
             state += f", {s.restarts} restarts"
-        remote = bool(s.host) and not is_local(s.host)
-        address = host_of(s.host) if remote else "127.0.0.1"
-        where = f"{s.backend}@{urlsplit(s.host).netloc.rpartition('@')[2]}" if remote else s.backend
-        ports = ", ".join(f"{address}:{h}->{g}" for h, g in s.ports) or "-"
+        ports = ", ".join(f"{s.address}:{h}->{g}" for h, g in s.ports) or "-"
         memory = f"{s.rss_mb:.0f} MB" if s.rss_mb is not None else "-"
         table.add_row(text(s.name), text(s.image.rsplit("/", 1)[-1]), state, text(ports),
-                      _uptime(s.uptime_s), memory, text(s.owner), text(where))
+                      _uptime(s.uptime_s), memory, text(s.owner), text(s.where))
     console.print(table)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from krait.cli._output import err_console
+from krait.cli._output import err_console, text
 from krait.cli._settings_flags import overrides, setting_options
 from krait.config import parse_env
 from krait.config.settings import parse_setting
@@ -19,10 +18,10 @@ from krait.image.archive import open_image
 from krait.image.registry import is_ref, pull
 from krait.image.signing import Trust
 from krait.vmm.backends import is_uri
-from krait.vmm.base import Backend, Vm
+from krait.vmm.base import Vm
+from krait.vmm.foreground import run_in_foreground
 from krait.vmm.launch import RunOptions, backend_for, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.process import ProcessBackend
 
 # Printed by the guest kernel as the VM ends; noise for the user.
 _QUIET_LINES = ("reboot: Restarting system", "reboot: machine restart")
@@ -61,13 +60,28 @@ def from_environment(item: str) -> str:
     return f"{item}={os.environ[item]}"
 
 
+def on_option(fn: Any) -> Any:
+    """--on URI: the host to run on (libvirt's; serve takes several)."""
+    return click.option("--on", "on", multiple=True, metavar="URI[,URI...]",
+                        help="Where to run it: a libvirt host (qemu:///system, "
+                        "qemu+ssh://USER@HOST/system); implies --backend libvirt.")(fn)
+
+
 def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: str | None,
-                       settings: dict[str, Any], volumes: tuple[str, ...] = ()) -> RunOptions:
+                       settings: dict[str, Any], volumes: tuple[str, ...] = (),
+                       on: tuple[str, ...] = ()) -> RunOptions:
     given = overrides(settings)
-    # --connect takes services (NAME=HOST:PORT) and libvirt hosts (URIs) alike.
-    hosts = tuple(uri for v in given.get("connect", ()) if is_uri(v) for uri in v.split(","))
+    # --connect is for services only; where instances run is --on.
+    hosts = [v for v in given.get("connect", ()) if is_uri(v)]
     if hosts:
-        given["connect"] = tuple(v for v in given["connect"] if not is_uri(v))
+        raise ConfigError(f"--connect {hosts[0]}: --connect points a service the image "
+                          "declares elsewhere (NAME=HOST:PORT); a host to run on is --on",
+                          hint=f"krait ... --on {hosts[0]}")
+    uris = tuple(uri for value in on for uri in value.split(",") if uri)
+    for uri in uris:
+        if not is_uri(uri):
+            raise ConfigError(f"--on {uri}: not a host URI",
+                              hint="e.g. --on qemu:///system or qemu+ssh://USER@HOST/system")
     try:
         boot_env = parse_env([from_environment(item) for item in env]) if env else {}
     except ValueError as e:
@@ -77,7 +91,7 @@ def options_from_flags(publish: tuple[str, ...], env: tuple[str, ...], accel: st
     return RunOptions(ports=parse_publish(publish), env=boot_env, accel=accel,
                       memory=parsed.get("memory"), vcpus=parsed.get("vcpus"),
                       cmdline=parsed.get("cmdline", ""), connect=parsed.get("connect", ()),
-                      volumes=volumes, backend=parsed.get("backend"), hosts=hosts)
+                      volumes=volumes, backend=parsed.get("backend"), hosts=uris)
 
 
 def image_file(image: str, trust: Trust | None = None) -> Path:
@@ -102,7 +116,8 @@ def image_file(image: str, trust: Trust | None = None) -> Path:
               help="Accelerator (default: KVM when it really works, else TCG).")
 @click.option("--target", type=click.Choice(["vm", "process"]), default="vm", show_default=True,
               help="vm: boot the image; process: run its app, interpreter and layers as a "
-              "plain process on this host (loopback only, for a quick edit-run loop).")
+              "plain process on this host (loopback only, for a quick edit-run loop; the "
+              "same as --backend process).")
 @click.option("--watch", "watch_dir", type=click.Path(path_type=Path, file_okay=False),
               help="With --target process: rebuild IMAGE from this app folder on each change "
               "and restart the app.")
@@ -116,15 +131,19 @@ def image_file(image: str, trust: Trust | None = None) -> Path:
 @click.option("--restart", type=click.Choice(["no", "on-failure", "always"]), default="no",
               show_default=True, help="With -d: bring the instance back when it ends.")
 @trust_options
+@on_option
 @setting_options("boot")
 def command(image_arg: str, publish: tuple[str, ...], env: tuple[str, ...],
             volumes: tuple[str, ...], accel: str | None, target: str,
             watch_dir: Path | None, dry_run: bool,
             gdb_port: int | None, detach: bool, name: str | None, restart: str,
-            verify: Path | None, digest: str | None, **settings: Any) -> None:
+            verify: Path | None, digest: str | None, on: tuple[str, ...],
+            **settings: Any) -> None:
     """Boot IMAGE (a .krait file, or a registry reference) and show its console; Ctrl-C
     stops it gracefully."""
-    options = options_from_flags(publish, env, accel, settings, volumes)
+    if target == "process":  # the same as --backend process
+        settings["backend"] = "process"
+    options = options_from_flags(publish, env, accel, settings, volumes, on)
     trust = Trust.from_flags(verify, digest)
     image = image_file(image_arg, trust)
     img = open_image(image, trust)
@@ -134,13 +153,9 @@ def command(image_arg: str, publish: tuple[str, ...], env: tuple[str, ...],
             raise ConfigError("--gdb PORT: a port from 1 to 65535, without -d",
                               hint="debug in the foreground: krait run --gdb 1234 IMAGE")
         spec = spec.with_qemu(gdb_port=gdb_port)
-    backend: Backend = backend_for(img, options)
-    if target == "process":
-        if detach or gdb_port is not None:
-            raise ConfigError("--target process runs in the foreground, without --gdb or -d")
-        backend = ProcessBackend(img)
-    elif watch_dir is not None:
-        raise ConfigError("--watch needs --target process",
+    backend = backend_for(img, options)
+    if watch_dir is not None and (backend.name != "process" or detach):
+        raise ConfigError("--watch needs --target process, in the foreground",
                           hint="krait run --target process --watch APP_DIR IMAGE")
     if watch_dir is not None and (verify or digest):
         raise ConfigError("--watch rebuilds the image: it cannot be --verify'd or pinned")
@@ -162,10 +177,10 @@ def command(image_arg: str, publish: tuple[str, ...], env: tuple[str, ...],
         if declared and forward.guest not in declared:
             err_console.print(f"[yellow]warning:[/] the app listens on {sorted(declared)}, "
                               f"not on {forward.guest}")
-    if target == "process":
+    if backend.name == "process":
         err_console.print(f"krait: running {img.name} as a process on this host")
     else:
-        where = f", on libvirt at {backend.uri}" if backend.uri else ""
+        where = f", on {backend.label} at {backend.uri}" if backend.uri else ""
         err_console.print(f"krait: booting {img.name} ({spec.memory} MiB, "
                           f"{spec.accel.reason}{where})")
     if spec.qemu.gdb_port:
@@ -181,40 +196,22 @@ def command(image_arg: str, publish: tuple[str, ...], env: tuple[str, ...],
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
+    def tell(message: str) -> None:
+        err_console.print(text(f"krait: {message}"))
+
     if watch_dir is not None:
-        from krait.cli._watch import watch
         from krait.cli.kernel import ensure_kernel
+        from krait.vmm.foreground import watch
 
         def start() -> Vm:
-            fresh = open_image(image)
-            _, fresh_spec = prepare(image, options, image=fresh)
-            return ProcessBackend(fresh).start(fresh_spec, on_console=show)
+            _, fresh = prepare(image, options)  # the image as it was just rebuilt
+            return backend.start(fresh, on_console=show)
 
-        sys.exit(watch(watch_dir, image, ensure_kernel(), start))
-    vm = backend.start(spec, on_console=show)
-    stops = 0
-
-    def on_signal(signum: int, frame: Any) -> None:
-        nonlocal stops
-        stops += 1
-        if stops == 1:
-            err_console.print("\nkrait: stopping (again to force)")
-            vm.request_stop()
-        else:
-            vm.kill()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        result = None
-        while result is None:
-            result = vm.wait(0.2)
-    finally:
-        vm.kill()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        sys.exit(watch(watch_dir, image, ensure_kernel(), start, tell))
+    result = run_in_foreground(backend.start(spec, on_console=show), tell)
     if result.exit_status is None:
         raise GuestFailed(result.reason, hint="the console output above shows what happened; "
                           "rerun with --cmdline loglevel=7 for the kernel's messages")
     if result.crashed:
-        err_console.print(f"krait: {result.reason}")
+        err_console.print(text(f"krait: {result.reason}"))
     sys.exit(result.exit_status)

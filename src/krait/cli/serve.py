@@ -66,19 +66,21 @@ def parse_duration(value: str) -> float:
 @click.option("-v", "--volume", "volumes", multiple=True, metavar="FILE:TARGET:ro",
               help="Attach a data volume to every instance, read-only (FILE:/data:ro); a "
               "read-write one is one VM's at a time: `krait run -d` it.")
-@click.option("--connect", multiple=True, metavar="NAME=HOST:PORT|URI,...",
-              help="Point a service the image declares (connect) at this address; or, as "
-              "libvirt URIs (comma-separated), the hosts to place instances on.")
+@click.option("--connect", multiple=True, metavar="NAME=HOST:PORT",
+              help="Point a service the image declares (connect) at this address.")
+@click.option("--on", "on", multiple=True, metavar="URI[,URI...]",
+              help="The libvirt hosts to place instances on (qemu:///system, "
+              "qemu+ssh://USER@HOST/system); implies --backend libvirt.")
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default=None,
               help="What runs the instances (default: $KRAIT_BACKEND, the image's setting, "
-              "libvirt when --connect names hosts, else qemu).")
+              "libvirt when --on names hosts, else qemu).")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None)
 @trust_options
 def command(image: Path, port: int, host: str, name: str | None, idle: str,
             pause_after: str, max_instances: int, min_instances: int, per_instance: int,
             snapshot: bool, boot_timeout: str, max_connections: int, max_per_client: int,
             env: tuple[str, ...], memory: str | None, volumes: tuple[str, ...],
-            connect: tuple[str, ...], backend: str | None,
+            connect: tuple[str, ...], on: tuple[str, ...], backend: str | None,
             accel: str | None, verify: Path | None, digest: str | None, **_: Any) -> None:
     """Serve IMAGE on PORT, booting instances on demand.
 
@@ -104,7 +106,7 @@ def command(image: Path, port: int, host: str, name: str | None, idle: str,
                           hint="attach it read-only (FILE:/data:ro), or run one instance "
                           "with `krait run -d IMAGE --volume FILE:/data`")
     given = {"memory": memory, "connect": connect, "backend": backend}
-    options = options_from_flags((), env, accel, given, volumes)
+    options = options_from_flags((), env, accel, given, volumes, on)
     attached(img, options)  # every volume checked now, not at the first connection
     pause = None if pause_after == "off" else parse_duration(pause_after)
     policy = ScalePolicy(max_instances=max_instances, min_instances=min_instances,

@@ -27,7 +27,7 @@ from krait.vmm.backends import get_backend
 from krait.vmm.base import Backend, Vm, VmSpec
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 log = logging.getLogger("krait.fleet")
 
@@ -264,8 +264,7 @@ class VmDriver(Driver):
         if vm is None:
             vm = await self._cold_boot(backend, instance_id, spec, folder, snap, image.digest)
             woke = vm.spec.qemu.ram_file is not None  # booted as a template, serving as a clone
-        run.qemu_pid = vm.pid
-        run.domain = vm.domain_name
+        run.ref = vm.ref
         run.ready = time.time()
         run.snapshot = str(snap.state) if woke and snap else None
         folder.write_run(run)

@@ -123,6 +123,14 @@ class Gateway:
         self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------
+    async def __aenter__(self) -> Gateway:
+        """Listening, until the block ends: then closed, every instance stopped."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def start(self) -> None:
         try:
             self._server = await asyncio.start_server(self._on_client, self.host, self.port,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,11 +27,9 @@ from krait.fleet.state import (
     find_instance,
     new_name,
 )
-from krait.guest import protocol
 from krait.names import check_name
 from krait.run import popen
 from krait.vmm.launch import RunOptions, backend_for, prepare
-from krait.vmm.libvirt import LibvirtBackend
 
 
 def start_detached(image_path: Path, options: RunOptions, name: str | None = None,
@@ -67,11 +64,11 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = folder.run()
-        if run.qemu_pid or run.domain or run.ended:
+        if run.ref or run.ended:
             break
         time.sleep(0.02)
     run = folder.run()
-    if run.ended or not (run.qemu_pid or run.domain):
+    if run.ended or not run.ref:
         tail = folder.supervisor_log.read_text(errors="replace").strip().splitlines()[-5:]
         raise VmError(f"instance {name} did not start: {run.exit_reason or 'timed out'}",
                       hint="\n".join(tail) or None)
@@ -103,34 +100,18 @@ def stop_instance(folder: InstanceDir, grace: float = 10.0) -> str:
             supervisor.wait(grace + 15)
         if supervisor.is_running() and supervisor.status() != psutil.STATUS_ZOMBIE:
             supervisor.kill()
-    # Without a supervisor (it crashed), stop the VM ourselves.
-    qemu = process_of(folder.run().qemu_pid, folder)
-    if qemu is not None:
-        _stop_qemu_directly(folder, qemu, grace)
-    domain = folder.run().domain
-    if record is not None and domain:
-        LibvirtBackend(record.host).remove(domain)
+    # Without a supervisor (it crashed), its backend stops the VM.
+    ref = folder.run().ref
+    if record is not None and ref:
+        record.backend_here().stop(ref, grace)
     run = folder.run()
     if not run.ended:
         run.ended = True
-        run.qemu_pid = None
+        run.ref = None
         run.exit_reason = run.exit_reason or "stopped by krait stop"
         folder.write_run(run)
     status = observe(folder, query_qmp=False)
     return status.state if status else "removed"
-
-
-def _stop_qemu_directly(folder: InstanceDir, qemu: psutil.Process, grace: float) -> None:
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(2)
-        s.connect(str(folder.control_socket))
-        s.sendall(f"{protocol.STOP}\n".encode())
-    try:
-        qemu.wait(grace)
-    except psutil.TimeoutExpired:
-        qemu.kill()
-        with contextlib.suppress(psutil.TimeoutExpired):
-            qemu.wait(5)
 
 
 def remove_instance(folder: InstanceDir, force: bool = False) -> None:
@@ -143,9 +124,3 @@ def remove_instance(folder: InstanceDir, force: bool = False) -> None:
             raise ConfigError(f"{folder.name} belongs to a running `krait serve`")
         stop_instance(folder, grace=0 if status.state != State.RUNNING else 5)
     folder.remove()
-
-
-def pid_of(folder: InstanceDir) -> int | None:
-    proc = process_of(folder.run().qemu_pid, folder)
-    return proc.pid if proc else None
-

@@ -1,27 +1,31 @@
 """What an instance is doing now, derived from what can be observed.
 
-A process id in a record proves nothing after a crash or a reboot (the number may
-belong to another program by now), so a process counts as the instance's only if it is
-alive *and* its command line names the instance's folder (QEMU's sockets live there,
-and the supervisor is given the folder as its argument).
+Its VM is asked about through its backend, by the reference the owner recorded
+(:meth:`krait.vmm.base.Backend.status`). A process id in a record proves nothing after a
+crash or a reboot (the number may belong to another program by now), so the owner's
+process counts only if it is alive *and* its command line names the instance's folder
+(the supervisor is given the folder as its argument).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import psutil
 
-from krait.errors import VmError
-from krait.fleet.state import InstanceDir, State, all_instances, serve_dir, serve_record
+from krait.errors import KraitError
+from krait.fleet.state import (
+    InstanceDir,
+    InstanceRecord,
+    State,
+    all_instances,
+    serve_dir,
+    serve_record,
+)
 from krait.names import valid_name
-from krait.vmm import qmp
-from krait.vmm.libvirt import LibvirtBackend
+from krait.vmm.base import Backend, VmStatus
 
 
 def process_of(pid: int | None, folder: InstanceDir) -> psutil.Process | None:
@@ -48,13 +52,15 @@ class InstanceStatus:
     owner: str
     ports: list[list[int]]
     memory_mib: int  # guest memory
-    rss_mb: float | None  # the QEMU process's resident memory on the host
-    uptime_s: float | None  # since the current QEMU started
-    pid: int | None  # QEMU's
+    rss_mb: float | None  # the VM's process's resident memory on this host, if it has one
+    uptime_s: float | None  # since the current VM started
+    pid: int | None  # the VM's process on this host, if it has one
     restarts: int
     restart: str
     backend: str
-    host: str  # the libvirt URI; "" for this machine
+    host: str  # where it runs (a libvirt URI); "" for this machine
+    where: str  # the backend and host, as a listing says it
+    address: str  # the host its forwarded ports are on
     exit_status: int | None
     exit_reason: str | None
     path: str
@@ -63,30 +69,31 @@ class InstanceStatus:
         return asdict(self)
 
 
+def _backend(record: InstanceRecord) -> Backend | None:
+    """The record's backend; None if this krait cannot make it (a removed backend, the
+    libvirt binding missing): its VM is then not seen, and the instance shows stale."""
+    try:
+        return record.backend_here()
+    except KraitError:
+        return None
+
+
 def observe(folder: InstanceDir, query_qmp: bool = True) -> InstanceStatus | None:
-    """The instance's state now; None if the folder holds no instance record."""
+    """The instance's state now; None if the folder holds no instance record.
+    ``query_qmp``: ask the VM itself whether it is paused (a round trip)."""
     record = folder.record()
     if record is None:
         return None
     run = folder.run()
     owner = process_of(run.owner_pid, folder) if record.owner == "run" else _alive(run.owner_pid)
-    qemu = process_of(run.qemu_pid, folder)
-    rss = uptime = None
-    domain = LibvirtBackend(record.host).state(run.domain) if run.domain else None
-    if domain is not None:  # libvirt's QEMU, perhaps on another host
-        state: State = domain if domain == State.PAUSED else (
-            State.RUNNING if run.ready else State.BOOTING)
-        uptime = round(time.time() - run.started, 1) if run.started else None
-    elif qemu is not None:
-        with contextlib.suppress(psutil.Error):
-            rss = round(qemu.memory_info().rss / 1e6, 1)
-            uptime = round(time.time() - qemu.create_time(), 1)
-        state = State.RUNNING if run.ready else State.BOOTING
-        if query_qmp and folder.qmp_socket.exists():
-            with contextlib.suppress(VmError, Exception):
-                if qmp.query_status(folder.qmp_socket, timeout=1.0) in (
-                        "paused", "postmigrate", "inmigrate", "prelaunch"):
-                    state = State.PAUSED
+    backend = _backend(record)
+    seen = (backend.status(run.ref, detail=query_qmp) if backend and run.ref
+            else VmStatus.gone())
+    uptime = None
+    if seen.running:
+        state = State.PAUSED if seen.paused else State.RUNNING if run.ready else State.BOOTING
+        started = seen.started or run.started
+        uptime = round(time.time() - started, 1) if started else None
     elif owner is not None:
         state = State.RESTARTING if run.restarts or run.exit_reason else State.BOOTING
     elif run.ended:
@@ -95,9 +102,11 @@ def observe(folder: InstanceDir, query_qmp: bool = True) -> InstanceStatus | Non
         state = State.STALE  # the owner died without recording an end: a crash or a reboot
     return InstanceStatus(
         name=record.name, image=record.image, image_digest=record.image_digest, state=state,
-        owner=record.owner, ports=record.ports, memory_mib=record.memory, rss_mb=rss,
-        uptime_s=uptime, pid=qemu.pid if qemu else None, restarts=run.restarts,
+        owner=record.owner, ports=record.ports, memory_mib=record.memory, rss_mb=seen.rss_mb,
+        uptime_s=uptime, pid=seen.pid, restarts=run.restarts,
         restart=record.restart, backend=record.backend, host=record.host,
+        where=backend.label if backend else record.backend,
+        address=backend.host_name if backend else "-",
         exit_status=run.exit_status, exit_reason=run.exit_reason,
         path=str(folder.path))
 
@@ -129,12 +138,9 @@ def clean_orphans() -> list[str]:
             continue
         if record.owner != "serve" or _alive(run.owner_pid) is not None:
             continue
-        qemu = process_of(run.qemu_pid, folder)
-        if qemu is not None:
-            with contextlib.suppress(psutil.Error):
-                os.kill(qemu.pid, signal.SIGKILL)
-        if run.domain:
-            LibvirtBackend(record.host).remove(run.domain)
+        backend = _backend(record)
+        if backend is not None and run.ref:
+            backend.remove(run.ref)  # it somehow outlived its serve
         folder.remove()
         removed.append(folder.name)
     _clean_serve_records()

@@ -66,6 +66,9 @@ def _live(instances: tuple[InstanceView, ...], generation: int) -> list[Instance
 
 
 def plan(seen: Observed, policy: ScalePolicy) -> Plan:
+    """What to do now, from what the gateway observed and the policy: how many instances
+    to boot, which to stop and which to pause, and whether to refuse the connections
+    that wait. Pure: no I/O, no clock but ``seen.now`` (the gateway does what it says)."""
     current = _live(seen.instances, seen.generation)
     booting = [i for i in current if i.state == State.BOOTING]
     ready = [i for i in current if i.state == State.RUNNING]

@@ -115,7 +115,11 @@ class Server:
                               f"(pid {existing['pid']})", hint="pick another --name")
         clean_orphans()
         self.control.unlink(missing_ok=True)
-        await self.gateway.start()
+        async with self.gateway:
+            await self._serve(loop, on_listening)
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, on_listening: Any) -> None:
+        """While the gateway listens: the control socket, the record, the signals."""
         control = await asyncio.start_unix_server(self._on_control, path=str(self.control))
         os.chmod(self.control, 0o600)  # in a 0700 folder already; it takes commands
         try:
@@ -134,7 +138,6 @@ class Server:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             control.close()
-            await self.gateway.close()
             self.record.unlink(missing_ok=True)
             self.control.unlink(missing_ok=True)
 

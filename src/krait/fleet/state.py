@@ -21,7 +21,8 @@ from krait.errors import ConfigError
 from krait.names import check_name, name_from, valid_name
 from krait.paths import is_real_dir, krait_dir, read_bounded, state_dir, write_atomically
 from krait.typed import ShapeError, from_json
-from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET
+from krait.vmm.backends import get_backend
+from krait.vmm.base import CONTROL_SOCKET, QMP_SOCKET, Backend
 
 
 class State(StrEnum):
@@ -63,7 +64,11 @@ class InstanceRecord:
     connect: list[str] = field(default_factory=list)  # --connect NAME=HOST:PORT
     volumes: list[str] = field(default_factory=list)  # --volume FILE:TARGET[:ro]
     backend: str = "qemu"  # what runs it (vmm.backends)
-    host: str = ""  # the libvirt URI it runs at; "" for this machine
+    host: str = ""  # the host it runs at (a libvirt URI); "" for this machine
+
+    def backend_here(self) -> Backend:
+        """The backend that runs it, from the registry."""
+        return get_backend(self.backend, self.host or None)
 
 
 @dataclass
@@ -71,9 +76,9 @@ class RunRecord:
     """What the owner last saw; written only by the owner."""
 
     owner_pid: int | None = None
-    qemu_pid: int | None = None  # when QEMU is a process of this machine's
-    domain: str | None = None  # the libvirt domain, when libvirt runs it
-    started: float | None = None  # wall clock of the current QEMU's start
+    # The current VM, as its backend (the record's) finds it again: opaque (Vm.ref).
+    ref: str | None = None
+    started: float | None = None  # wall clock of the current VM's start
     ready: float | None = None  # wall clock when the guest said ready
     restarts: int = 0
     ended: bool = False  # the owner saw the instance end and will not restart it

@@ -23,7 +23,6 @@ from krait.errors import KraitError
 from krait.fleet.restart import Backoff, restart_delay
 from krait.fleet.state import InstanceDir, InstanceRecord, RunRecord
 from krait.image.archive import open_image
-from krait.vmm.backends import get_backend
 from krait.vmm.base import Vm, VmResult
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
@@ -74,9 +73,9 @@ class Supervisor:
             accel=self.record.accel,
             workdir=self.folder.path, console_log=console)
         _, spec = prepare(Path(self.record.image), options, image=image)
-        backend = get_backend(self.record.backend, self.record.host or None)
-        # QMP: `krait ps` asks QEMU whether a guest is paused (libvirt answers that itself).
-        return backend.start(spec.with_qemu(qmp=True) if backend.name == "qemu" else spec)
+        backend = self.record.backend_here()
+        # A monitor for a backend that can pause (`krait ps` asks whether it is paused).
+        return backend.start(spec.with_qemu(qmp=True) if backend.snapshots else spec)
 
     def watch(self, vm: Vm) -> VmResult:
         """Until the VM ends: note readiness, and enforce the stop deadline."""
@@ -101,9 +100,8 @@ class Supervisor:
                 return 1
             self.vm = vm
             started = time.monotonic()
-            self.save(qemu_pid=vm.pid, started=time.time(), ready=None, exit_status=None,
-                      exit_reason=None,
-                      domain=vm.domain_name)
+            self.save(ref=vm.ref, started=time.time(), ready=None, exit_status=None,
+                      exit_reason=None)
             if self.stopping:  # a stop raced with the boot
                 vm.request_stop()
             result = self.watch(vm)
@@ -113,7 +111,7 @@ class Supervisor:
                 failures = 0
             delay = None if self.stopping else restart_delay(
                 self.record.restart, result.exit_status, failures, self.backoff)
-            self.save(qemu_pid=None, domain=None, exit_status=result.exit_status,
+            self.save(ref=None, exit_status=result.exit_status,
                       exit_reason=result.reason, ended=delay is None)
             if delay is None:
                 break

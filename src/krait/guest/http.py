@@ -564,7 +564,8 @@ def wsgi_handler(app: Any, port: int) -> Handler:
                 environ["HTTP_" + name] = v.decode("latin-1")
         state: dict[str, Any] = {}
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None
+                           ) -> Callable[[bytes], None]:
             state["status"] = int(status.split()[0])
             state["headers"] = [(k.lower().encode("latin-1"), v.encode("latin-1"))
                                 for k, v in headers]

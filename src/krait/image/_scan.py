@@ -6,15 +6,39 @@ Standard library only. Kept apart from the tracer so that its code is not part o
 heap the tracer measures once the app is imported.
 """
 
+from __future__ import annotations  # annotations stay text: this runs on Python 3.8+
+
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import sys
 import sysconfig
 
+# Names for annotations only, not imported when this runs: a module imported here would be
+# in sys.modules already when the app's modules imported later (import_quietly) import it,
+# and so missing from the trace. mypy takes the block as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ast
+    from collections.abc import Collection, Iterable, Iterator, Sequence
+    from importlib.metadata import Distribution
+    from typing import Any, TypedDict
 
-def module_origin(module):
+    # (module name, lazy, instead_of, certain, optional): see _imports_in.
+    _Import = tuple[str, bool, tuple[str, ...], bool, bool]
+
+    class _Installed(TypedDict):
+        """A distribution as _installed finds it."""
+
+        root: str
+        metadata: str
+        files: list[str]
+        requires: list[str]
+
+
+def module_origin(module: object) -> str | None:
     # Frozen stdlib modules have origin "frozen" but a real __file__.
     spec = getattr(module, "__spec__", None)
     for origin in (getattr(spec, "origin", None), getattr(module, "__file__", None)):
@@ -23,7 +47,8 @@ def module_origin(module):
     return None
 
 
-def parse_python(source, filename="<unknown>", mode="exec"):
+def parse_python(source: str | bytes, filename: str = "<unknown>", mode: str = "exec"
+                 ) -> ast.AST:
     """ast.parse, retried when CPython 3.11 before 3.11.8 (Debian 12 has 3.11.2) raises
     its spurious "AST constructor recursion depth mismatch" SystemError (python/cpython
     gh-106905); the same source parses on the next try. Calls compile() as ast.parse
@@ -39,7 +64,7 @@ def parse_python(source, filename="<unknown>", mode="exec"):
     raise AssertionError("unreachable")
 
 
-def _literal_dynamic_imports(path):
+def _literal_dynamic_imports(path: str) -> list[tuple[int, str]]:
     """(line, name) for importlib.import_module("x") and __import__("x") in a source file."""
     import ast
 
@@ -61,21 +86,21 @@ def _literal_dynamic_imports(path):
     return found
 
 
-def check_dynamic_imports(app_root):
+def check_dynamic_imports(app_root: str) -> dict[str, str | None] | None:
     """Import what the app's own code names in import_module("x") calls, so the trace sees
     it even when the call had not run yet; a failure names the file, line and module."""
     venvs = tuple(os.path.join(app_root, v) + os.sep for v in (".venv", "venv"))
-    own = [m for m in list(sys.modules.values())
-           if (module_origin(m) or "").startswith(app_root + os.sep)
-           and not module_origin(m).startswith(venvs) and module_origin(m).endswith(".py")]
-    for module in own:
-        for line, name in _literal_dynamic_imports(module_origin(module)):
+    origins = [module_origin(m) for m in list(sys.modules.values())]
+    own = [o for o in origins if o and o.startswith(app_root + os.sep)
+           and not o.startswith(venvs) and o.endswith(".py")]
+    for origin in own:
+        for line, name in _literal_dynamic_imports(origin):
             if name in sys.modules:
                 continue
             try:
                 importlib.import_module(name)
             except BaseException as e:
-                where = os.path.relpath(module_origin(module), app_root)
+                where = os.path.relpath(origin, app_root)
                 return {
                     "module": name,
                     "error": f"{where}:{line} imports `{name}` dynamically, and it cannot "
@@ -97,7 +122,7 @@ _NOT_STATIC = frozenset({
 })
 
 
-def _is_type_checking(test):
+def _is_type_checking(test: ast.expr) -> bool:
     import ast
 
     return ((isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
@@ -108,7 +133,7 @@ _IMPORT_SYSTEM = ("importlib._bootstrap", "_frozen_importlib", "zipimport")
 _IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
 
 
-def _catches_import_error(handler):
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
     import ast
 
     if handler.type is None:
@@ -117,7 +142,7 @@ def _catches_import_error(handler):
     return any(getattr(n, "id", getattr(n, "attr", None)) in _IMPORT_ERRORS for n in names)
 
 
-def _is_main_block(test):
+def _is_main_block(test: ast.expr) -> bool:
     import ast
 
     return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
@@ -126,7 +151,7 @@ def _is_main_block(test):
             and test.comparators[0].value == "__main__")
 
 
-def _walk_outside_functions(node):
+def _walk_outside_functions(node: ast.AST) -> Iterator[ast.AST]:
     """ast.walk, without going into the functions and classes defined under ``node``."""
     import ast
 
@@ -138,7 +163,7 @@ def _walk_outside_functions(node):
             child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)))
 
 
-def _literal_prefix(node):
+def _literal_prefix(node: ast.expr) -> str | None:
     """The string, or the literal start of an f-string or of "x." + name; else None."""
     import ast
 
@@ -152,7 +177,8 @@ def _literal_prefix(node):
     return None
 
 
-def _imports_in(path, name, is_package, command_line_tools=False):
+def _imports_in(path: str, name: str, is_package: bool, command_line_tools: bool = False
+                ) -> list[_Import]:
     """(module name, lazy, instead_of, certain, optional) for every import in the source
     file that could load a module: statements (``lazy`` when inside a function) and
     importlib.import_module / __import__ calls. ``instead_of`` names the imports an
@@ -186,7 +212,7 @@ def _imports_in(path, name, is_package, command_line_tools=False):
     calls = b"import_module" in source or b"__import__" in source
     descend = ast.AST if calls else (ast.stmt, ast.excepthandler, ast.match_case)
 
-    def absolute(module, level):
+    def absolute(module: str | None, level: int) -> str | None:
         if not level:
             return module
         base = package.split(".") if package else []
@@ -195,7 +221,8 @@ def _imports_in(path, name, is_package, command_line_tools=False):
         base = base[:len(base) - (level - 1)]
         return ".".join([*base, module] if module else base) or None
 
-    def walk(nodes, lazy, instead_of, out):
+    def walk(nodes: Iterable[ast.AST], lazy: bool, instead_of: tuple[str, ...],
+             out: list[_Import]) -> None:
         todo = [(n, lazy) for n in nodes]
         while todo:
             node, lazy = todo.pop()
@@ -207,9 +234,9 @@ def _imports_in(path, name, is_package, command_line_tools=False):
                 continue
             if isinstance(node, ast.Try) and any(_catches_import_error(h)
                                                  for h in node.handlers):
-                primary = []
+                primary: list[_Import] = []
                 walk(node.body, lazy, instead_of, primary)
-                fallbacks = []
+                fallbacks: list[_Import] = []
                 for handler in node.handlers:
                     if _catches_import_error(handler):
                         firsts = tuple(p[0] for p in primary if p[3])
@@ -265,7 +292,7 @@ def _imports_in(path, name, is_package, command_line_tools=False):
             todo.extend((child, inner) for child in ast.iter_child_nodes(node)
                         if isinstance(child, descend))
 
-    found = []
+    found: list[_Import] = []
     walk([tree], False, (), found)
     _SCANNED[key] = found
     return found
@@ -273,11 +300,12 @@ def _imports_in(path, name, is_package, command_line_tools=False):
 
 # What each source file imports, kept between builds (krait passes the file; a file's
 # entry is keyed by its path, size and mtime).
-_SCANNED: dict = {}
-_LOADED: set = set()
+# The entries read back from the file hold lists where _imports_in made tuples.
+_SCANNED: dict[str, Sequence[Sequence[Any]]] = {}
+_LOADED: set[str] = set()
 
 
-def load_scan_cache(path):
+def load_scan_cache(path: str | None) -> None:
     if not path:
         return
     with contextlib.suppress(OSError, ValueError), open(path) as f:
@@ -285,12 +313,12 @@ def load_scan_cache(path):
     _LOADED.update(_SCANNED)
 
 
-def save_scan_cache(path):
+def save_scan_cache(path: str | None) -> None:
     """Keep the entries whose file is still as it was (an edited file gets a new one)."""
     if not path:
         return
 
-    def current(key):
+    def current(key: str) -> bool:
         file, size, mtime = key.split("\0")[:3]
         try:
             st = os.stat(file)
@@ -308,7 +336,10 @@ def save_scan_cache(path):
         os.replace(tmp, path)
 
 
-def static_closure(traced, skip_prefixes, startup, stdlib, roots=(), sources=()):
+def static_closure(traced: Collection[str], skip_prefixes: Sequence[str],
+                   startup: Collection[str], stdlib: str, roots: Iterable[str] = (),
+                   sources: Iterable[tuple[str, str]] = ()
+                   ) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
     """Modules the traced ones import later (in functions, on first use) that are on this
     interpreter's path: found without importing them, as modulefinder does; ``roots`` are
     more top-level modules to start from as if imported, ``sources`` (name, file) more
@@ -317,15 +348,18 @@ def static_closure(traced, skip_prefixes, startup, stdlib, roots=(), sources=())
     import pkgutil
     from importlib.machinery import PathFinder
 
-    found, missing, locations, via = {}, set(), {}, {}
+    found: dict[str, str] = {}
+    missing: set[str] = set()
+    locations: dict[str, list[str]] = {}
+    via: dict[str, str] = {}
 
-    def search_path(parent):
+    def search_path(parent: str) -> list[str] | None:
         module = sys.modules.get(parent) if parent in traced else None
         if module is not None:
             return list(getattr(module, "__path__", None) or [])
         return locations.get(parent)
 
-    def lookup(candidate):
+    def lookup(candidate: str) -> bool:
         if candidate in traced or candidate in found or candidate in missing:
             return False
         top, _, rest = candidate.partition(".")
@@ -365,10 +399,12 @@ def static_closure(traced, skip_prefixes, startup, stdlib, roots=(), sources=())
     # when its first choice is not there, and what a module that never ran can do without
     # (an accelerator, an optional format) is left out.
     # What site and .pth hooks of the build environment loaded is not the app's.
-    queue = [(n, module_origin(m), hasattr(m, "__path__"), True)
-             for n, m in [(n, sys.modules[n]) for n in sorted(traced) if n in sys.modules]
-             if (n not in startup or (module_origin(m) or "").startswith(stdlib + os.sep))
-             and not any(n == p or n.startswith(p + ".") for p in skip_prefixes)]
+    # (name, file, is a package, ran)
+    queue: list[tuple[str, str | None, bool, bool]] = [
+        (n, module_origin(m), hasattr(m, "__path__"), True)
+        for n, m in [(n, sys.modules[n]) for n in sorted(traced) if n in sys.modules]
+        if (n not in startup or (module_origin(m) or "").startswith(stdlib + os.sep))
+        and not any(n == p or n.startswith(p + ".") for p in skip_prefixes)]
 
     for root in roots:
         if lookup(root):
@@ -377,7 +413,7 @@ def static_closure(traced, skip_prefixes, startup, stdlib, roots=(), sources=())
     queue += [(name, path, path.endswith(os.sep + "__init__.py"), False)
               for name, path in sources if name not in traced]
 
-    def available(candidate):
+    def available(candidate: str) -> bool:
         return candidate in traced or candidate in found or candidate in locations or \
             candidate in sys.builtin_module_names
 
@@ -419,7 +455,7 @@ def static_closure(traced, skip_prefixes, startup, stdlib, roots=(), sources=())
     return found, locations, via
 
 
-def import_quietly(names):
+def import_quietly(names: Iterable[str]) -> None:
     """Import modules found by reading sources, to see what *they* import: a compiled
     module's imports (numpy.random's Cython parts import secrets) cannot be read."""
     import io
@@ -434,12 +470,12 @@ def import_quietly(names):
         sys.stdout, sys.stderr = saved
 
 
-def declared_top_levels():
+def declared_top_levels() -> list[str]:
     """The top-level modules in this environment's site-packages: when krait made the
     environment, exactly the app's locked dependencies. One the app never imports at
     build time may still be used (tzdata, read through importlib.resources). Read from
     the folder itself: importlib.metadata would import a dozen modules into the trace."""
-    names = set()
+    names: set[str] = set()
     for key in ("purelib", "platlib"):
         folder = sysconfig.get_paths()[key]
         with contextlib.suppress(OSError):
@@ -455,7 +491,7 @@ def declared_top_levels():
     return sorted(names)
 
 
-def encodings():
+def encodings() -> dict[str, str]:
     """The codecs Python finds by name at run time ("cp1252", "utf-16", ...): every
     pure-Python one of the standard library's encodings package."""
     import encodings
@@ -473,27 +509,27 @@ def encodings():
     return dict(names)
 
 
-def _normalize(name):
+def _normalize(name: str) -> str:
     """A distribution's name as PEP 503 compares them."""
     import re
 
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _requirement_name(text):
+def _requirement_name(text: str) -> str | None:
     import re
 
     m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", text)
     return _normalize(m.group(1)) if m else None
 
 
-def _installed(entries):
+def _installed(entries: list[str]) -> dict[str, _Installed]:
     """Every distribution installed on the path ``entries``: name -> its sys.path entry,
     metadata folder, files (absolute, each inside the entry) and the names it requires.
     The first of a name on the path wins, as it does for imports."""
     import importlib.metadata as md
 
-    found = {}
+    found: dict[str, _Installed] = {}
     for dist in md.distributions(path=entries):
         try:
             name = _normalize(dist.metadata["Name"] or "")
@@ -505,7 +541,7 @@ def _installed(entries):
             continue
         if not name or name in found or not os.path.isdir(meta):
             continue
-        files = set()
+        files: set[str] = set()
         for item in listed or []:
             path = os.path.normpath(os.path.join(base, str(item)))
             # RECORD may name scripts outside the entry (../../bin/x): not importable.
@@ -521,8 +557,8 @@ def _installed(entries):
     return found
 
 
-def _top_level_files(dist, base):
-    files = set()
+def _top_level_files(dist: Distribution, base: str) -> set[str]:
+    files: set[str] = set()
     for top in (dist.read_text("top_level.txt") or "").split():
         folder = os.path.join(base, top)
         for dirpath, dirnames, filenames in os.walk(folder):
@@ -534,7 +570,8 @@ def _top_level_files(dist, base):
     return files
 
 
-def distributions_used(origins, skip_roots, everything):
+def distributions_used(origins: Iterable[str], skip_roots: list[str], everything: bool
+                       ) -> dict[str, _Installed]:
     """The distributions the app uses, each whole: those that own a module the trace or
     the scan found (``origins``), or all installed ones (``everything``: krait made the
     environment from the app's lock), and what they require, transitively. Requirements
@@ -546,7 +583,7 @@ def distributions_used(origins, skip_roots, everything):
     installed = _installed(entries)
     owner = {f: name for name, d in installed.items() for f in d["files"]}
     todo = sorted(installed) if everything else sorted({owner[o] for o in origins if o in owner})
-    used = {}
+    used: dict[str, _Installed] = {}
     while todo:
         name = todo.pop()
         if name in used or name not in installed:
@@ -556,7 +593,7 @@ def distributions_used(origins, skip_roots, everything):
     return used
 
 
-def module_name(rel):
+def module_name(rel: str) -> str | None:
     """The module a file of a distribution is (``pkg/sub/__init__.py`` -> pkg.sub), or
     None for a file that is not an importable module."""
     parts = rel.split(os.sep)

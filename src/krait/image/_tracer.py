@@ -16,8 +16,16 @@ import sys
 import sysconfig
 import traceback
 
+# Loaded before the app, this file's imports are in the start-up set and the heap the trace
+# reports: no typing, and no `from __future__` (that imports a module too). Annotations other
+# than plain names are strings (Python 3.8 evaluates the rest); ModuleType is for mypy only
+# (mypy takes this block as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
 
-def _mapped_objects():
+
+def _mapped_objects() -> "list[str]":
     found = set()
     try:
         with open("/proc/self/maps") as f:
@@ -32,7 +40,7 @@ def _mapped_objects():
     return sorted(found)
 
 
-def _import_tree(package):
+def _import_tree(package: str) -> None:
     """Import ``package`` and every submodule that imports here; skip the ones that do
     not (optional back-ends, test plugins): the guest cannot import them either."""
     import pkgutil
@@ -47,7 +55,7 @@ def _import_tree(package):
             importlib.import_module(info.name)
 
 
-def _resident_kib():
+def _resident_kib() -> "tuple[int, int]":
     """(anonymous, file-backed) memory resident once the app is imported: the guest's
     heap, and the interpreter and library pages it keeps mapped, roughly."""
     found = {}
@@ -62,7 +70,7 @@ def _resident_kib():
     return found.get("RssAnon", 0), found.get("RssFile", 0)
 
 
-def _load_scan():
+def _load_scan() -> "ModuleType":
     """The source reader (_scan.py beside this file), loaded only now: its code is not the
     app's and must not be in the heap measured above. Its own imports (ast) neither."""
     import ast  # noqa: F401
@@ -70,13 +78,14 @@ def _load_scan():
 
     spec = importlib.util.spec_from_file_location(
         "_krait_scan", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_scan.py"))
+    assert spec is not None and spec.loader is not None  # a .py file: it has both
     module = importlib.util.module_from_spec(spec)
     sys.modules["_krait_scan"] = module
     spec.loader.exec_module(module)
     return module
 
 
-def main():
+def main() -> None:
     request = json.load(sys.stdin)
     # The app may print while it is imported; keep our report apart from that.
     report_out = os.fdopen(os.dup(1), "w")
@@ -90,7 +99,7 @@ def main():
 
     class _Absent:
         @staticmethod
-        def find_spec(name, path=None, target=None):
+        def find_spec(name: str, path: object = None, target: object = None) -> None:
             absent.add(name)  # every import attempt; the finders after us do the work
 
     sys.meta_path.insert(0, _Absent)
@@ -117,8 +126,8 @@ def main():
             }
             break
     if failed is None and request.get("callable"):
-        module = sys.modules[request["entry_module"]]
-        if not callable(getattr(module, request["callable"], None)):
+        entry = sys.modules[request["entry_module"]]
+        if not callable(getattr(entry, request["callable"], None)):
             failed = {"module": request["entry_module"], "missing": None, "traceback": "",
                       "error": f"{request['entry_module']} has no callable "
                                f"`{request['callable']}`"}

@@ -160,7 +160,7 @@ class _Slice(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer)[:min(len(buffer), self._left)]
-        n = self._f.readinto(view)  # type: ignore[attr-defined]
+        n: int = self._f.readinto(view)  # type: ignore[attr-defined]
         self._left -= n
         return n
 

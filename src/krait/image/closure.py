@@ -12,7 +12,6 @@ Three layers, from the least to the most often changed:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -22,9 +21,8 @@ from pathlib import Path, PurePosixPath
 from krait.errors import BuildError
 from krait.guest import protocol
 from krait.image.context import AppFile, import_roots, link_inside, walk_files
+from krait.image.elf import elf_closure, under
 from krait.image.trace import Distribution, Trace
-from krait.paths import cache_dir, krait_dir, write_atomically
-from krait.run import run
 
 LAYERS = ("base", "packages", "app")
 _SOURCE_SUFFIXES = (".py",)
@@ -89,7 +87,7 @@ def plan_files(trace: Trace, app_root: Path, app: list[AppFile], include: tuple[
     for top in sorted(loose):
         for d in map(Path, trace.packages.get(top, [])):
             root = _path_entry(d, entries)
-            if root is None or _under(d, trace.stdlib) or _under(d, trace.runtime):
+            if root is None or under(d, trace.stdlib) or under(d, trace.runtime):
                 continue
             for path in _package_data(d):
                 rel = path.relative_to(root).as_posix()
@@ -212,7 +210,7 @@ def _time_zones(tzpath: tuple[Path, ...]) -> list[GuestFile]:
             continue
         if path.is_symlink():
             target = os.readlink(path)
-            if os.path.isabs(target) or not _under(Path(os.path.realpath(path)), folder):
+            if os.path.isabs(target) or not under(Path(os.path.realpath(path)), folder):
                 continue
             out.append(GuestFile("base", str(path), Path(target), "symlink"))
         else:
@@ -292,8 +290,8 @@ def kept_modules(trace: Trace, exclude: tuple[str, ...]) -> dict[str, Path]:
     for name, origin in {**trace.static, **trace.modules}.items():
         if _excluded(name, exclude):
             continue
-        if name in trace.startup and not (_under(origin, trace.stdlib)
-                                          or _under(origin, trace.dynload)):
+        if name in trace.startup and not (under(origin, trace.stdlib)
+                                          or under(origin, trace.dynload)):
             continue
         if name in ("sitecustomize", "usercustomize"):  # the build host's, not the app's
             continue
@@ -301,17 +299,11 @@ def kept_modules(trace: Trace, exclude: tuple[str, ...]) -> dict[str, Path]:
     return kept
 
 
-def _under(path: Path, root: Path) -> bool:
-    # Strings, not path.parents: this runs some ten thousand times a build.
-    p, r = str(path), str(root)
-    return p == r or p.startswith(r.rstrip("/") + "/")
-
-
 def _path_entry(path: Path, entries: list[Path]) -> Path | None:
     """The longest sys.path entry that holds ``path``."""
     best = None
     for entry in entries:
-        if _under(path, entry) and (best is None or len(entry.parts) > len(best.parts)):
+        if under(path, entry) and (best is None or len(entry.parts) > len(best.parts)):
             best = entry
     return best
 
@@ -329,10 +321,10 @@ def _module_files(name: str, origin: Path, trace: Trace, app_root: Path,
                   ) -> list[GuestFile]:
     is_source = origin.suffix in _SOURCE_SUFFIXES
     how = "pyc" if is_source else "elf" if _EXTENSION.search(origin.name) else "copy"
-    if _under(origin, trace.runtime):
+    if under(origin, trace.runtime):
         rel = origin.relative_to(trace.runtime).as_posix()
         layer, guest = "base", f"{protocol.RUNTIME_DIR}/{rel}"
-    elif _under(origin, trace.stdlib) or _under(origin, trace.dynload):
+    elif under(origin, trace.stdlib) or under(origin, trace.dynload):
         layer, guest = "base", str(origin)
     else:
         entry = _path_entry(origin, entries)
@@ -357,7 +349,7 @@ def _library_files(path: Path, trace: Trace, app_root: Path, app_entries: list[P
     /krait/packages, keeping their relative layout, so RPATH $ORIGIN/../x.libs still
     finds them; system libraries keep their host path."""
     path = Path(os.path.normpath(path))
-    if not (_under(path, trace.stdlib) or _under(path, trace.dynload)):
+    if not (under(path, trace.stdlib) or under(path, trace.dynload)):
         entry = _path_entry(path, entries)
         if entry is not None:
             layer, guest = _layer_for(path, app_root, app_entries, entry)
@@ -390,7 +382,7 @@ def _included(app_root: Path, item: str) -> list[AppFile]:
     the same; links inside the folder stay links, links out of it are refused."""
     root = app_root.resolve()
     path = Path(os.path.normpath(root / item))
-    if not _under(path, root):
+    if not under(path, root):
         raise BuildError(f"include = {item!r} points outside the app folder",
                          hint="include paths are relative to the app and stay inside it")
     if not (path.exists() or path.is_symlink()):
@@ -401,96 +393,6 @@ def _included(app_root: Path, item: str) -> list[AppFile]:
         rel = each.relative_to(root).as_posix()
         found.append(AppFile(rel, each, link_inside(each, root) if each.is_symlink() else None))
     return found
-
-
-def elf_closure(binaries: list[Path], unloadable: list[Path] | None = None) -> list[Path]:
-    """The binaries plus every shared library they load, as the dynamic loader finds them.
-    A library that is not installed is a build error; with ``unloadable``, the binaries
-    that need one are listed there instead, and their closure left out."""
-    known = _needed_cache()
-    size = len(known)
-    seen: dict[Path, None] = {}
-    if unloadable is None:
-        seen.update(dict.fromkeys(_closure(binaries, known)))
-    else:
-        for binary in dict.fromkeys(binaries):
-            try:
-                seen.update(dict.fromkeys(_closure([binary], known)))
-            except BuildError:
-                unloadable.append(binary)
-    if len(known) != size:
-        write_atomically(_needed_file(), json.dumps(known).encode())
-    return sorted(seen)
-
-
-def _closure(binaries: list[Path], known: dict[str, list[str]]) -> list[Path]:
-    seen: dict[Path, None] = {}
-    todo = list(dict.fromkeys(binaries))
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen[path] = None
-        st = path.stat()
-        key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
-        if key not in known:
-            known[key] = [str(p) for p in _needed(path)]
-        todo += [Path(p) for p in known[key] if Path(p) not in seen]
-    return list(seen)
-
-
-def _needed_file() -> Path:
-    return krait_dir(cache_dir(), "objects") / "needed.json"
-
-
-def _needed_cache() -> dict[str, list[str]]:
-    """What the dynamic loader said each ELF file needs, by path, size and mtime: asking
-    it is a process per file, and a build asks about every extension module."""
-    try:
-        known: dict[str, list[str]] = json.loads(_needed_file().read_text())
-        return known
-    except (OSError, ValueError):
-        return {}
-
-
-def _needed(path: Path) -> list[Path]:
-    # A library a wheel bundles (psycopg_binary.libs/libselinux) finds its siblings
-    # through the RPATH of whatever loaded it; listed on its own, it needs a hint.
-    system = any(_under(path, Path(d)) for d in ("/lib", "/lib64", "/usr/lib", "/usr/lib64"))
-    env = None if system else {"LD_LIBRARY_PATH": str(path.parent)}
-    proc = run([_loader(), "--list", path], check=False, env=env)
-    if proc.returncode != 0:
-        if "not a dynamic executable" in (proc.stdout + proc.stderr):
-            return []
-        gone = re.search(r"error while loading shared libraries: ([^:\s]+): cannot open",
-                         proc.stderr)
-        if gone:  # a library (not an executable) whose own dependency is missing
-            lib = gone.group(1)
-            raise BuildError(f"{path} needs the shared library {lib}, which is not installed",
-                             hint=f"install the package that provides {lib} on the build "
-                             "host (or in the app's environment, for a wheel's library)")
-        raise BuildError(f"cannot list the libraries {path} needs:\n{proc.stdout}{proc.stderr}")
-    out = []
-    for line in proc.stdout.splitlines():
-        line = line.strip()
-        if "=> not found" in line:
-            lib = line.split()[0]
-            raise BuildError(f"{path} needs the shared library {lib}, which is not installed",
-                             hint=f"install the package that provides {lib} on the build host")
-        if "=>" in line:
-            target = line.split("=>")[1].split("(")[0].strip()
-            if target:  # $ORIGIN/../../x.libs comes back with the dots in it
-                out.append(Path(os.path.normpath(target)))
-        elif line.startswith("/"):
-            out.append(Path(line.split()[0]))
-    return out
-
-
-def _loader() -> str:
-    for candidate in ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"):
-        if os.path.exists(candidate):
-            return candidate
-    raise BuildError("no dynamic loader found on the build host")
 
 
 def host_path_files(path: Path) -> list[GuestFile]:

@@ -186,7 +186,8 @@ def push(image: Image, ref: str) -> str:
         response.raise_for_status()
     except (requests.RequestException, ValueError) as e:
         raise _refused(ref, e) from None
-    return response.headers.get("Docker-Content-Digest", "")
+    manifest_digest: str = response.headers.get("Docker-Content-Digest", "")
+    return manifest_digest
 
 
 def _untrusted(ref: str, problem: str) -> ImageError:

@@ -3,7 +3,7 @@
     backend = get_backend(choose(flag, image_setting), uri)
 
 The name comes from ``--backend``, else ``$KRAIT_BACKEND``, else the image's ``backend``
-setting, else a libvirt URI given with ``--connect`` (which means libvirt), else QEMU.
+setting, else a host given with ``--on URI`` (which means libvirt), else QEMU.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def _qemu(uri: str | None) -> Backend:
     from krait.vmm.qemu import QemuBackend
 
     if uri is not None:
-        raise ConfigError(f"--connect {uri}: a libvirt URI needs --backend libvirt")
+        raise ConfigError(f"--on {uri}: a host URI is for --backend libvirt")
     return QemuBackend()
 
 
@@ -32,7 +32,18 @@ def _libvirt(uri: str | None) -> Backend:
     return LibvirtBackend(uri or DEFAULT_URI)
 
 
-BACKENDS: dict[str, Callable[[str | None], Backend]] = {"qemu": _qemu, "libvirt": _libvirt}
+def _process(uri: str | None) -> Backend:
+    from krait.vmm.process import ProcessBackend
+
+    if uri is not None:
+        raise ConfigError(f"{uri}: the process backend runs apps on this machine only")
+    return ProcessBackend()
+
+
+# Each backend's module is imported only when it is asked for (libvirt's binding is
+# optional; the process backend is for development).
+BACKENDS: dict[str, Callable[[str | None], Backend]] = {
+    "qemu": _qemu, "libvirt": _libvirt, "process": _process}
 
 
 def is_uri(text: str) -> bool:
@@ -41,18 +52,24 @@ def is_uri(text: str) -> bool:
     return bool(sep) and scheme.replace("+", "").isalnum()
 
 
-def choose(flag: str | None = None, setting: str | None = None,
-           uris: tuple[str, ...] = ()) -> str:
-    name = flag or os.environ.get(ENV) or setting or ("libvirt" if uris else DEFAULT)
+def check_known(name: str, source: str = "backend") -> str:
+    """``name``, if a backend of that name exists; else an error naming ``source``."""
     if name not in BACKENDS:
-        source = "--backend" if flag else f"${ENV}" if os.environ.get(ENV) else "backend"
         raise ConfigError(f"{source} {name}: no such backend",
                           hint=f"use one of {', '.join(BACKENDS)}")
     return name
 
 
+def choose(flag: str | None = None, setting: str | None = None,
+           uris: tuple[str, ...] = ()) -> str:
+    """The backend's name: the flag's, else $KRAIT_BACKEND's, else the image's setting,
+    else libvirt when hosts are given, else QEMU; one that does not exist is an error
+    naming where it came from."""
+    name = flag or os.environ.get(ENV) or setting or ("libvirt" if uris else DEFAULT)
+    source = "--backend" if flag else f"${ENV}" if os.environ.get(ENV) else "backend"
+    return check_known(name, source)
+
+
 def get_backend(name: str = DEFAULT, uri: str | None = None) -> Backend:
-    """The backend ``name``, on the libvirt host ``uri`` where it has one."""
-    if name not in BACKENDS:
-        raise ConfigError(f"no backend {name!r}", hint=f"use one of {', '.join(BACKENDS)}")
-    return BACKENDS[name](uri)
+    """The backend ``name``, on the host ``uri`` where it has one."""
+    return BACKENDS[check_known(name)](uri)

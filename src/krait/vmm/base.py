@@ -4,6 +4,12 @@ A backend turns a frozen :class:`VmSpec` (what we want) into a running :class:`V
 which reports what was observed. Backends are chosen by name (:mod:`krait.vmm.backends`):
 QEMU started by krait, libvirt (local or over SSH), and the app as a plain process for
 development. Whoever holds a Vm talks to it only through this interface.
+
+A VM also has a reference (:attr:`Vm.ref`): a string its backend makes and alone
+understands. Records keep it (with the backend's name and host), and whoever finds it
+there later — `krait ps`, `krait stop` after a supervisor died — asks the backend what
+is true now (:meth:`Backend.status`) and how to end it (:meth:`Backend.stop`,
+:meth:`Backend.remove`), without knowing which backend it is.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from krait.config.settings import Service
 from krait.vmm.accel import Accel
+from krait.vmm.machine import MICROVM, Machine
 from krait.vmm.options import PortForward
 from krait.vmm.volumes import Volume
 
@@ -33,6 +40,7 @@ class Disk:
     name: str  # the image layer it holds ("base", "packages", "app")
     path: Path
     readonly: bool = True
+    digest: str = ""  # sha256 of the unpacked disk (what the image's manifest says)
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,10 @@ class VmSpec:
     volumes: tuple[Volume, ...] = ()  # data disks, after the boot disk
     workdir: Path | None = None  # sockets and logs; a temporary folder when None
     console_log: Path | None = None  # write the console here instead of a pipe
+    # The image's interpreter (path, version): a backend that runs the app as a process
+    # of this host needs it; the others boot the image's own.
+    interpreter: tuple[str, str] = ("", "")
+    machine: Machine = MICROVM  # what every backend renders (krait.vmm.machine)
     qemu: QemuOptions = QemuOptions()  # only for QEMU started by krait
 
     def with_qemu(self, **changes: object) -> VmSpec:
@@ -81,12 +93,29 @@ class VmResult:
     reason: str  # one line for the user
 
 
+@dataclass(frozen=True)
+class VmStatus:
+    """What a backend observes of a VM now, from its reference (:meth:`Backend.status`)."""
+
+    running: bool  # it exists and has not ended
+    paused: bool = False  # its CPUs are stopped (it keeps its memory)
+    pid: int | None = None  # its process on this machine, if it has one
+    rss_mb: float | None = None  # that process's resident memory
+    started: float | None = None  # wall clock when it started, if known
+
+    @classmethod
+    def gone(cls) -> VmStatus:
+        return cls(running=False)
+
+
 class Vm(ABC):
-    """A running VM."""
+    """A running VM, as its backend started it: ready or not, its console, its end. The
+    guest's half of what it reports is krait.guest.protocol; how a backend reads it is
+    krait.vmm.reporting. Whoever holds one stops it (:meth:`stop`) or waits for it."""
 
     spec: VmSpec
     pid: int | None = None  # the VMM's process on this host, if it is krait's child
-    domain_name: str | None = None  # the libvirt domain, when libvirt runs it
+    ref: str = ""  # what its backend finds it again by (Backend.status), opaque to others
     ready_at: float | None = None  # time.monotonic() when the guest first said ready
     started_at: float  # time.monotonic() when it was started
     timeline: dict[str, float]  # when the guest did each step of its boot (protocol)
@@ -140,14 +169,45 @@ class Vm(ABC):
 
 
 class Backend(ABC):
+    """What runs VMs: starts them from a spec, and answers for them later by reference.
+
+    Each backend is one module of :mod:`krait.vmm`, registered by name in
+    :mod:`krait.vmm.backends`; nothing else names or constructs one."""
+
     name: str
-    uri = ""  # the libvirt host it starts VMs at; "" for this machine
+    uri = ""  # the host it starts VMs at (a libvirt URI); "" for this machine
+    snapshots = False  # can save templates and wake clones (Vm.save, restore)
 
     @property
     def address(self) -> str:
         """Where the ports its VMs forward are reached from this machine."""
         return "127.0.0.1"
-    snapshots = False  # can save templates and wake clones (Vm.save, restore)
+
+    @property
+    def label(self) -> str:
+        """What it is, for a listing: its name, and the host it runs VMs on."""
+        return self.name
+
+    @property
+    def host_name(self) -> str:
+        """The host its VMs' forwarded ports are on, as a listing names it."""
+        return "127.0.0.1"
+
+    @abstractmethod
+    def status(self, ref: str, detail: bool = True) -> VmStatus:
+        """What is true now of the VM ``ref`` names (:attr:`Vm.ref`); not running if it
+        ended, is not ours, or cannot be asked. ``detail``: also what costs a round trip
+        (whether it is paused)."""
+
+    @abstractmethod
+    def remove(self, ref: str) -> None:
+        """End the VM ``ref`` names now, without asking its guest, and what it held (an
+        instance whose owner died); one that is gone already is no error."""
+
+    def stop(self, ref: str, grace: float = 10.0) -> None:
+        """End the VM ``ref`` names gracefully (the app gets SIGTERM), hard after
+        ``grace`` seconds: for a VM no live :class:`Vm` holds."""
+        self.remove(ref)
 
     @abstractmethod
     def command(self, spec: VmSpec) -> list[str]:

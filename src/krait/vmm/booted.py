@@ -16,10 +16,11 @@ from pathlib import Path
 
 from krait.errors import VmError
 from krait.image.archive import Image, open_image
+from krait.vmm.backends import get_backend
 from krait.vmm.base import Backend, Vm, VmSpec
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend, free_port
+from krait.vmm.ports import free_port
 
 
 @dataclass
@@ -62,7 +63,7 @@ def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
     _, spec = prepare(img.path, options, image=img)
     lines: list[str] = []
     started = time.monotonic()
-    vm = (backend or QemuBackend()).start(spec, on_console=lines.append)
+    vm = (backend or get_backend()).start(spec, on_console=lines.append)
     try:
         if not vm.wait_ready(ready_timeout):
             vm.kill()
@@ -75,7 +76,4 @@ def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
         on_failure("--- guest console ---\n" + "\n".join(lines[-60:]))
         raise
     finally:
-        vm.request_stop()
-        if vm.wait(stop_grace) is None:
-            vm.kill()
-            vm.wait()
+        vm.stop(stop_grace)

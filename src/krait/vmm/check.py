@@ -31,6 +31,7 @@ from krait.image.archive import Image, open_image
 from krait.image.build import BuildResult, build_image, image_path
 from krait.image.lock import LockMode
 from krait.kernel import Kernel
+from krait.vmm.backends import check_known
 from krait.vmm.booted import booted
 from krait.vmm.process import ProcessBackend
 
@@ -86,7 +87,7 @@ def check_image(path: Path) -> CheckReport:
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="krait-check-"))
     try:
-        backend = ProcessBackend(image, report=scratch / "report")
+        backend = ProcessBackend(report=scratch / "report")
         # A main app listens where it says itself; krait's server where we ask it.
         host_ports = {p: p for p in image.manifest.ports} if main else None
         try:
@@ -140,6 +141,8 @@ def build_checked(app: AppConfig, kernel: Kernel, output: Path | None = None,
     it passed (an earlier image there is kept otherwise); a failed check is a BuildError
     that says what was asked and what the app printed."""
     final = image_path(app, output)
+    if app.backend is not None:
+        check_known(app.backend)  # the image's default backend must be one that exists
     if not check:
         result = build_image(app, kernel, final, step, lock_mode, signing_key)
         result.notes.append("not checked (--no-check)")

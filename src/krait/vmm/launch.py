@@ -49,7 +49,7 @@ class RunOptions:
     volumes: tuple[str, ...] = ()
     accel: str | None = None
     backend: str | None = None  # by name (vmm.backends); None: $KRAIT_BACKEND, the image's
-    hosts: tuple[str, ...] = ()  # libvirt URIs (--connect URI)
+    hosts: tuple[str, ...] = ()  # where to run: libvirt URIs (--on URI)
     workdir: Path | None = None
     console_log: Path | None = None
     # Refuse less memory than the image needs (benchmarks looking for the limit do not).
@@ -182,7 +182,8 @@ def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
     spec = VmSpec(
         name=image.name,
         kernel=files.kernel,
-        disks=tuple(Disk(part.name, path) for part, path in ordered),
+        disks=tuple(Disk(part.name, path, digest=part.unpacked_sha256)
+                    for part, path in ordered),
         cmdline=kernel_cmdline(image, options, accel, settings),
         memory=memory,
         vcpus=options.vcpus or boot.vcpus,
@@ -193,5 +194,6 @@ def prepare(image_path: Path, options: RunOptions, accel: Accel | None = None,
         volumes=attached,
         workdir=options.workdir,
         console_log=options.console_log,
+        interpreter=(image.manifest.interpreter["path"], image.manifest.interpreter["version"]),
     )
     return image, spec

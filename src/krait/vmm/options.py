@@ -92,6 +92,7 @@ class Drive(Option):
     # QEMU's default (writeback, flushes honoured) is what makes a guest's fsync durable;
     # said here so that it is a choice (krait.vmm.volumes).
     cache: str | None = None
+    device: str = "virtio-blk-device"
 
     def args(self) -> list[str]:
         props: list[tuple[str, object]] = [("file", self.path), ("if", "none"),
@@ -100,7 +101,7 @@ class Drive(Option):
         if self.cache:
             props.append(("cache", self.cache))
         drive = _props(props)
-        return ["-drive", drive, "-device", f"virtio-blk-device,drive={self.id}"]
+        return ["-drive", drive, "-device", f"{self.device},drive={self.id}"]
 
 
 @dataclass(frozen=True)

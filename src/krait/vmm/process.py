@@ -25,11 +25,11 @@ from pathlib import Path
 from krait.errors import ConfigError
 from krait.guest import protocol
 from krait.guest.process import VARIABLE
-from krait.image.archive import Image
 from krait.paths import cache_dir, is_real_dir, krait_dir
 from krait.run import popen, run
-from krait.vmm.base import Backend, VmSpec
-from krait.vmm.qemu import check_port_free
+from krait.vmm.base import Backend, QemuOptions, VmSpec, VmStatus
+from krait.vmm.child import child_status, kill_child, stop_child
+from krait.vmm.ports import check_port_free
 from krait.vmm.reporting import ChildVm
 
 # The interpreter is started with this; it imports the runner from the image's runtime.
@@ -57,39 +57,48 @@ def unpacked_tree(disk: Path, digest: str) -> Path:
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, image: Image, report: Path | None = None) -> None:
+    def __init__(self, report: Path | None = None) -> None:
         """``report``: where the app's processes say, as they end, which modules they
         looked for that the image lacks (``REPORT.PID.json``; see krait.vmm.check)."""
-        self.image = image
         self.report = report
 
-    def _interpreter(self) -> str:
-        path, version = (self.image.manifest.interpreter[k] for k in ("path", "version"))
+    def _interpreter(self, spec: VmSpec) -> str:
+        path, version = spec.interpreter
         hint = ("run it as a VM (drop --target process), or build it with an interpreter "
                 "this host has (python = \"...\" in [tool.krait])")
         if not os.access(path, os.X_OK):
-            raise ConfigError(f"{self.image.name} was built for {path}, which this host does "
+            raise ConfigError(f"{spec.name} was built for {path}, which this host does "
                               "not have", hint=hint)
         found = run([path, "-I", "-S", "-c", "import platform; print(platform.python_version())"],
                     timeout=30).stdout.strip()
         if found != version:
-            raise ConfigError(f"{path} is Python {found} here; {self.image.name} was built "
+            raise ConfigError(f"{path} is Python {found} here; {spec.name} was built "
                               f"for {version}", hint=hint)
         return path
 
     def command(self, spec: VmSpec) -> list[str]:
         runtime = Path("TREES") / "base" / protocol.RUNTIME_DIR.lstrip("/")
-        return [self._interpreter(), "-I", "-S", "-c", _BOOTSTRAP, str(runtime)]
+        return [self._interpreter(spec), "-I", "-S", "-c", _BOOTSTRAP, str(runtime)]
+
+    def status(self, ref: str, detail: bool = True) -> VmStatus:
+        return child_status(ref)
+
+    def remove(self, ref: str) -> None:
+        kill_child(ref)
+
+    def stop(self, ref: str, grace: float = 10.0) -> None:
+        stop_child(ref, grace)  # SIGTERM: the app stops as it would in the VM
 
     def start(self, spec: VmSpec, on_console: Callable[[str], None] | None = None
               ) -> ProcessVm:
         if spec.volumes:
             raise ConfigError("--target process has no volumes (they are a VM's disks)",
                               hint="run it as a VM to attach volumes")
-        interpreter = self._interpreter()  # before anything is unpacked
-        trees = {}
-        for disk, part in zip(spec.disks, self.image.manifest.layers, strict=False):
-            trees[part.name] = unpacked_tree(disk.path, part.unpacked_sha256)
+        if spec.qemu != QemuOptions():
+            raise ConfigError("--target process has no gdb stub, pause or snapshots",
+                              hint="run it as a VM")
+        interpreter = self._interpreter(spec)  # before anything is unpacked
+        trees = {disk.name: unpacked_tree(disk.path, disk.digest) for disk in spec.disks}
         for forward in spec.ports:
             check_port_free("127.0.0.1", forward.host)
         boot = protocol.decode_boot(spec.boot_settings) if spec.boot_settings else {}
@@ -121,7 +130,7 @@ class ProcessVm(ChildVm):
 
     def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes], control: socket.socket,
                  scratch: Path, on_console: Callable[[str], None] | None = None) -> None:
-        super().__init__(spec, proc, on_console)
+        super().__init__(spec, proc, on_console, spec.workdir)
         self._channel = control
         self._scratch = scratch
         self._start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -12,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from krait.config.settings import Service
@@ -28,7 +30,9 @@ from krait.vmm.base import (
     TUNNEL_SOCKET,
     Backend,
     VmSpec,
+    VmStatus,
 )
+from krait.vmm.child import child_status, kill_child, stop_child, workdir_of
 from krait.vmm.options import (
     Accelerator,
     Chardev,
@@ -49,6 +53,7 @@ from krait.vmm.options import (
     Serial,
     UserNetwork,
 )
+from krait.vmm.ports import check_port_free
 from krait.vmm.reporting import ChildVm
 from krait.vmm.volumes import VolumeLock
 
@@ -56,8 +61,6 @@ log = logging.getLogger("krait")
 QEMU = "qemu-system-x86_64"
 # Who QEMU runs as when krait runs as root (-runas): not root, and owner of nothing.
 UNPRIVILEGED_USER = "nobody"
-# The control port is the second 16550 UART (ttyS1 in the guest).
-CONTROL_UART = (("iobase", 0x2F8), ("irq", 3))
 
 
 def find_qemu() -> str:
@@ -72,18 +75,35 @@ class QemuBackend(Backend):
     name = "qemu"
     snapshots = True
 
+    def status(self, ref: str, detail: bool = True) -> VmStatus:
+        seen = child_status(ref)
+        workdir = workdir_of(ref)
+        if seen.running and detail and workdir and (workdir / QMP_SOCKET).exists():
+            with contextlib.suppress(VmError, OSError):
+                if qmp.query_status(workdir / QMP_SOCKET, timeout=1.0) in (
+                        "paused", "postmigrate", "inmigrate", "prelaunch"):
+                    return replace(seen, paused=True)
+        return seen
+
+    def remove(self, ref: str) -> None:
+        kill_child(ref)
+
+    def stop(self, ref: str, grace: float = 10.0) -> None:
+        stop_child(ref, grace)  # a STOP on the control port, as Vm.request_stop sends
+
     def build_command(self, spec: VmSpec, workdir: Path) -> QemuCommand:
         tcg = spec.accel.name == "tcg"
         only = spec.qemu
+        profile = spec.machine  # the machine, as libvirt's domain renders it too
         # Always a pipe to krait, which bounds and rotates the log (see vmm.console).
         console = Chardev("con", "stdio", (("signal", False),))
-        machine = Machine()
+        machine = Machine(profile.type, (("acpi", profile.acpi),))
         if spec.qemu.ram_file is not None:
-            machine = Machine(props=(*machine.props, ("memory-backend", "ram")))
+            machine = Machine(profile.type, (*machine.props, ("memory-backend", "ram")))
         command = QemuCommand(QEMU).add(
             machine,
-            Accelerator(spec.accel.name, tb_size_mib=64 if tcg else None),
-            Cpu("max" if tcg else "host", spec.vcpus),
+            Accelerator(spec.accel.name, tb_size_mib=profile.tcg_cache_mib if tcg else None),
+            Cpu(profile.cpu(tcg), spec.vcpus),
             Memory(spec.memory),
             *([RamFile(only.ram_file, spec.memory, only.ram_shared)] if only.ram_file else []),
             Flag("-nodefaults"),
@@ -93,20 +113,22 @@ class QemuBackend(Backend):
             Flag("-no-reboot"),
             Sandbox(runas=UNPRIVILEGED_USER if os.geteuid() == 0 else None),
             DirectBoot(spec.kernel, spec.cmdline),
-            *(Drive(f"disk-{d.name}", d.path, d.readonly) for d in spec.disks),
-            *([Drive("disk-boot", workdir / BOOT_DISK)] if spec.boot_settings else []),
-            *(Drive(f"volume-{i}", v.path.resolve(), v.readonly, cache="writeback")
-              for i, v in enumerate(spec.volumes)),
+            *(Drive(f"disk-{d.name}", d.path, d.readonly, device=profile.disk_device)
+              for d in spec.disks),
+            *([Drive("disk-boot", workdir / BOOT_DISK, device=profile.disk_device)]
+              if spec.boot_settings else []),
+            *(Drive(f"volume-{i}", v.path.resolve(), v.readonly, cache="writeback",
+                    device=profile.disk_device) for i, v in enumerate(spec.volumes)),
             console,
             Serial("con"),
             Chardev("ctl", "socket", (("path", workdir / CONTROL_SOCKET), ("server", True),
                                       ("wait", False))),
-            Device("isa-serial", (("chardev", "ctl"), *CONTROL_UART)),
+            Device("isa-serial", (("chardev", "ctl"), *profile.control_uart)),
             # Deny by default: the guest reaches only the services it declared.
             UserNetwork("net0", spec.ports, restrict=True,
                         tunnel=workdir / TUNNEL_SOCKET if spec.services else None),
-            Device("virtio-net-device", (("netdev", "net0"),)),
-            Object("rng-random", "rng0", (("filename", "/dev/urandom"),)),
+            Device(profile.net_device, (("netdev", "net0"),)),
+            Object("rng-random", "rng0", (("filename", profile.rng_source),)),
             Device("virtio-rng-device", (("rng", "rng0"),)),
         )
         if spec.qemu.qmp:
@@ -162,13 +184,6 @@ class QemuBackend(Backend):
         return vm
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (for host forwards)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _listen(path: Path) -> socket.socket:
     path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX)
@@ -198,20 +213,6 @@ def service_connector(services: tuple[Service, ...]) -> Callable[[str], socket.s
     return connect
 
 
-def check_port_free(addr: str, port: int) -> None:
-    """Refuse a port something listens on. As QEMU's forwards (and the app's own server,
-    for --target process) bind with SO_REUSEADDR, so does this check: connections of a
-    previous run still in TIME_WAIT do not make the port taken."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((addr, port))
-        except OSError:
-            raise VmError(f"port {addr}:{port} is already in use on this machine",
-                          hint=f"pick another host port, e.g. -p {port + 1}:GUEST_PORT, "
-                          "or stop what is listening there") from None
-
-
 class QemuVm(ChildVm):
     vmm_name = "QEMU"
 
@@ -219,7 +220,7 @@ class QemuVm(ChildVm):
                  owned_workdir: bool, on_console: Callable[[str], None] | None = None,
                  tunnel: socket.socket | None = None,
                  volume_lock: VolumeLock | None = None) -> None:
-        super().__init__(spec, proc, on_console)
+        super().__init__(spec, proc, on_console, workdir)
         self.workdir = workdir
         self._owned = owned_workdir
         self._tunnel_server = tunnel

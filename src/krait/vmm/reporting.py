@@ -16,10 +16,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Protocol
 
 from krait.guest import protocol
 from krait.vmm.base import Vm, VmResult, VmSpec
+from krait.vmm.child import child_ref
 from krait.vmm.console import ConsoleLog, Lines
 
 log = logging.getLogger("krait")
@@ -241,10 +243,12 @@ class ChildVm(ReportingVm):
     """A VM that is a child process of krait's: its stdout is the console."""
 
     def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes],
-                 on_console: Callable[[str], None] | None = None) -> None:
+                 on_console: Callable[[str], None] | None = None,
+                 workdir: Path | None = None) -> None:
         super().__init__(spec, on_console)
         self.proc = proc
         self.pid = proc.pid
+        self.ref = child_ref(proc.pid, workdir)
 
     def _console_chunks(self) -> Iterator[bytes]:
         assert self.proc.stdout is not None

@@ -69,7 +69,8 @@ def guest_used_mb(stats: dict[str, Any]) -> float | None:
     """Memory in use as the system the app runs in reports it (MemTotal - MemAvailable)."""
     mem = stats.get("meminfo") or {}
     if "MemTotal" in mem and "MemAvailable" in mem:
-        return round((mem["MemTotal"] - mem["MemAvailable"]) / 1024, 1)
+        used_kib: int = mem["MemTotal"] - mem["MemAvailable"]
+        return round(used_kib / 1024, 1)
     return None
 
 

@@ -21,7 +21,7 @@ from krait.bench.compare._common import (
 from krait.bench.http import first_answer
 from krait.config import AppConfig
 from krait.errors import KraitError
-from krait.vmm.qemu import free_port
+from krait.vmm.ports import free_port
 
 log = logging.getLogger("krait")
 

@@ -40,7 +40,7 @@ def oci_config(rootfs: Path, args: list[str], env: dict[str, str], memory_mib: i
                base: dict[str, Any], host_network: bool = False) -> dict[str, Any]:
     """``crun spec``'s default config, adjusted: read-only root, a memory limit, and its
     own network namespace (or the host's)."""
-    config = json.loads(json.dumps(base))
+    config: dict[str, Any] = json.loads(json.dumps(base))
     config["root"] = {"path": str(rootfs), "readonly": True}
     process = config["process"]
     process["terminal"] = False

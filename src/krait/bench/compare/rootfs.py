@@ -37,7 +37,9 @@ def find_mirror(sources: tuple[Path, ...] = SOURCES) -> str | None:
             files.append(src)
     for f in files:
         text = f.read_text(errors="replace")
-        for url in re.findall(r"(?:^deb\s+(?:\[[^\]]*\]\s+)?|^URIs:\s*)(\S+)", text, re.M):
+        urls: list[str] = re.findall(r"(?:^deb\s+(?:\[[^\]]*\]\s+)?|^URIs:\s*)(\S+)", text,
+                                     re.M)
+        for url in urls:
             if url.rstrip("/").endswith("/debian"):
                 return url
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 
 import psutil
 
@@ -12,11 +13,11 @@ from krait.bench.compare.surface import surface_of_image
 from krait.image.archive import open_image
 from krait.image.build import build_image
 from krait.kernel import Kernel, build_kernel
+from krait.vmm.backends import get_backend
 from krait.vmm.base import Vm
 from krait.vmm.booted import booted
 from krait.vmm.launch import RunOptions, prepare
 from krait.vmm.options import PortForward
-from krait.vmm.qemu import QemuBackend
 
 
 class _Vm(Running):
@@ -39,9 +40,9 @@ class UnikernelVariant(Variant):
         build_image(self.payload_app, kernel, self.image_path)
         self.image = open_image(self.image_path)
         _, spec = prepare(self.image_path, self._options(8080), image=self.image)
-        cmd = QemuBackend().build_command(spec, self.payload.parent)
+        argv = get_backend("qemu").command(replace(spec, workdir=self.payload.parent))
         self.details = {"machine": "microvm", "kernel": self.image.manifest.kernel_identity.version,
-                        "cmdline": " ".join(spec.cmdline), "qemu_argv": cmd.argv(),
+                        "cmdline": " ".join(spec.cmdline), "qemu_argv": argv,
                         "image": str(self.image_path)}
 
     def _options(self, port: int) -> RunOptions:
