@@ -16,13 +16,14 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from krait.errors import BuildError
 from krait.guest import protocol
 from krait.image.context import AppFile, import_roots, link_inside, walk_files
 from krait.image.elf import elf_closure, under
 from krait.image.trace import Distribution, Trace
+from krait.image.unimported import package_data, scripts_named
 
 LAYERS = ("base", "packages", "app")
 _SOURCE_SUFFIXES = (".py",)
@@ -100,8 +101,8 @@ def plan_files(trace: Trace, app_root: Path, app: list[AppFile], include: tuple[
     # bring theirs: lib2to3's grammar, the test package's certificates and helpers.
     for name in sorted(modules):
         for d in map(Path, trace.packages.get(name, [])):
-            if _under(d, trace.stdlib):
-                for path in _own_data(d):
+            if under(d, trace.stdlib):
+                for path in package_data(d):
                     add(GuestFile("base", str(path), path, "copy"))
     for each in [*app, *(f for item in include for f in _included(app_root, item))]:
         add_app_file(add, each, sources)
@@ -136,64 +137,11 @@ def plan_files(trace: Trace, app_root: Path, app: list[AppFile], include: tuple[
     if "zoneinfo" in modules and "tzdata" not in trace.distributions:
         for f in _time_zones(trace.tzpath):
             add(f)
-    for f in _scripts_named(list(files.values())):
-        add(f)
+    compiled = [(f.layer, f.guest, f.host) for f in files.values() if f.how == "pyc"]
+    for layer, guest, host in scripts_named(compiled):
+        add(GuestFile(layer, guest, host, "copy"))
     plan.files = sorted(files.values())
     return plan
-
-
-def _own_data(folder: Path) -> list[Path]:
-    """The files of a package that are neither its modules nor its subpackages': those
-    in its folder that are not Python, and everything in its folders that are not
-    packages themselves (scripts too: ``test/subprocessdata/fd_status.py`` is run as a
-    file, never imported)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__"
-                             and not (here / d / "__init__.py").exists())
-        data = here != folder  # a folder below the package that is not a package
-        found += [here / fn for fn in sorted(filenames)
-                  if data or not fn.endswith((".py", ".pyc", ".so"))]
-    return found
-
-
-# A file name in quotes that ends in .py, passed or assigned (not a word in prose):
-# findfile("fd_status.py"), os.path.join(here, 'tf_inherit_check.py'), name = "x.py".
-_SCRIPT_NAME = re.compile(rb"""[(,=\[]\s*["']([A-Za-z0-9_.-]+\.py)["']""")
-
-
-def _scripts_named(files: list[GuestFile]) -> list[GuestFile]:
-    """Helper scripts a module runs as files (``[sys.executable, path_to("helper.py")]``):
-    a ``.py`` file that a module's source names in quotes, beside it or in a folder below
-    it that is not a package, goes in as its source too (a path to ``helper.py`` must
-    lead to ``helper.py``). Not a module the standard library or a package imports (its
-    source beside its bytecode would be compiled at each import instead): in the app's
-    own folder, where every file is the app's, it goes in all the same."""
-    modules = {f.guest for f in files if f.how == "pyc" and f.layer != "app"}
-    out = []
-    for f in files:
-        if f.how != "pyc" or f.host.suffix != ".py":
-            continue
-        try:
-            source = f.host.read_bytes()
-        except OSError:
-            continue
-        if b".py'" not in source and b'.py"' not in source:
-            continue  # most modules: no need for the expression
-        folder, guest = f.host.parent, PurePosixPath(f.guest).parent
-        for name in {m.decode() for m in _SCRIPT_NAME.findall(source)} - _PACKAGE_FILES:
-            below = [p / name for p in folder.iterdir()
-                     if p.is_dir() and not (p / "__init__.py").exists()]
-            for found in [folder / name, *below]:
-                rel = found.relative_to(folder).as_posix()
-                if found.is_file() and str(guest / rel)[:-3] + ".pyc" not in modules:
-                    out.append(GuestFile(f.layer, str(guest / rel), found, "copy"))
-    return out
-
-
-# Named in quotes by code that walks packages, never run as scripts of their own.
-_PACKAGE_FILES = frozenset({"__init__.py", "__main__.py", "setup.py"})
 
 
 def _time_zones(tzpath: tuple[Path, ...]) -> list[GuestFile]:
