@@ -54,6 +54,9 @@ DIFFERENCES: tuple[Difference, ...] = ()
 
 # A module's job-side limit (regrtest's own watchdog); the job adds a grace period.
 TIMEOUT = 600
+# Debian's interpreter: its libpython3.11-testsuite holds the tests (another build's
+# test package, pyenv's say, is not the same suite).
+PYTHON = "/usr/bin/python3.11"
 GUEST_MEMORY = "768M"
 GUEST_VCPUS = 2
 
@@ -76,6 +79,7 @@ def write_app(folder: Path, modules: tuple[str, ...] = MODULES) -> Path:
                 "test.libregrtest.setup", *(f"test.{m}" for m in modules)]
     (folder / "krait.toml").write_text(
         'name = "fidelity"\nentry = "fidelity_job:main"\nkind = "main"\n'
+        f'python = "{PYTHON}"\n'
         f'memory = "{GUEST_MEMORY}"\nvcpus = {GUEST_VCPUS}\n'
         f"modules = {json.dumps(imported)}\n")
     return folder
