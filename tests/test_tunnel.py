@@ -141,9 +141,12 @@ def test_a_connection_whose_reader_stalls_does_not_stall_the_others() -> None:
     chunk = b"x" * 65536
     with echo_server() as port, linked(port) as guest:
         stalled = app_connection(guest)
-        # Sends far more than any buffer holds and never reads a byte of the answers.
-        threading.Thread(target=lambda: [stalled.sendall(chunk) for _ in range(160)],
-                         daemon=True).start()
+
+        def flood() -> None:  # far more than any buffer holds; never reads an answer
+            for _ in range(160):
+                stalled.sendall(chunk)
+
+        threading.Thread(target=flood, daemon=True).start()
         busy = app_connection(guest)
         busy.settimeout(10)
         for _ in range(80):  # 5 MiB there and back, one chunk at a time
