@@ -369,6 +369,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls-key", "build", _str, None, "The PEM private key for tls-cert, baked in at "
             "/krait/app/.krait/tls/key.pem (the image is then 0600). Named in the app's "
             "settings, it is baked only with `krait build --bake-tls-key`.", "PATH"),
+    Setting("ca", "build", _str, None, "The certificates the app's TLS clients trust, as "
+            "one PEM file (a file in the app folder, or any file given on the command "
+            "line), baked in instead of the default: certifi's bundle if the app has "
+            "certifi, else this machine's ca-certificates (if the app uses ssl).", "PATH"),
     Setting("dependencies", "build", _strings, (), "What the app needs from the package "
             "index (requirement strings). In a pyproject.toml, [project].dependencies is read "
             "when this is not set; without either, a requirements.txt beside it.", "REQUIREMENT",
