@@ -83,7 +83,7 @@ def _checked(app: AppConfig, setting: str, name: str) -> Path:
         raise BuildError(f"{setting} = {name!r}: {path} is over {MAX_PEM >> 20} MiB")
     if not _PEM[setting].search(head[:65536]):
         what = "an OpenSSH key" if b"OPENSSH PRIVATE KEY" in head[:65536] else "not one"
-        kind = "certificate" if setting == "tls-cert" else "private key"
+        kind = "private key" if setting == "tls-key" else "certificate"
         raise BuildError(f"{setting} = {name!r}: {path} is not a PEM {kind} ({what})",
                          hint="a TLS library loads PEM files: -----BEGIN CERTIFICATE-----, "
                          "-----BEGIN PRIVATE KEY-----")
