@@ -133,6 +133,7 @@ class Tunnel:
                  connect: Callable[[str], socket.socket] | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self._stream = stream
+        self._reader = stream.makefile("rb", buffering=MAX_PAYLOAD * 4)
         self._connect = connect
         self._log = log or (lambda line: None)
         self._channels: dict[int, Channel] = {}
@@ -200,16 +201,14 @@ class Tunnel:
         return True
 
     def _read(self, n: int) -> bytes | None:
-        buf = b""
-        while len(buf) < n:
-            try:
-                chunk = self._stream.recv(n - len(buf))
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-        return buf
+        """Exactly ``n`` bytes of the stream, or None once it ends. Buffered: a frame's
+        header and payload are one read of the kernel's, not two (it counts under
+        emulation)."""
+        try:
+            data = self._reader.read(n)
+        except (OSError, ValueError):  # ValueError: closed by close() meanwhile
+            return None
+        return data if len(data) == n else None
 
     def _send(self, kind: int, channel: int, payload: bytes = b"") -> bool:
         frame = HEADER.pack(kind, channel, len(payload)) + payload
