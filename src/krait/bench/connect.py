@@ -36,6 +36,7 @@ def measure(host: str, port: int, bulk_mib: int, runs: int, pings: int,
     """What one client sees of a server (``serve_bench``): MB/s of each bulk download,
     seconds of each small round trip, MB/s of each of ``parallel`` downloads at once.
     Standard library only: the guest runs this very function."""
+    import contextlib
     import socket
     import threading
     import time
@@ -52,6 +53,12 @@ def measure(host: str, port: int, bulk_mib: int, runs: int, pings: int,
             return size / 1e6 / (time.perf_counter() - started)
 
     buffer = bytearray(1 << 20)
+    refusals = []
+    for _ in range(100):  # a name nobody declared: "not known", without asking anyone
+        started = time.perf_counter()
+        with contextlib.suppress(socket.gaierror):
+            socket.getaddrinfo("undeclared.example.test", 443)
+        refusals.append(time.perf_counter() - started)
     bulk = [download(bulk_mib << 20) for _ in range(runs)]
     trips = []
     with socket.create_connection((host, port), timeout=30) as s:
@@ -93,6 +100,7 @@ def measure(host: str, port: int, bulk_mib: int, runs: int, pings: int,
         t.join()
     together = time.perf_counter() - started
     return {"bulk_mb_s": bulk, "round_trip_s": trips, "parallel_mb_s": rates,
+            "undeclared_name_s": refusals,
             "parallel_errors": errors, "parallel_seconds": together}
 
 
@@ -141,6 +149,7 @@ def serve_bench() -> Iterator[int]:
 
 def _summary(got: dict[str, Any]) -> dict[str, Any]:
     trips_ms = sorted(t * 1000 for t in got["round_trip_s"])
+    refused_ms = sorted(t * 1000 for t in got["undeclared_name_s"])
     rates = got["parallel_mb_s"]
     return {
         "bulk_mb_s": {"samples": [round(r, 2) for r in got["bulk_mb_s"]],
@@ -148,6 +157,9 @@ def _summary(got: dict[str, Any]) -> dict[str, Any]:
         "round_trip_ms": {"p50": round(trips_ms[len(trips_ms) // 2], 3),
                           "p99": round(trips_ms[int(len(trips_ms) * 0.99) - 1], 3),
                           "min": round(trips_ms[0], 3), "max": round(trips_ms[-1], 3)},
+        "undeclared_name_ms": {"first": round(got["undeclared_name_s"][0] * 1000, 3),
+                               "median": round(refused_ms[len(refused_ms) // 2], 3),
+                               "max": round(refused_ms[-1], 3)},
         "parallel": {"connections_done": len(rates), "errors": got["parallel_errors"][:5],
                      "seconds": round(got["parallel_seconds"], 2),
                      **({"slowest_mb_s": round(min(rates), 3),
