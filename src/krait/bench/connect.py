@@ -16,7 +16,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ CHUNK = b"\0" * (1 << 20)
 
 def measure(host: str, port: int, bulk_mib: int, runs: int, pings: int,
             parallel: int, parallel_mib: int) -> dict[str, Any]:
-    """What one client sees of a server (``serve_bench``): MB/s of each bulk download,
+    """What one client sees of a server (``_bench_answer``): MB/s of each bulk download,
     seconds of each small round trip, MB/s of each of ``parallel`` downloads at once.
     Standard library only: the guest runs this very function."""
     import contextlib
@@ -115,22 +115,14 @@ PROBE = textwrap.dedent(inspect.getsource(measure)) + textwrap.dedent(f"""
 
 
 @contextlib.contextmanager
-def serve_bench() -> Iterator[int]:
-    """The host's end: ``bulk N`` is answered with N bytes, ``ping`` echoes 64-byte
-    messages until the client closes. Yields the port on 127.0.0.1."""
+def tcp_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that runs ``handle`` on each connection in a thread of
+    its own (and closes it after); yields its port, closed when the block ends."""
     server = socket.create_server(("127.0.0.1", 0), backlog=256)
 
-    def handle(conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            command = conn.makefile("rb").readline(64).split()
-            if command[:1] == [b"bulk"] and len(command) == 2 and command[1].isdigit():
-                left = int(command[1])
-                while left > 0:
-                    left -= conn.send(CHUNK[:left])
-            elif command == [b"ping"]:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                while data := conn.recv(64):
-                    conn.sendall(data)
+    def run(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # a client that leaves mid-answer
+            handle(conn)
 
     def accept() -> None:
         while True:
@@ -138,13 +130,33 @@ def serve_bench() -> Iterator[int]:
                 conn, _ = server.accept()
             except OSError:
                 return
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+            threading.Thread(target=run, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     try:
         yield server.getsockname()[1]
     finally:
         server.close()
+
+
+def _bench_answer(conn: socket.socket) -> None:
+    """``bulk N`` is answered with N bytes; ``ping`` echoes 64-byte messages until the
+    client closes."""
+    line = b""
+    while not line.endswith(b"\n") and len(line) < 64:  # unbuffered: the rest is data
+        byte = conn.recv(1)
+        if not byte:
+            return
+        line += byte
+    command = line.split()
+    if command[:1] == [b"bulk"] and len(command) == 2 and command[1].isdigit():
+        left = int(command[1])
+        while left > 0:
+            left -= conn.send(CHUNK[:left])
+    elif command == [b"ping"]:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while data := conn.recv(64):
+            conn.sendall(data)
 
 
 def _summary(got: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +183,8 @@ def bench_connect(kernel: Kernel, accel: str, bulk_mib: int = 100, runs: int = 3
                   pings: int = 1000, parallel: int = 64, parallel_mib: int = 1) -> Result:
     params = {"bulk_mib": bulk_mib, "runs": runs, "pings": pings, "parallel": parallel,
               "parallel_mib": parallel_mib}
-    with tempfile.TemporaryDirectory(prefix="krait-connect-") as tmp, serve_bench() as port:
+    with tempfile.TemporaryDirectory(prefix="krait-connect-") as tmp, \
+            tcp_server(_bench_answer) as port:
         host = _summary(measure("127.0.0.1", port, **params))
         image = probe_app(Path(tmp) / "probe", PROBE, 'name = "connect-probe"\n'
                           f'entry = "app:main"\nconnect = ["{NAME}:{GUEST_PORT}"]\n', kernel)
