@@ -104,7 +104,9 @@ def measure(host: str, port: int, bulk_mib: int, runs: int, pings: int,
             "parallel_errors": errors, "parallel_seconds": together}
 
 
-PROBE = textwrap.dedent(inspect.getsource(measure)) + textwrap.dedent(f"""
+# Annotations stay text: the guest has no typing to import for them.
+PROBE = ("from __future__ import annotations\n\n"
+         + textwrap.dedent(inspect.getsource(measure))) + textwrap.dedent(f"""
 
     def main():
         import json, os
