@@ -41,7 +41,9 @@ CREDIT = struct.Struct("!I")
 MAX_PAYLOAD = 0xFFFF
 # Bytes in flight per channel and direction. Bounds what the guest holds for an app that
 # does not read (channels x WINDOW) and allows about WINDOW per round trip per stream.
-WINDOW = 256 << 10
+WINDOW = 512 << 10
+# Credit is granted back in pieces of at least this much (one small frame per piece).
+GRANT_AT = WINDOW // 4
 # Connections open at once through one VM's tunnel; more are refused (closed at once).
 MAX_CHANNELS = 256
 
@@ -63,6 +65,8 @@ class Channel:
         self._credit = WINDOW
         self._inbox: collections.deque[bytes] = collections.deque()
         self._queued = 0
+        self._delivering = False  # the delivering thread holds bytes it is sending
+        self._owed = 0  # credit for bytes delivered, not yet granted to the other end
 
     def finish(self) -> None:
         with self._cond:
@@ -99,29 +103,62 @@ class Channel:
             return True
 
     # -- in: what the other end sent, for the local socket ------------------------------
-    def queue(self, data: bytes) -> bool:
-        """Hold data for the local socket; False if the other end sent beyond its credit."""
+    def take(self, data: bytes) -> bool:
+        """Data from the other end for the local socket: sent at once if nothing waits
+        ahead of it and the socket takes it (no thread to wake: under emulation a hand-off
+        costs more than the copy), else held for the delivering thread. False if the
+        other end sent beyond its credit.
+
+        The stream's reader calls this, and it never waits on anything but this lock:
+        the credit it owes is sent by the delivering thread (a reader that wrote to the
+        stream could wait on a peer whose reader waits on it)."""
         with self._cond:
             if self._queued + len(data) > WINDOW:
                 return False
-            self._inbox.append(data)
-            self._queued += len(data)
-            self._cond.notify_all()
-            return True
-
-    def next_delivery(self) -> bytes | None:
-        """The next bytes for the local socket, waiting for some; None once ended, or
-        once all is delivered of a channel the other end closed."""
+            if self._inbox or self._delivering:
+                self._hold(data)
+                return True
+        # Nothing ahead of it, and only the stream's reader (this thread) adds more.
+        try:
+            sent = self.conn.send(data, socket.MSG_DONTWAIT)
+        except OSError:  # full (BlockingIOError) or gone: the delivering thread sees to it
+            sent = 0
         with self._cond:
-            while not self._inbox and not self.ended and not self.finishing:
+            if sent < len(data):
+                self._hold(data[sent:])
+            self._owe(sent)
+        return True
+
+    def _hold(self, data: bytes) -> None:
+        self._inbox.append(data)
+        self._queued += len(data)
+        self._cond.notify_all()
+
+    def _owe(self, n: int) -> None:
+        self._owed += n
+        if self._owed >= GRANT_AT:
+            self._cond.notify_all()
+
+    def next_delivery(self) -> tuple[bytes | None, int, bool]:
+        """What the delivering thread does next: (bytes for the local socket or None,
+        credit to grant now, whether to stop). It waits for held bytes, enough credit
+        owed, or the channel's end; credit owed below GRANT_AT may wait (the other end
+        still has at least WINDOW - GRANT_AT to send with)."""
+        with self._cond:
+            while (not self._inbox and self._owed < GRANT_AT and not self.ended
+                   and not self.finishing):
                 self._cond.wait()
+            owed, self._owed = self._owed, 0
             if self.ended or not self._inbox:
-                return None
-            return self._inbox.popleft()
+                return None, owed, self.ended or self.finishing
+            self._delivering = True
+            return self._inbox.popleft(), owed, False
 
     def delivered(self, n: int) -> None:
         with self._cond:
             self._queued -= n
+            self._delivering = False
+            self._owed += n
 
 
 class Tunnel:
@@ -177,8 +214,10 @@ class Tunnel:
                 if kind == DATA:
                     self._send(CLOSE, channel)  # a channel from before a snapshot, say
                 return True
-            ok = (ch.queue(payload) if kind == DATA else
-                  len(payload) == CREDIT.size and ch.grant(CREDIT.unpack(payload)[0]))
+            if kind == DATA:
+                ok = ch.take(payload)
+            else:
+                ok = len(payload) == CREDIT.size and ch.grant(CREDIT.unpack(payload)[0])
             if not ok:  # beyond what it was granted: that channel ends, not the others
                 self._drop(channel)
         elif kind == CLOSE:
@@ -237,15 +276,21 @@ class Tunnel:
 
     def _deliver(self, channel: int, ch: Channel) -> None:
         """What the other end sent, into the local connection; credit back as it goes."""
-        while (data := ch.next_delivery()) is not None:
+        while True:
+            data, owed, stop = ch.next_delivery()
+            if owed and not self._send(MORE, channel, CREDIT.pack(owed)):
+                return
+            if stop:
+                break
+            if data is None:
+                continue
             try:
                 ch.conn.sendall(data)
             except OSError:
                 self._drop(channel)
                 return
             ch.delivered(len(data))
-            self._send(MORE, channel, CREDIT.pack(len(data)))
-        if ch.finishing:
+        if ch.finishing and not ch.ended:
             ch.end()
 
     def _drop(self, channel: int, tell: bool = True) -> None:
