@@ -61,6 +61,7 @@ def measure(host: str, port: int, bulk_mib: int, runs: int, pings: int,
         refusals.append(time.perf_counter() - started)
     bulk = [download(bulk_mib << 20) for _ in range(runs)]
     trips = []
+    trips_started = time.perf_counter()
     with socket.create_connection((host, port), timeout=30) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(b"ping\n")
@@ -74,6 +75,11 @@ def measure(host: str, port: int, bulk_mib: int, runs: int, pings: int,
                     raise OSError("the server closed the connection")
                 got += len(chunk)
             trips.append(time.perf_counter() - started)
+    trips_total = time.perf_counter() - trips_started
+    clock = "unknown"  # a coarse clock (jiffies) makes single round trips read 0 or 10 ms
+    source = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+    with contextlib.suppress(OSError), open(source) as f:
+        clock = f.read().strip()
     rates: list[float] = []
     errors: list[str] = []
 
@@ -100,7 +106,8 @@ def measure(host: str, port: int, bulk_mib: int, runs: int, pings: int,
         t.join()
     together = time.perf_counter() - started
     return {"bulk_mb_s": bulk, "round_trip_s": trips, "parallel_mb_s": rates,
-            "undeclared_name_s": refusals,
+            "undeclared_name_s": refusals, "round_trips_total_s": trips_total,
+            "clocksource": clock,
             "parallel_errors": errors, "parallel_seconds": together}
 
 
@@ -166,9 +173,11 @@ def _summary(got: dict[str, Any]) -> dict[str, Any]:
     refused_ms = sorted(t * 1000 for t in got["undeclared_name_s"])
     rates = got["parallel_mb_s"]
     return {
+        "clocksource": got["clocksource"],
         "bulk_mb_s": {"samples": [round(r, 2) for r in got["bulk_mb_s"]],
                       **summarize(got["bulk_mb_s"])},
-        "round_trip_ms": {"p50": round(trips_ms[len(trips_ms) // 2], 3),
+        "round_trip_ms": {"mean": round(got["round_trips_total_s"] * 1000 / len(trips_ms), 3),
+                          "p50": round(trips_ms[len(trips_ms) // 2], 3),
                           "p99": round(trips_ms[int(len(trips_ms) * 0.99) - 1], 3),
                           "min": round(trips_ms[0], 3), "max": round(trips_ms[-1], 3)},
         "undeclared_name_ms": {"first": round(got["undeclared_name_s"][0] * 1000, 3),

@@ -172,7 +172,8 @@ def connect(bulk_mib: int, runs: int, pings: int, parallel: int, output: Path | 
     for side in ("guest", "host"):
         got = result.extra[side]
         err_console.print(f"{side}: bulk median {got['bulk_mb_s']['median']:.1f} MB/s, round "
-                          f"trip p50 {got['round_trip_ms']['p50']} ms p99 "
+                          f"trip mean {got['round_trip_ms']['mean']} ms, p50 "
+                          f"{got['round_trip_ms']['p50']} ms p99 "
                           f"{got['round_trip_ms']['p99']} ms, {parallel} at once: "
                           f"{got['parallel']['connections_done']} done, slowest "
                           f"{got['parallel'].get('slowest_mb_s')} MB/s")
