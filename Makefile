@@ -10,10 +10,10 @@ APT_PACKAGES := python3 python3-venv qemu-system-x86 linux-source-6.1 build-esse
 	crun slirp4netns debootstrap e2fsprogs util-linux \
 	python3.11 python3.11-venv postgresql openssl testssl.sh \
 	libvirt-daemon-system libvirt-dev pkg-config python3-dev openssh-server openssh-client docker-registry skopeo \
-	netcat-openbsd
+	netcat-openbsd libpython3.11-testsuite
 
 .PHONY: deps venv kernel hello run test test-fast fuzz lint bench clean examples bench-examples \
-	bench-backends
+	bench-backends fidelity
 
 deps: .deps.stamp
 .deps.stamp: Makefile
@@ -82,6 +82,11 @@ examples: kernel
 # Size, boot to first correct answer (10 boots), guest memory, wrk requests/s per example.
 bench-examples: kernel
 	$(VENV)/bin/python scripts/bench_examples.py -n 10 -o docs/bench/examples.json
+
+# CPython's own tests of the modules that face the OS, in the guest and on the host:
+# docs/bench/fidelity.json and .md (not part of `make test`: minutes under TCG).
+fidelity: kernel
+	$(VENV)/bin/python -m krait.bench.fidelity --out docs/bench
 
 # QEMU started by krait beside libvirt (here, and over qemu+ssh), on hosts it starts.
 bench-backends: hello

@@ -224,6 +224,55 @@ def test_plan_files_sources(fake: tuple[Trace, Path]) -> None:
     assert f"{protocol.APP_DIR}/hello.pyc" in by_guest
 
 
+def test_a_stdlib_package_brings_its_data_and_the_scripts_it_runs(
+        fake: tuple[Trace, Path]) -> None:
+    """As the test package runs test/subprocessdata/fd_status.py and tf_inherit_check.py
+    as files, and reads its certificates: they come with it, as sources where they are
+    Python. Its subpackages' data come only with them; its modules stay bytecode."""
+    trace, app = fake
+    test = trace.stdlib / "test"
+    (test / "subprocessdata").mkdir(parents=True)
+    (test / "sub").mkdir()
+    (test / "__init__.py").write_text("")
+    (test / "test_tempfile.py").write_text(
+        'tester = os.path.join(here,\n     "tf_inherit_check.py")\nimport test.sub\n'
+        '"""A word in prose, as in: see \'unnamed_helper.py\'."""\n')
+    (test / "test_subprocess.py").write_text('findfile("fd_status.py", "subprocessdata")\n'
+                                             'also = "__init__.py", "test_tempfile.py"\n')
+    (test / "tf_inherit_check.py").write_text("print('run as a script')\n")
+    (test / "unnamed_helper.py").write_text("")
+    (test / "keycert.pem").write_text("PEM")
+    (test / "subprocessdata" / "fd_status.py").write_text("")
+    (test / "sub" / "__init__.py").write_text("")
+    (test / "sub" / "data.json").write_text("{}")
+    trace.modules.update({"test": test / "__init__.py",
+                          "test.test_tempfile": test / "test_tempfile.py",
+                          "test.test_subprocess": test / "test_subprocess.py"})
+    trace.packages["test"] = [str(test)]
+    by_guest = {f.guest: f for f in plan(trace, app)}
+    for path in (test / "tf_inherit_check.py", test / "keycert.pem",
+                 test / "subprocessdata" / "fd_status.py"):
+        assert (by_guest[str(path)].layer, by_guest[str(path)].how) == ("base", "copy")
+    assert by_guest[str(test / "test_tempfile.pyc")].how == "pyc"
+    # Named, but a module of the standard library: its source would be imported instead.
+    assert str(test / "test_tempfile.py") not in by_guest
+    assert str(test / "test_subprocess.py") not in by_guest  # bytecode only
+    assert str(test / "__init__.py") not in by_guest  # named by code that walks packages
+    assert str(test / "unnamed_helper.py") not in by_guest
+    assert str(test / "sub" / "data.json") not in by_guest  # test.sub never imported
+
+
+def test_a_helper_script_of_the_app_is_shipped_as_source(fake: tuple[Trace, Path]) -> None:
+    trace, app = fake
+    (app / "hello.py").write_text(
+        'import subprocess, sys\nsubprocess.run([sys.executable, "worker.py"])\n')
+    (app / "worker.py").write_text("print('working')\n")
+    by_guest = {f.guest: f for f in plan(trace, app)}
+    assert by_guest[f"{protocol.APP_DIR}/worker.py"].how == "copy"
+    assert by_guest[f"{protocol.APP_DIR}/worker.pyc"].how == "pyc"  # the app folder whole
+    assert f"{protocol.APP_DIR}/hello.py" not in by_guest
+
+
 def test_plan_files_include(fake: tuple[Trace, Path]) -> None:
     trace, app = fake
     (app / ".well-known").mkdir()

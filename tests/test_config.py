@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from krait.config import AppConfig, load_app, parse_env, parse_memory
-from krait.config.settings import Service
+from krait.config.settings import Service, named_addresses
 from krait.errors import ConfigError
 
 
@@ -368,14 +368,45 @@ def test_connect_declares_services_by_name(tmp_path: Path) -> None:
     assert (cache.host, cache.port) == ("::1", 6379)
 
 
+@pytest.mark.parametrize("text, name, host, port, guest", [
+    ("https://API.example.com", "api.example.com", "API.example.com", 443, "api.example.com:443"),
+    ("http://api.example.com:8000/", "api.example.com", "api.example.com", 8000,
+     "api.example.com:8000"),
+    ("db.prod:5432", "db.prod", "db.prod", 5432, "db.prod:5432"),
+    ("cache=redis.prod:6379", "cache", "redis.prod", 6379, "redis.prod:6379"),
+    ("db=localhost:5432", "db", "localhost", 5432, "127.0.0.1:5432"),
+    ("api.example.test=127.0.0.1:8443", "api.example.test", "127.0.0.1", 8443,
+     "api.example.test:8443"),
+])
+def test_connect_by_host_name_keeps_the_name_inside_the_guest(
+        text: str, name: str, host: str, port: int, guest: str) -> None:
+    service = Service.parse(text)
+    assert (service.name, service.host, service.port, service.guest_address) == (
+        name, host, port, guest)
+    assert Service.parse(str(service)) == service  # what the manifest stores reads back
+
+
+def test_each_host_name_gets_one_loopback_address_in_name_order() -> None:
+    services = [Service.parse(s) for s in ("https://b.example", "b.example:80",
+                                           "a.example:5432", "db=127.0.0.1:5432")]
+    assert named_addresses(services) == {"a.example": "127.77.0.1", "b.example": "127.77.0.2"}
+
+
 @pytest.mark.parametrize("value, why", [
-    ('["db"]', "expected NAME=HOST:PORT"),
-    ('["db=127.0.0.1"]', "expected NAME=HOST:PORT"),
+    ('["db"]', "expected HOST:PORT"),
+    ('["db=127.0.0.1"]', "expected HOST:PORT"),
+    ('["10.0.0.5:5432"]', "needs a name"),
+    ('["ftp://files.example.com"]', "http:// or https://"),
+    ('["https://api.example.com/v1"]', "not a resource"),
+    ('["https://user@api.example.com"]', "not a resource"),
+    ('["https://10.0.0.5"]', "by name only"),
+    ('["db.prod:5432", "db.prod:5432"]', "given twice"),
     ('["db=127.0.0.1:0"]', "from 1 to 65535"),
     ('["1db=127.0.0.1:5432"]', "a name is a letter"),
     ('["db=bad host:5432"]', "not a host name"),
     ('["db=a:1", "db=b:2"]', "name db given twice"),
-    ('["a=h:5432", "b=i:5432"]', "guest port 5432 given twice"),
+    ('["a=127.0.0.1:5432", "b=10.0.0.1:5432"]', "place in the guest 127.0.0.1:5432 given twice"),
+    ('["a=h.prod:443", "https://h.prod"]', "place in the guest h.prod:443 given twice"),
     ('["web=127.0.0.1:8080"]', "the app itself listens on port 8080"),
 ])
 def test_bad_connect_is_refused(tmp_path: Path, value: str, why: str) -> None:

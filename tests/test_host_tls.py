@@ -13,7 +13,15 @@ import pytest
 
 from krait.config import load_app
 from krait.errors import BuildError, ConfigError
-from krait.image.tls import GUEST_KEY, build_self_signed, tls_files
+from krait.image.closure import GuestFile
+from krait.image.tls import (
+    GUEST_CA,
+    GUEST_KEY,
+    SYSTEM_CA,
+    build_self_signed,
+    tls_files,
+    trust_store,
+)
 
 pytestmark = pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl")
 
@@ -93,3 +101,38 @@ def test_build_refuses_before_tracing(tmp_path: Path, pair: tuple[Path, Path]) -
     folder = app(tmp_path, 'tls-cert = "cert.pem"\ntls-key = "/etc/shadow"\n')
     refused(krait("build", folder, "--kernel", "/usr/bin/true"), "not a file in the app folder")
     assert not list(folder.glob("*.krait"))
+
+
+# -- the trust store: what the guest's TLS clients trust ---------------------------------
+def test_one_trust_store_the_apps_ca_then_certifi_then_this_machines(
+        tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    cert, _ = pair
+    plain = load_app(app(tmp_path))
+    shutil.copy(cert, plain.root / "ca.pem")
+    certifi = GuestFile("packages", "/krait/packages/certifi/cacert.pem", cert, "copy")
+    own = replace(plain, ca="ca.pem")
+
+    store, added, env = trust_store(own, [certifi], {"ssl"}, {"certifi": "2024.2.2"})
+    assert store is not None and store.source == "ca = ca.pem" and store.path == GUEST_CA
+    assert [f.guest for f in added] == [GUEST_CA]
+    assert env == {"SSL_CERT_FILE": GUEST_CA, "REQUESTS_CA_BUNDLE": GUEST_CA}
+
+    store, added, env = trust_store(plain, [certifi], {"ssl"}, {"certifi": "2024.2.2"})
+    assert store is not None and (store.source, store.path) == ("certifi 2024.2.2",
+                                                                certifi.guest)
+    assert added == [] and env["SSL_CERT_FILE"] == certifi.guest
+
+    store, added, _ = trust_store(plain, [], {"ssl"}, {})
+    assert store is not None and store.source == str(SYSTEM_CA)
+    assert [f.host for f in added] == [SYSTEM_CA]
+
+    assert trust_store(plain, [], {"json"}, {}) == (None, [], {})  # no TLS, no bundle
+
+
+def test_a_ca_that_is_not_a_certificate_or_leads_out_is_refused(tmp_path: Path) -> None:
+    plain = load_app(app(tmp_path))
+    (plain.root / "ca.pem").write_text("not a certificate\n")
+    with pytest.raises(BuildError, match="not a PEM"):
+        trust_store(replace(plain, ca="ca.pem"), [], {"ssl"}, {})
+    with pytest.raises(BuildError, match="out of the app folder"):
+        trust_store(replace(plain, ca="../elsewhere.pem"), [], {"ssl"}, {})

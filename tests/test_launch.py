@@ -91,8 +91,21 @@ def test_services_come_from_the_image_and_a_boot_points_them_elsewhere() -> None
                       Service("cache", "127.0.0.1", 6379, 6379),
                       Service("extra", "127.0.0.1", 9000, 9000))
     boot = protocol.decode_boot(boot_settings(img, RunOptions()))
-    assert boot["connect"] == {"db": 5432, "cache": 6379}
+    assert boot["connect"] == {"db": ["127.0.0.1", 5432, "127.0.0.1"],
+                               "cache": ["127.0.0.1", 6379, "127.0.0.1"]}
     assert boot_settings(image(), RunOptions()) == b""
+
+
+def test_a_declared_host_name_is_pointed_elsewhere_and_keeps_its_place_in_the_guest() -> None:
+    img = image(boot=BootDefaults(48, 1, "", ("https://api.example.test", "db.prod:5432")))
+    chosen = services(img, RunOptions(connect=("api.example.test=127.0.0.1:8443",)))
+    assert chosen[0] == Service("api.example.test", "127.0.0.1", 8443, 443, "api.example.test")
+    boot = protocol.decode_boot(boot_settings(img, RunOptions(connect=(
+        "api.example.test=127.0.0.1:8443",))))
+    assert boot["connect"] == {"api.example.test": ["127.77.0.1", 443, "api.example.test"],
+                               "db.prod": ["127.77.0.2", 5432, "db.prod"]}
+    with pytest.raises(ConfigError, match="cannot be added at boot"):
+        services(img, RunOptions(connect=("new.example.test=127.0.0.1:1",)))
 
 
 def test_a_new_service_on_a_port_taken_in_the_guest_is_refused() -> None:

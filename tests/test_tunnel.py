@@ -12,7 +12,7 @@ import pytest
 
 from krait.config.settings import Service
 from krait.guest import tunnel
-from krait.guest.tunnel import CLOSE, DATA, HEADER, OPEN, Tunnel
+from krait.guest.tunnel import CLOSE, CREDIT, DATA, HEADER, MORE, OPEN, Tunnel
 from krait.vmm.qemu import service_connector
 
 from ._echo import echo_server
@@ -131,5 +131,42 @@ def test_a_guest_cannot_open_more_than_the_cap(monkeypatch: pytest.MonkeyPatch) 
         # DATA for a channel the host does not have: told to close it, nothing else.
         guest.sendall(HEADER.pack(DATA, 99, 3) + b"abc")
         assert HEADER.unpack(recv_all(guest, HEADER.size)) == (CLOSE, 99, 0)
+        host.close()
+        guest.close()
+
+
+def test_a_connection_whose_reader_stalls_does_not_stall_the_others() -> None:
+    """Without flow control per connection the stream's reader waits on the stalled
+    app's full socket, and every other connection waits behind it."""
+    chunk = b"x" * 65536
+    with echo_server() as port, linked(port) as guest:
+        stalled = app_connection(guest)
+
+        def flood() -> None:  # far more than any buffer holds; never reads an answer
+            with contextlib.suppress(OSError):  # closed at the end of the test
+                for _ in range(160):
+                    stalled.sendall(chunk)
+
+        threading.Thread(target=flood, daemon=True).start()
+        busy = app_connection(guest)
+        busy.settimeout(10)
+        for _ in range(80):  # 5 MiB there and back, one chunk at a time
+            busy.sendall(chunk)
+            assert recv_all(busy, len(chunk)) == chunk.upper()
+        stalled.close()
+
+
+def test_a_peer_that_sends_beyond_its_credit_loses_only_that_channel() -> None:
+    with echo_server() as port:
+        guest, host_stream = socket.socketpair()
+        host = Tunnel(host_stream, service_connector((Service("echo", "127.0.0.1", port, 7),)))
+        threading.Thread(target=host.serve, daemon=True).start()
+        guest.settimeout(5)
+        guest.sendall(HEADER.pack(OPEN, 1, 4) + b"echo")
+        assert HEADER.unpack(recv_all(guest, HEADER.size)) == (OPEN, 1, 0)
+        # MORE credit than was ever spent: the channel ends, the tunnel does not.
+        guest.sendall(HEADER.pack(MORE, 1, 4) + CREDIT.pack(1))
+        assert HEADER.unpack(recv_all(guest, HEADER.size)) == (CLOSE, 1, 0)
+        assert not host.ended.is_set()
         host.close()
         guest.close()

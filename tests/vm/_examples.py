@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 import urllib.error
@@ -15,8 +16,8 @@ from krait.image.build import build_image
 from krait.kernel import Kernel
 from krait.vmm.booted import Booted, booted
 
-__all__ = ["EXAMPLES", "TEST_APPS", "Booted", "bare_copy", "booted", "build_example",
-           "get_json", "request"]
+__all__ = ["EXAMPLES", "TEST_APPS", "Booted", "app_pid", "bare_copy", "booted",
+           "build_example", "get_json", "request"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -58,6 +59,14 @@ def request(url: str, method: str = "GET", data: Any = None, timeout: float = 30
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def app_pid(body: bytes) -> int:
+    """The pid an example app puts in its answer ("pid 42)", "in process 42"). Never 1:
+    PID 1 is krait's runtime, which forks the app and outlives it."""
+    found = re.search(rb"pid (\d+)\)|in process (\d+)", body)
+    assert found, body
+    return int(found.group(1) or found.group(2))
 
 
 def get_json(url: str, method: str = "GET", data: Any = None) -> tuple[int, Any]:

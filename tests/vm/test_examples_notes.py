@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from krait.config import load_app
 from krait.guest import protocol
 from krait.image.archive import open_image
+from krait.image.build import build_image
 from krait.kernel import Kernel
 
-from ._examples import build_example, get_json, request
+from ._examples import EXAMPLES, bare_copy, build_example, get_json, request
 from ._postgres import Postgres, find_pg_bin, start_postgres
 from .conftest import Boot
 
@@ -73,3 +75,23 @@ def test_notes_without_database_answers_503_and_reaches_nothing_undeclared(
             status, err = get_json(vm.url("/notes"))
             assert status == 503 and "database unavailable" in err["error"], err
             assert get_json(vm.url("/"))[0] == 200
+
+
+def test_notes_reaches_its_database_by_name(kernel: Kernel, tmp_path: Path,
+                                            postgres: Postgres, no_leftover_qemu: None,
+                                            booted: Boot) -> None:
+    """The example, as an operator would deploy it against a database host by name: libpq
+    resolves `db.internal` inside the guest (glibc, /etc/hosts) and the host connects
+    to wherever --connect says that name is."""
+    folder = bare_copy(EXAMPLES / "notes", tmp_path)
+    settings = folder / "pyproject.toml"
+    text = settings.read_text()
+    assert 'connect = ["db=127.0.0.1:5432"]' in text
+    settings.write_text(text.replace('connect = ["db=127.0.0.1:5432"]',
+                                     'connect = ["db.internal:5432"]'))
+    image = build_image(load_app(folder), kernel, tmp_path / "notes.krait").path
+    with booted(image, env={"NOTES_DSN": postgres.dsn(host="db.internal", port=5432)},
+                connect=(f"db.internal=127.0.0.1:{postgres.port}",)) as vm:
+        status, note = get_json(vm.url("/notes"), "POST", {"title": "by name", "body": "ok"})
+        assert status == 201, note
+        assert get_json(vm.url("/notes")) == (200, [note])

@@ -172,7 +172,9 @@ def test_a_changed_snapshot_is_skipped_and_the_instance_boots_cold(
     assert len(list((fresh / "snapshots").glob("*.state"))) == 1
 
 
-# Answers with what its declared service said to a line holding its boot-time secret.
+# Answers with what its declared service said to a line holding its boot-time secret. The
+# service is declared by name (echo=echo.internal:7000): $KRAIT_CONNECT_ECHO says that
+# name, which resolves inside the guest, in every clone.
 SERVICE_APP = """
     import json, os, socket
 
@@ -193,7 +195,7 @@ SERVICE_APP = """
 def test_clones_reach_their_service_and_each_settings_get_their_own_snapshot(
         make_app: MakeApp, build: Build, fresh: Path) -> None:
     image = build(make_app(SERVICE_APP, kind="asgi", entry="app:app", name="reach",
-                           extra='ports = [8080]\nconnect = ["echo=127.0.0.1:7000"]\n'))
+                           extra='ports = [8080]\nconnect = ["echo=echo.internal:7000"]\n'))
 
     def clones(secret: str, port: int) -> list[dict[str, Any]]:
         options = RunOptions(env={"SECRET": secret}, connect=(f"echo=127.0.0.1:{port}",))

@@ -155,6 +155,30 @@ def volume(writes: int, output: Path | None) -> None:
                       f"{host['max']} ms; guest/host median {ratio}")
 
 
+@command.command("connect")
+@click.option("--bulk", "bulk_mib", default=100, show_default=True, help="MiB per download.")
+@click.option("-n", "--runs", default=3, show_default=True, help="Bulk downloads.")
+@click.option("--pings", default=1000, show_default=True, help="Small round trips.")
+@click.option("--parallel", default=64, show_default=True, help="Connections at once.")
+@_output
+def connect(bulk_mib: int, runs: int, pings: int, parallel: int, output: Path | None) -> None:
+    """The tunnel to declared services as a network path: one bulk download (MB/s),
+    small round trips (p50/p99), many connections at once; against the host."""
+    from krait.bench.connect import bench_connect
+
+    result = bench_connect(ensure_kernel(), detect_accel().name, bulk_mib, runs, pings,
+                           parallel)
+    _emit(result, output)
+    for side in ("guest", "host"):
+        got = result.extra[side]
+        err_console.print(f"{side}: bulk median {got['bulk_mb_s']['median']:.1f} MB/s, round "
+                          f"trip mean {got['round_trip_ms']['mean']} ms, p50 "
+                          f"{got['round_trip_ms']['p50']} ms p99 "
+                          f"{got['round_trip_ms']['p99']} ms, {parallel} at once: "
+                          f"{got['parallel']['connections_done']} done, slowest "
+                          f"{got['parallel'].get('slowest_mb_s')} MB/s")
+
+
 @command.command("compare")
 @click.argument("app_dir", type=click.Path(path_type=Path), default="examples/hello")
 @click.option("-n", "--runs", default=3, show_default=True, help="Boots per variant.")

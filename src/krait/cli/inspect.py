@@ -40,6 +40,11 @@ def command(image: Path, show_files: bool, as_json: bool, top: int) -> None:
         f"boot      {m.boot.memory} MiB, {m.boot.vcpus} vCPU"
         + (f", cmdline {m.boot.cmdline!r}" if m.boot.cmdline else ""),
         f"memory    needs at least {m.memory.minimum_mib} MiB: {m.memory.explain()}"]
+    if m.boot.connect:
+        lines.append(f"connect   {', '.join(m.boot.connect)}")
+    if m.trust:
+        lines.append(f"trusts    {m.trust.source} (sha256 {m.trust.sha256[:16]}) at "
+                     f"{m.trust.path}")
     for line in lines:
         console.print(text(line))
     table = Table("layer", "mount", "stored", "unpacked", "files", "sha256", box=None)

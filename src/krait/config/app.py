@@ -35,6 +35,7 @@ class AppConfig:
     modules: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     tls_cert: str | None = None
+    ca: str | None = None
     tls_key: str | None = None
     dependencies: tuple[str, ...] = ()
     extras: tuple[str, ...] = ()

@@ -166,49 +166,130 @@ def parse_env(value: Any) -> dict[str, str]:
     return env
 
 
+LOOPBACK = "127.0.0.1"
+# Where declared host names lead inside the guest: one loopback address per name, from
+# 127.77.0.1 up in the names' order, written to the image's /etc/hosts at build time.
+NAMED_NET = (127, 77)
+MAX_NAMES = 250
+DEFAULT_PORTS = {"https": 443, "http": 80}
+_HOST_NAME = r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*"
+_IP = r"[0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]+\]"
+_KEY = r"[a-z][a-z0-9_]{0,31}"
+
+
+def _is_ip(host: str) -> bool:
+    return re.fullmatch(_IP, host) is not None
+
+
 @dataclass(frozen=True)
 class Service:
-    """A service outside the VM that the app may reach (``connect``): inside the guest it
-    is 127.0.0.1:guest_port, and that leads to host:port as seen from the host."""
+    """A service outside the VM that the app may reach (``connect``).
+
+    Inside the guest it is guest_host:guest_port, and that leads to host:port as seen
+    from the host. guest_host is 127.0.0.1 for a service declared by address
+    (``db=127.0.0.1:5432``), or the real host name for one declared by name
+    (``db.prod:5432``, ``https://api.example.com``, ``cache=redis.prod:6379``), so the app
+    uses the name it knows and TLS checks see it. ``name`` is what ``--connect`` points
+    elsewhere: the key before '=', or the host name itself."""
 
     name: str
     host: str
     port: int
     guest_port: int
+    guest_host: str = LOOPBACK
 
     @classmethod
     def parse(cls, text: str) -> Service:
-        name, sep, address = text.partition("=")
-        host, colon, port = address.rpartition(":")
-        name = name.strip().lower()
-        if not sep or not colon or not port.isdigit():
-            raise ValueError(f"{text!r}: expected NAME=HOST:PORT, e.g. db=127.0.0.1:5432")
-        if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
-            raise ValueError(f"{text!r}: a name is a letter, then letters, digits or '_'")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\]", host):
-            raise ValueError(f"{text!r}: {host!r} is not a host name or address")
-        number = _int(1, 65535)(int(port))
-        return cls(name, host.strip("[]"), number, number)
+        """NAME=HOST:PORT, HOST:PORT or SCHEME://HOST[:PORT] (http, https)."""
+        text = text.strip()
+        scheme, sep, rest = text.partition("://")
+        if sep:
+            return cls._parse_url(text, scheme.lower(), rest)
+        key, sep, address = text.partition("=")
+        host, port = _host_port(text, address if sep else text)
+        if not sep:
+            if _is_ip(host):
+                raise ValueError(f"{text!r}: an address needs a name the app knows it by: "
+                                 f"NAME={text}")
+            return cls(host.lower(), host, port, port, host.lower())
+        key = key.strip().lower()
+        if "." in key and re.fullmatch(_HOST_NAME, key):
+            # --connect api.example.com=127.0.0.1:8443: a declared name pointed elsewhere
+            return cls(key, host, port, port, key)
+        if not re.fullmatch(_KEY, key):
+            raise ValueError(f"{text!r}: a name is a letter, then letters, digits or '_' "
+                             "(or a host name)")
+        by_name = not _is_ip(host) and host.lower() != "localhost"
+        return cls(key, host, port, port, host.lower() if by_name else LOOPBACK)
+
+    @classmethod
+    def _parse_url(cls, text: str, scheme: str, rest: str) -> Service:
+        if scheme not in DEFAULT_PORTS:
+            raise ValueError(f"{text!r}: a URL here is http:// or https://; for other "
+                             "services give HOST:PORT")
+        authority, _, path = rest.partition("/")
+        if path or "@" in authority or "?" in authority or "#" in authority:
+            raise ValueError(f"{text!r}: give the service, not a resource: "
+                             f"{scheme}://HOST[:PORT]")
+        if not re.search(r":[0-9]+$", authority):
+            authority += f":{DEFAULT_PORTS[scheme]}"
+        host, port = _host_port(text, authority)
+        if _is_ip(host):
+            raise ValueError(f"{text!r}: by name only; for an address give NAME=HOST:PORT")
+        return cls(host.lower(), host, port, port, host.lower())
 
     @property
-    def env_var(self) -> str:
+    def by_name(self) -> bool:
+        return self.guest_host != LOOPBACK
+
+    @property
+    def env_var(self) -> str | None:
+        """$KRAIT_CONNECT_NAME for a service with a NAME= key; None for one that the app
+        reaches by its host name."""
         from krait.guest.tunnel import service_env
 
-        return service_env(self.name)
+        return service_env(self.name) if re.fullmatch(_KEY, self.name) else None
+
+    @property
+    def guest_address(self) -> str:
+        return f"{self.guest_host}:{self.guest_port}"
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.by_name and self.name == self.guest_host and self.host.lower() == self.name:
+            return f"{host}:{self.port}"
         return f"{self.name}={host}:{self.port}"
 
 
+def _host_port(text: str, address: str) -> tuple[str, int]:
+    host, colon, port = address.strip().rpartition(":")
+    if not colon or not port.isdigit():
+        raise ValueError(f"{text!r}: expected HOST:PORT, NAME=HOST:PORT or "
+                         "https://HOST, e.g. db.prod:5432 or db=127.0.0.1:5432")
+    if not (re.fullmatch(_HOST_NAME, host) or re.fullmatch(_IP, host)):
+        raise ValueError(f"{text!r}: {host!r} is not a host name or address")
+    return host.strip("[]"), _int(1, 65535)(int(port))
+
+
+def named_addresses(services: tuple[Service, ...] | list[Service]) -> dict[str, str]:
+    """The guest's loopback address of each host name the services are reached by: what
+    the image's /etc/hosts says and where the guest's end of the tunnel listens."""
+    names = sorted({s.guest_host for s in services if s.by_name})
+    if len(names) > MAX_NAMES:
+        raise ValueError(f"{len(names)} host names: at most {MAX_NAMES}")
+    return {n: f"{NAMED_NET[0]}.{NAMED_NET[1]}.0.{i}" for i, n in enumerate(names, 1)}
+
+
 def parse_connect(value: Any) -> tuple[str, ...]:
-    """NAME=HOST:PORT strings, each name and each port once."""
+    """Services, each name and each place in the guest once."""
     services = [Service.parse(v) for v in _strings(value)]
-    for attr in ("name", "guest_port"):
-        seen = [getattr(s, attr) for s in services]
+    for what, key in (("name", lambda s: s.name), ("place in the guest",
+                                                   lambda s: s.guest_address)):
+        seen = [key(s) for s in services]
         twice = sorted({str(v) for v in seen if seen.count(v) > 1})
         if twice:
-            raise ValueError(f"{attr.replace('_', ' ')} {', '.join(twice)} given twice")
+            raise ValueError(f"{what} {', '.join(twice)} given twice")
+    named_addresses(services)
     return tuple(str(s) for s in services)
 
 
@@ -300,6 +381,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls-key", "build", _str, None, "The PEM private key for tls-cert, baked in at "
             "/krait/app/.krait/tls/key.pem (the image is then 0600). Named in the app's "
             "settings, it is baked only with `krait build --bake-tls-key`.", "PATH"),
+    Setting("ca", "build", _str, None, "The certificates the app's TLS clients trust, as "
+            "one PEM file (a file in the app folder, or any file given on the command "
+            "line), baked in instead of the default: certifi's bundle if the app has "
+            "certifi, else this machine's ca-certificates (if the app uses ssl).", "PATH"),
     Setting("dependencies", "build", _strings, (), "What the app needs from the package "
             "index (requirement strings). In a pyproject.toml, [project].dependencies is read "
             "when this is not set; without either, a requirements.txt beside it.", "REQUIREMENT",
@@ -329,11 +414,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vcpus", "boot", _int(1, 8), 1, "Virtual CPUs.", "N"),
     Setting("cmdline", "boot", _text, "", "Extra kernel command-line arguments.", "ARGS"),
     Setting("connect", "boot", parse_connect, (), "Services outside the VM the app may "
-            "reach, as NAME=HOST:PORT: inside the guest 127.0.0.1:PORT leads to HOST:PORT on "
-            "the host, and $KRAIT_CONNECT_NAME says where. The guest reaches nothing else. "
-            "At `krait run`/`serve`, --connect NAME=HOST:PORT points a declared NAME at "
-            "another address (the guest's port stays). Where the VM runs is --on URI.",
-            "NAME=HOST:PORT", repeatable=True),
+            "reach. By name: HOST:PORT or https://HOST (the app uses that name and port; "
+            "the host resolves it at each connection). By address: NAME=HOST:PORT (inside "
+            "the guest 127.0.0.1:PORT; $KRAIT_CONNECT_NAME says where). The guest resolves "
+            "exactly these names and reaches nothing else. At `krait run`/`serve`, "
+            "--connect NAME=HOST:PORT points a declared NAME (or host name) at another "
+            "address; the guest's side stays. Where the VM runs is --on URI.",
+            "SERVICE", repeatable=True),
     Setting("backend", "boot", _backend, None, "What runs the VM: qemu (krait starts QEMU "
             "itself), libvirt (a libvirtd, local or on another host: --on URI), or process "
             "(the app as a process of this host, for development). $KRAIT_BACKEND "

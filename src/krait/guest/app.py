@@ -192,10 +192,10 @@ def _when_listening(ports: list[int], ready: Any) -> None:
     _thread.start_new_thread(watch, ())
 
 
-def _ready_line(config: dict[str, Any]) -> str:
+def _ready_line(config: dict[str, Any], in_vm: bool) -> str:
     ports = ",".join(str(p) for p in config.get("ports", ()))
     where = f" on port {ports}" if ports else ""
-    if os.getpid() != 1:  # a process on the host (--target process): since it started
+    if not in_vm:  # a process on the host (--target process): since it started
         return f"krait: {config['name']} ready{where} ({time.monotonic() - _STARTED:.3f}s)"
     return f"krait: {config['name']} ready{where} ({time.monotonic():.3f}s since boot)"
 
@@ -220,8 +220,9 @@ def _plain_signals() -> None:
     _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
 
 
-def run_app(config: dict[str, Any], control: Control) -> int:
-    """Import and run the app; return its exit status (tracebacks go to the console)."""
+def run_app(config: dict[str, Any], control: Control, in_vm: bool = False) -> int:
+    """Import and run the app; return its exit status (tracebacks go to the console).
+    ``in_vm``: in a krait guest, where the boot timeline and memory are the app's."""
     os.register_at_fork(after_in_child=_plain_signals)
     try:
         target = _load_app(config)
@@ -231,9 +232,9 @@ def run_app(config: dict[str, Any], control: Control) -> int:
 
         def ready() -> None:
             mark("ready")
-            print(_ready_line(config), flush=True)
+            print(_ready_line(config, in_vm), flush=True)
             control.send(protocol.READY)
-            if os.getpid() != 1:
+            if not in_vm:
                 return  # a process on the host: no boot, and the host's memory is not ours
             # After READY: not on the boot-time path.
             if (ran := _exec_time()) is not None:

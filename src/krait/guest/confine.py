@@ -1,14 +1,16 @@
 """What the app can no longer do, fixed before it is imported and for good.
 
-The app runs in PID 1, which must keep three privileges for its own work after the app
-is up: resetting the machine at the end (CAP_SYS_BOOT), setting the clock after a wake
-(CAP_SYS_TIME) and reseeding the kernel's generator in a clone (CAP_SYS_ADMIN, for
-RNDADDENTROPY). Everything else is dropped: every other capability, from the bounding
-set too, so nothing the app executes gets it back. CAP_SYS_ADMIN also allows mounting,
-so a seccomp filter (with no_new_privs, irreversible, inherited by every child) refuses
-the system calls no Python service needs: mount and its kin, swap, kexec, module
-loading, namespaces, the kernel log, host names, raw and packet sockets, and every
-x32 call. The interpreter can still start itself (fork, exec of sys.executable).
+PID 1 is confined before it forks the app (see krait.guest.reaper), and both keep three
+privileges for krait's own work after the app is up: resetting the machine at the end
+(CAP_SYS_BOOT, PID 1), setting the clock after a wake (CAP_SYS_TIME) and reseeding the
+kernel's generator in a clone (CAP_SYS_ADMIN, for RNDADDENTROPY; both done by the
+runtime's control thread in the app's process). Everything else is dropped: every other
+capability, from the bounding set too, so nothing the app executes gets it back.
+CAP_SYS_ADMIN also allows mounting, so a seccomp filter (with no_new_privs,
+irreversible, inherited by every child) refuses the system calls no Python service
+needs: mount and its kin, swap, kexec, module loading, namespaces, the kernel log, host
+names, raw and packet sockets, and every x32 call. The interpreter can still start
+itself (fork, exec of sys.executable).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ work, each step as cheap as we can make it under emulation:
    layer as the root itself), /dev/shm and a small /tmp;
 3. the network was already configured by the kernel (``ip=`` on the command line);
    entropy is ready because the host passes ``random.trust_cpu=on`` and a virtio-rng;
-4. import the app and run it as its kind says; print one readiness line;
-5. report the exit status on the control port and reset the machine (QEMU runs
+4. fork: the app runs in the child (see :mod:`krait.guest.reaper`), imported and run
+   as its kind says, and prints one readiness line; PID 1 waits for it and reaps;
+5. report the app's exit status on the control port and reset the machine (QEMU runs
    with ``-no-reboot``, so a reset ends it).
 """
 
@@ -19,12 +20,13 @@ from __future__ import annotations
 # Every import here is paid for at each boot, under emulation: keep to builtins and
 # what is needed anyway (ctypes for mount/reboot); import the rest where it is used.
 import ctypes
+import errno
 import marshal
 import os
 import sys
 import time
 
-from krait.guest import app, confine, protocol
+from krait.guest import app, confine, protocol, reaper
 from krait.guest.app import Control, mark
 
 # Not typing itself: importing it costs 0.14 s at every boot under emulation.
@@ -122,6 +124,16 @@ def _prepare_system(cmdline: str) -> None:
     else:  # a root disk: the kernel mounted /dev itself, executable
         _mount("none", "/dev", "", MS_REMOUNT | MS_NOSUID | MS_NOEXEC)
     _mount_layers(cmdline)
+    # Terminals the app opens itself (os.openpty, pty.fork: process managers, tools that
+    # want a tty): the kernel's devpts, where /dev/ptmx finds its terminals. A kernel of
+    # the user's without it (--kernel) has no terminals, as before.
+    if not os.path.isdir("/dev/pts"):
+        os.mkdir("/dev/pts", 0o755)
+    try:
+        _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666")
+    except OSError as e:
+        if e.errno != errno.ENODEV:
+            raise
     # Writable, so never executable: nothing the app writes can be run.
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=25%,mode=1777")
     # POSIX semaphores and shared memory (multiprocessing's locks and queues) live here.
@@ -179,7 +191,7 @@ def main() -> None:
         print(f"krait: the app runs unconfined: {e}", file=sys.stderr, flush=True)
     mark("confined")
     control = Control.serial()
-    status = app.run_app(config, control)
+    status = reaper.run_as_child(lambda: app.run_app(config, control, in_vm=True))
     try:
         _freeze_volumes()
         sys.stdout.flush()
@@ -191,6 +203,6 @@ def main() -> None:
             termios.tcdrain(control.fd)  # the status must leave the UART before the reset
     finally:
         # With -no-reboot (and reboot=t) a reset ends QEMU; PID 1 must never just exit
-        # (the kernel would panic), whatever went wrong above.
+        # (the kernel would panic), whatever went wrong above or in the app.
         _libc.reboot(LINUX_REBOOT_CMD_RESTART)
     time.sleep(60)  # reboot() does not return; this is only for a VMM that ignores it

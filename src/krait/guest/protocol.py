@@ -33,6 +33,8 @@ MOUNTS = {"base": "/", "packages": PACKAGES_DIR, "app": APP_DIR}
 DISKS_PARAM = "krait.disks"
 # The app's baked settings, marshalled (json would cost the guest an import of re).
 CONFIG_PATH = f"{APP_DIR}/.krait/config.marshal"
+# The app's /etc/hosts (the base layer's /etc/hosts leads there): the names it declared.
+HOSTS_PATH = f"{APP_DIR}/.krait/hosts"
 # Fixed guest address under QEMU's user-mode network.
 GUEST_ADDR = "10.0.2.15"
 GATEWAY = "10.0.2.2"

@@ -7,17 +7,26 @@ connection the app opens travels in frames over the one stream::
 
     kind (1 byte) | channel (4 bytes) | length (2 bytes) | payload (length bytes)
 
-The guest opens a channel with OPEN naming a declared service; the host connects to
-that service and answers OPEN (or CLOSE, if it cannot). Only then does the guest send
-the app's bytes (DATA), so the host never holds data for a connection it has not made.
-CLOSE ends a channel, from either side. The host trusts none of it: an unknown name, too
-many channels or a frame that is not krait's ends a channel or the tunnel, nothing else.
+The guest opens a channel with OPEN naming a declared service; the host resolves the
+service's host name *then* (so DNS changes are followed), connects and answers OPEN (or
+CLOSE, if it cannot). Only then does the guest send the app's bytes (DATA). CLOSE ends a
+channel, from either side.
+
+Flow control is per channel, by credit, as in SSH and HTTP/2: each end may send a channel
+at most :data:`WINDOW` bytes that the other end has not yet delivered; the other end
+grants more (WINDOW frames) as its local socket takes them. The stream's reader only
+queues what arrives, never waits on a local socket, so a connection whose reader stalls
+stalls only itself, and what one channel may hold is bounded.
+
+The host trusts none of it: an unknown name, too many channels, more data than it
+granted or a frame that is not krait's ends a channel or the tunnel, nothing else.
 
 Imported by both sides, so standard library only.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import socket
 import struct
@@ -26,9 +35,15 @@ import time
 
 # The guest side of the forward: an address on QEMU's user network that nothing else uses.
 ADDRESS = ("10.0.2.100", 1)
-OPEN, DATA, CLOSE = 1, 2, 3
+OPEN, DATA, CLOSE, MORE = 1, 2, 3, 4
 HEADER = struct.Struct("!BIH")
+CREDIT = struct.Struct("!I")
 MAX_PAYLOAD = 0xFFFF
+# Bytes in flight per channel and direction. Bounds what the guest holds for an app that
+# does not read (channels x WINDOW) and allows about WINDOW per round trip per stream.
+WINDOW = 512 << 10
+# Credit is granted back in pieces of at least this much (one small frame per piece).
+GRANT_AT = WINDOW // 4
 # Connections open at once through one VM's tunnel; more are refused (closed at once).
 MAX_CHANNELS = 256
 
@@ -38,32 +53,133 @@ if TYPE_CHECKING:
 
 
 class Channel:
+    """One connection: the local socket, the credit to send to the other end, and what
+    the other end sent that the local socket has not taken yet."""
+
     def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
         self.opened = threading.Event()
-        self.refused = False
+        self.ended = False
+        self.finishing = False  # the other end closed: deliver what it sent, then end
+        self._cond = threading.Condition()
+        self._credit = WINDOW
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._delivering = False  # the delivering thread holds bytes it is sending
+        self._owed = 0  # credit for bytes delivered, not yet granted to the other end
+
+    def finish(self) -> None:
+        with self._cond:
+            self.finishing = True
+            self._cond.notify_all()
 
     def end(self) -> None:
-        """Close the local connection, and let a pump still waiting to start go."""
-        self.refused = True
+        """Close the local connection, and let its threads go."""
+        with self._cond:
+            self.ended = True
+            self._cond.notify_all()
         self.opened.set()
         _end(self.conn)
+
+    # -- out: the local socket's bytes, as far as the credit goes -----------------------
+    def take_credit(self) -> int:
+        """Wait for credit to send; 0 once the channel has ended."""
+        with self._cond:
+            while self._credit <= 0 and not self.ended:
+                self._cond.wait()
+            return 0 if self.ended else min(self._credit, MAX_PAYLOAD)
+
+    def spend(self, n: int) -> None:
+        with self._cond:
+            self._credit -= n
+
+    def grant(self, n: int) -> bool:
+        """The other end took ``n`` more bytes; False if that is more than was sent."""
+        with self._cond:
+            if self._credit + n > WINDOW:
+                return False
+            self._credit += n
+            self._cond.notify_all()
+            return True
+
+    # -- in: what the other end sent, for the local socket ------------------------------
+    def take(self, data: bytes) -> bool:
+        """Data from the other end for the local socket: sent at once if nothing waits
+        ahead of it and the socket takes it (no thread to wake: under emulation a hand-off
+        costs more than the copy), else held for the delivering thread. False if the
+        other end sent beyond its credit.
+
+        The stream's reader calls this, and it never waits on anything but this lock:
+        the credit it owes is sent by the delivering thread (a reader that wrote to the
+        stream could wait on a peer whose reader waits on it)."""
+        with self._cond:
+            if self._queued + len(data) > WINDOW:
+                return False
+            if self._inbox or self._delivering:
+                self._hold(data)
+                return True
+        # Nothing ahead of it, and only the stream's reader (this thread) adds more.
+        try:
+            sent = self.conn.send(data, socket.MSG_DONTWAIT)
+        except OSError:  # full (BlockingIOError) or gone: the delivering thread sees to it
+            sent = 0
+        with self._cond:
+            if sent < len(data):
+                self._hold(data[sent:])
+            self._owe(sent)
+        return True
+
+    def _hold(self, data: bytes) -> None:
+        self._inbox.append(data)
+        self._queued += len(data)
+        self._cond.notify_all()
+
+    def _owe(self, n: int) -> None:
+        self._owed += n
+        if self._owed >= GRANT_AT:
+            self._cond.notify_all()
+
+    def next_delivery(self) -> tuple[bytes | None, int, bool]:
+        """What the delivering thread does next: (bytes for the local socket or None,
+        credit to grant now, whether to stop). It waits for held bytes, enough credit
+        owed, or the channel's end; credit owed below GRANT_AT may wait (the other end
+        still has at least WINDOW - GRANT_AT to send with)."""
+        with self._cond:
+            while (not self._inbox and self._owed < GRANT_AT and not self.ended
+                   and not self.finishing):
+                self._cond.wait()
+            owed, self._owed = self._owed, 0
+            if self.ended or not self._inbox:
+                return None, owed, self.ended or self.finishing
+            self._delivering = True
+            return self._inbox.popleft(), owed, False
+
+    def delivered(self, n: int) -> None:
+        with self._cond:
+            self._queued -= n
+            self._delivering = False
+            self._owed += n
 
 
 class Tunnel:
     """One end of the stream. ``connect`` (the host's end) turns a service name into a
-    connected socket, or raises OSError; the guest's end has none and calls :meth:`add`."""
+    connected socket, or raises OSError; the guest's end has none and calls :meth:`add`.
+    ``log`` gets a line for each connection the host's end refuses or cannot make."""
 
     def __init__(self, stream: socket.socket,
-                 connect: Callable[[str], socket.socket] | None = None) -> None:
+                 connect: Callable[[str], socket.socket] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         self._stream = stream
+        self._reader = stream.makefile("rb", buffering=MAX_PAYLOAD * 4)
         self._connect = connect
+        self._log = log or (lambda line: None)
         self._channels: dict[int, Channel] = {}
         self._lock = threading.Lock()  # the channels
         self._writing = threading.Lock()  # one whole frame at a time on the stream
         self._next = 1
         # Connections the host is still making: bounded too (a guest may ask for many).
         self._opening = threading.BoundedSemaphore(MAX_CHANNELS)
+        self._refused = 0  # since the last line about it: one line per burst, not 10,000
         self.ended = threading.Event()
 
     # -- either end ---------------------------------------------------------------------
@@ -91,18 +207,24 @@ class Tunnel:
             ch.end()
 
     def _on_frame(self, kind: int, channel: int, payload: bytes) -> bool:
-        if kind == DATA:
+        if kind in (DATA, MORE):
             with self._lock:
                 ch = self._channels.get(channel)
             if ch is None:
-                self._send(CLOSE, channel)  # a channel from before a snapshot, say
+                if kind == DATA:
+                    self._send(CLOSE, channel)  # a channel from before a snapshot, say
                 return True
-            try:
-                ch.conn.sendall(payload)
-            except OSError:
+            if kind == DATA:
+                ok = ch.take(payload)
+            else:
+                ok = len(payload) == CREDIT.size and ch.grant(CREDIT.unpack(payload)[0])
+            if not ok:  # beyond what it was granted: that channel ends, not the others
                 self._drop(channel)
         elif kind == CLOSE:
-            self._drop(channel, tell=False)
+            with self._lock:
+                ch = self._channels.pop(channel, None)
+            if ch is not None:
+                ch.finish()
         elif kind == OPEN and self._connect is None:  # the host's answer: go ahead
             with self._lock:
                 ch = self._channels.get(channel)
@@ -110,7 +232,7 @@ class Tunnel:
                 ch.opened.set()
         elif kind == OPEN:
             if not self._opening.acquire(blocking=False):
-                self._send(CLOSE, channel)
+                self._refuse(channel, f"more than {MAX_CHANNELS} connections at once")
                 return True
             threading.Thread(target=self._open, args=(channel, payload), daemon=True).start()
         else:
@@ -118,16 +240,14 @@ class Tunnel:
         return True
 
     def _read(self, n: int) -> bytes | None:
-        buf = b""
-        while len(buf) < n:
-            try:
-                chunk = self._stream.recv(n - len(buf))
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-        return buf
+        """Exactly ``n`` bytes of the stream, or None once it ends. Buffered: a frame's
+        header and payload are one read of the kernel's, not two (it counts under
+        emulation)."""
+        try:
+            data = self._reader.read(n)
+        except (OSError, ValueError):  # ValueError: closed by close() meanwhile
+            return None
+        return data if len(data) == n else None
 
     def _send(self, kind: int, channel: int, payload: bytes = b"") -> bool:
         frame = HEADER.pack(kind, channel, len(payload)) + payload
@@ -139,16 +259,39 @@ class Tunnel:
             return False
 
     def _pump(self, channel: int, ch: Channel) -> None:
-        """The local connection's bytes into frames, until it ends."""
+        """The local connection's bytes into frames, as far as the other end's credit
+        goes, until it ends."""
         ch.opened.wait()
         try:
-            while not ch.refused:
-                data = ch.conn.recv(MAX_PAYLOAD)
-                if not data or not self._send(DATA, channel, data):
+            while (n := ch.take_credit()) > 0:
+                data = ch.conn.recv(n)
+                if not data:
+                    break
+                ch.spend(len(data))
+                if not self._send(DATA, channel, data):
                     break
         except OSError:
             pass
         self._drop(channel)
+
+    def _deliver(self, channel: int, ch: Channel) -> None:
+        """What the other end sent, into the local connection; credit back as it goes."""
+        while True:
+            data, owed, stop = ch.next_delivery()
+            if owed and not self._send(MORE, channel, CREDIT.pack(owed)):
+                return
+            if stop:
+                break
+            if data is None:
+                continue
+            try:
+                ch.conn.sendall(data)
+            except OSError:
+                self._drop(channel)
+                return
+            ch.delivered(len(data))
+        if ch.finishing and not ch.ended:
+            ch.end()
 
     def _drop(self, channel: int, tell: bool = True) -> None:
         with self._lock:
@@ -164,8 +307,15 @@ class Tunnel:
             if len(self._channels) >= MAX_CHANNELS or channel in self._channels:
                 return False
             self._channels[channel] = ch
-        threading.Thread(target=self._pump, args=(channel, ch), daemon=True).start()
+        for work in (self._pump, self._deliver):
+            threading.Thread(target=work, args=(channel, ch), daemon=True).start()
         return True
+
+    def _refuse(self, channel: int, why: str) -> None:
+        self._send(CLOSE, channel)
+        self._refused += 1
+        if self._refused == 1 or self._refused % 1000 == 0:
+            self._log(f"connection refused: {why} ({self._refused} so far)")
 
     # -- the guest's end ----------------------------------------------------------------
     def add(self, name: str, conn: socket.socket) -> None:
@@ -183,8 +333,9 @@ class Tunnel:
         assert self._connect is not None
         try:
             conn = self._connect(name.decode("ascii"))
-        except (OSError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError) as e:
             self._send(CLOSE, channel)
+            self._log(f"connection to {name[:80].decode('ascii', 'replace')!r} failed: {e}")
             return
         finally:
             self._opening.release()
@@ -192,7 +343,7 @@ class Tunnel:
         ch.opened.set()
         if not self._start(channel, ch):
             _end(conn)
-            self._send(CLOSE, channel)
+            self._refuse(channel, f"more than {MAX_CHANNELS} connections at once")
             return
         self._send(OPEN, channel)
 
@@ -229,17 +380,19 @@ class GuestLink:
             return self._tunnel
 
 
-def serve_in_guest(services: dict[str, int]) -> None:
-    """Listen on 127.0.0.1:PORT for each service, as if it ran in the guest, and carry
-    each connection to the host; tell the app where each one is."""
+def serve_in_guest(services: dict[str, list[object]]) -> None:
+    """For each service ``name: [address, port, host]``, listen on address:port as if it
+    ran in the guest and carry each connection to the host; tell the app where a service
+    with a NAME= key is ($KRAIT_CONNECT_NAME=host:port, host being what the app uses)."""
     import os
 
     link = GuestLink()
     link.tunnel()
-    for name, port in services.items():
-        server = socket.create_server(("127.0.0.1", port), backlog=128)
+    for name, (address, port, host) in services.items():
+        server = socket.create_server((str(address), int(str(port))), backlog=128)
         threading.Thread(target=_accept, args=(server, name, link), daemon=True).start()
-        os.environ[service_env(name)] = f"127.0.0.1:{port}"
+        if name.isidentifier():
+            os.environ[service_env(name)] = f"{host}:{port}"
 
 
 def _accept(server: socket.socket, name: str, link: GuestLink) -> None:

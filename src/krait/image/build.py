@@ -22,10 +22,11 @@ from krait.image.closure import LAYERS, GuestFile, Plan, kept_modules, plan_file
 from krait.image.compile import compile_all, stripped
 from krait.image.context import app_files, check_shadowing, import_roots
 from krait.image.environment import prepare_python
+from krait.image.etc import hosts
 from krait.image.lock import LockMode
 from krait.image.manifest import BootDefaults, Dependencies, KernelIdentity, Manifest, Part
 from krait.image.memory import memory_needed
-from krait.image.tls import tls_env, tls_files
+from krait.image.tls import tls_env, tls_files, trust_store
 from krait.image.trace import Trace, trace_app
 from krait.kernel import Kernel, kernel_format
 from krait.paths import cache_dir, krait_dir, write_atomically
@@ -61,7 +62,10 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
     trace = trace_app(app, python, build_python.managed, app_folder)
     plan = plan_files(trace, app.root, app_folder, app.include, app.sources, app.exclude)
     notes = [*shadowing, *_plan_notes(plan, trace)]
-    files = sorted([*plan.files, *tls_files(app)])  # tls-cert / tls-key, in the app layer
+    versions = build_python.lock.pins if build_python.lock else {}
+    trust, trusted, trust_env = trust_store(app, plan.files, set(trace.modules), versions)
+    # tls-cert / tls-key and the trusted certificates, in the app layer
+    files = sorted([*plan.files, *tls_files(app), *trusted])
     by_layer: dict[str, list[GuestFile]] = {name: [] for name in LAYERS}
     for f in files:
         by_layer[f.layer].append(f)
@@ -79,7 +83,7 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
 
     config = {"name": app.name, "entry": app.entry, "kind": app.kind, "ports": list(app.ports),
               "paths": list(import_roots(app.root)),
-              "env": {**tls_env(app), **app.env}, "server": app.server,
+              "env": {**tls_env(app), **trust_env, **app.env}, "server": app.server,
               "max_body": app.max_body,
               "absent": sorted(trace.absent)}
     # marshal version 2 has no back-references, so the bytes depend only on the values.
@@ -87,7 +91,7 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
     extras: dict[str, list[L.Entry]] = {
         "base": L.system_entries(str(trace.executable), str(trace.dynload)),
         "packages": [],
-        "app": [L.Entry.file(protocol.CONFIG_PATH, config_bytes)],
+        "app": [L.Entry.file(protocol.CONFIG_PATH, config_bytes), hosts(app.connect)],
     }
     built: list[L.Layer] = []
     cached: list[str] = []
@@ -149,7 +153,8 @@ def build_image(app: AppConfig, kernel: Kernel, output: Path | None = None,
         dependencies=Dependencies(
             build_python.managed,
             hashlib.sha256(lock.text.encode()).hexdigest() if lock else None,
-            lock.pins if lock else {}))
+            lock.pins if lock else {}),
+        trust=trust)
     out = image_path(app, output)
     step(f"writing {out}")
     # A TLS key is in the app layer: the image is as secret as the key.

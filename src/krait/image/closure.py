@@ -23,6 +23,7 @@ from krait.guest import protocol
 from krait.image.context import AppFile, import_roots, link_inside, walk_files
 from krait.image.elf import elf_closure, under
 from krait.image.trace import Distribution, Trace
+from krait.image.unimported import package_data, scripts_named
 
 LAYERS = ("base", "packages", "app")
 _SOURCE_SUFFIXES = (".py",)
@@ -96,6 +97,13 @@ def plan_files(trace: Trace, app_root: Path, app: list[AppFile], include: tuple[
                                   "pyc"))
                 else:
                     add(GuestFile("packages", f"{protocol.PACKAGES_DIR}/{rel}", path, "copy"))
+    # The data of the standard library's packages the image holds, as other packages
+    # bring theirs: lib2to3's grammar, the test package's certificates and helpers.
+    for name in sorted(modules):
+        for d in map(Path, trace.packages.get(name, [])):
+            if under(d, trace.stdlib):
+                for path in package_data(d):
+                    add(GuestFile("base", str(path), path, "copy"))
     for each in [*app, *(f for item in include for f in _included(app_root, item))]:
         add_app_file(add, each, sources)
     used = {str(origin) for origin in modules.values()}
@@ -129,6 +137,9 @@ def plan_files(trace: Trace, app_root: Path, app: list[AppFile], include: tuple[
     if "zoneinfo" in modules and "tzdata" not in trace.distributions:
         for f in _time_zones(trace.tzpath):
             add(f)
+    compiled = [(f.layer, f.guest, f.host) for f in files.values() if f.how == "pyc"]
+    for layer, guest, host in scripts_named(compiled):
+        add(GuestFile(layer, guest, host, "copy"))
     plan.files = sorted(files.values())
     return plan
 

@@ -23,6 +23,7 @@ from krait.guest import protocol
 from krait.image.closure import GuestFile
 from krait.image.entry import Entry
 from krait.image.erofs import build_erofs, listing
+from krait.image.etc import etc_entries
 from krait.paths import cache_dir, krait_dir, write_atomically
 
 _ZSTD = zstandard.ZstdCompressionParameters.from_level(19, write_checksum=True)
@@ -131,7 +132,8 @@ def cached_layer(key: str, build: Callable[[], Layer]) -> Layer:
 
 
 def system_entries(interpreter: str, dynload: str) -> list[Entry]:
-    """What every guest's root holds besides Python's files: /init and mount points."""
+    """What every guest's root holds besides Python's files: /init, mount points and the
+    files of /etc that libc reads (see krait.image.etc)."""
     init = (f"#!{interpreter} -IS\n"
             "import sys\n"
             "sys.path.insert(0, '/krait/runtime')\n"
@@ -150,4 +152,5 @@ def system_entries(interpreter: str, dynload: str) -> list[Entry]:
         Entry.folder("/mnt"),
         *(Entry.folder(mount) for name, mount in protocol.MOUNTS.items() if mount != "/"),
         Entry.folder(dynload),
+        *etc_entries(),
     ]

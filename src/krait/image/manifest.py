@@ -84,6 +84,15 @@ class Dependencies:
 
 
 @dataclass(frozen=True)
+class TrustStore:
+    """The certificates the guest's TLS clients trust (see krait.image.tls)."""
+
+    source: str  # "ca = NAME" (the app's), "certifi VERSION" or the build host's bundle
+    sha256: str
+    path: str  # in the guest
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     krait: str  # the krait version that built it
@@ -96,6 +105,7 @@ class Manifest:
     layers: tuple[Part, ...]
     modules: tuple[str, ...]
     dependencies: Dependencies
+    trust: TrustStore | None = None  # the certificates the guest's TLS clients trust
     format: int = FORMAT
 
     # -- what the rest of krait asks ------------------------------------------------------
@@ -167,6 +177,11 @@ def _check(m: Manifest) -> None:
             raise ShapeError(f"a layer is named {layer.name[:40]!r}")
         _part(layer, layer.name, "disk", DISK_FORMATS)
     _settings(m.settings)
+    if m.trust is not None:
+        _text("trust.source", m.trust.source, MAX_TEXT)
+        _text("trust.path", m.trust.path, MAX_TEXT)
+        if not SHA256.fullmatch(m.trust.sha256):
+            raise ShapeError("trust.sha256 is not a sha256")
     _text("krait", m.krait, 40)
     _text("kernel_identity.version", m.kernel_identity.version, 200)
     _text("kernel_identity.key", m.kernel_identity.key, 200)

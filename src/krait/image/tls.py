@@ -14,12 +14,14 @@ certificate; a PEM private key a TLS library loads, not an OpenSSH key) and smal
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from pathlib import Path
 
 from krait.config import AppConfig
 from krait.errors import BuildError
 from krait.image.closure import GuestFile
+from krait.image.manifest import TrustStore
 from krait.paths import open_nofollow
 from krait.run import run
 
@@ -29,7 +31,12 @@ GUEST_KEY = "/krait/app/.krait/tls/key.pem"
 SELF_SIGNED_DIR = ".krait-tls"
 # A certificate chain is kilobytes.
 MAX_PEM = 1 << 20
+# Where the trusted certificates go when the image carries its own bundle, and the
+# bundle of the machine that builds (Debian's ca-certificates).
+GUEST_CA = "/krait/app/.krait/ca.pem"
+SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 _PEM = {"tls-cert": re.compile(rb"-----BEGIN CERTIFICATE-----"),
+        "ca": re.compile(rb"-----BEGIN CERTIFICATE-----"),
         "tls-key": re.compile(rb"-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----")}
 
 
@@ -76,7 +83,7 @@ def _checked(app: AppConfig, setting: str, name: str) -> Path:
         raise BuildError(f"{setting} = {name!r}: {path} is over {MAX_PEM >> 20} MiB")
     if not _PEM[setting].search(head[:65536]):
         what = "an OpenSSH key" if b"OPENSSH PRIVATE KEY" in head[:65536] else "not one"
-        kind = "certificate" if setting == "tls-cert" else "private key"
+        kind = "private key" if setting == "tls-key" else "certificate"
         raise BuildError(f"{setting} = {name!r}: {path} is not a PEM {kind} ({what})",
                          hint="a TLS library loads PEM files: -----BEGIN CERTIFICATE-----, "
                          "-----BEGIN PRIVATE KEY-----")
@@ -102,3 +109,31 @@ def tls_env(app: AppConfig) -> dict[str, str]:
     if not app.tls_cert:
         return {}
     return {"KRAIT_TLS_CERT": GUEST_CERT, "KRAIT_TLS_KEY": GUEST_KEY}
+
+
+def trust_store(app: AppConfig, files: list[GuestFile], modules: frozenset[str] | set[str],
+                packages: dict[str, str]) -> tuple[TrustStore | None, list[GuestFile],
+                                                   dict[str, str]]:
+    """What the guest's TLS clients trust, the file to add for it, and the environment
+    that points OpenSSL (``SSL_CERT_FILE``) and requests (``REQUESTS_CA_BUNDLE``) at it:
+    the app's own ``ca``; else certifi's bundle, if the app ships certifi; else this
+    machine's ca-certificates, if the app uses ssl at all. One bundle for every client,
+    so the standard library and requests/httpx agree on what is trusted."""
+    if app.ca:
+        path = _checked(app, "ca", app.ca)
+        store = TrustStore(f"ca = {app.ca}", _sha256(path), GUEST_CA)
+        added = [GuestFile("app", GUEST_CA, path, "copy")]
+    elif certifi := next((f for f in files if f.guest.endswith("/certifi/cacert.pem")), None):
+        version = packages.get("certifi", "")
+        store = TrustStore(f"certifi {version}".strip(), _sha256(certifi.host), certifi.guest)
+        added = []
+    elif "ssl" in modules and SYSTEM_CA.is_file():
+        store = TrustStore(str(SYSTEM_CA), _sha256(SYSTEM_CA), GUEST_CA)
+        added = [GuestFile("app", GUEST_CA, SYSTEM_CA, "copy")]
+    else:
+        return None, [], {}
+    return store, added, {"SSL_CERT_FILE": store.path, "REQUESTS_CA_BUNDLE": store.path}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

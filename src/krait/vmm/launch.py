@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from krait.config.settings import Service
+from krait.config.settings import LOOPBACK, Service, named_addresses
 from krait.errors import ConfigError, VmError
 from krait.guest import protocol
 from krait.image.archive import Image, open_image, unpack_for_boot
@@ -67,18 +67,30 @@ COMMAND_LINE_SIZE = 2048
 
 def services(image: Image, options: RunOptions) -> tuple[Service, ...]:
     """The services this boot's guest may reach: the image's ``connect``, each pointed
-    elsewhere by a ``--connect`` of the same name (the guest's port stays, so the app's
-    settings do too); a new name adds a service."""
+    elsewhere by a ``--connect`` of the same name (the guest's side stays, so the app's
+    settings do too); a new NAME=HOST:PORT adds a service at 127.0.0.1:PORT. A new host
+    name cannot be added at boot: the image's /etc/hosts knows only those it was built
+    with."""
     chosen = {s.name: s for s in map(Service.parse, image.manifest.boot.connect)}
     for given in map(Service.parse, options.connect):
         declared = chosen.get(given.name)
-        chosen[given.name] = replace(given, guest_port=declared.guest_port) if declared \
-            else given
-    ports = [s.guest_port for s in chosen.values()]
-    clash = [p for p in ports if ports.count(p) > 1 or p in image.manifest.ports]
+        if declared:
+            chosen[given.name] = replace(given, guest_port=declared.guest_port,
+                                         guest_host=declared.guest_host)
+        elif given.by_name:
+            raise ConfigError(f"--connect {given}: {image.name} declares no service "
+                              f"{given.name!r}, and a host name cannot be added at boot",
+                              hint="declare it in the app's `connect` and build again, or "
+                              "give a NAME=ADDRESS:PORT service the app finds by "
+                              "$KRAIT_CONNECT_NAME")
+        else:
+            chosen[given.name] = given
+    places = [s.guest_address for s in chosen.values()]
+    clash = [s for s in chosen.values() if places.count(s.guest_address) > 1
+             or s.guest_port in image.manifest.ports]
     if clash:
-        raise ConfigError(f"--connect: port {clash[0]} is taken inside the guest (by the app "
-                          "or another service)",
+        raise ConfigError(f"--connect: {clash[0].guest_address} is taken inside the guest "
+                          "(by the app or another service)",
                           hint="a new service keeps its port inside the guest: pick another")
     return tuple(chosen.values())
 
@@ -112,7 +124,9 @@ def boot_settings(image: Image, options: RunOptions,
     boot: dict[str, object] = {"env": options.env} if options.env else {}
     reach = services(image, options) if reach is None else reach
     if reach:
-        boot["connect"] = {s.name: s.guest_port for s in reach}
+        named = named_addresses(reach)
+        boot["connect"] = {s.name: [named.get(s.guest_host, LOOPBACK), s.guest_port,
+                                    s.guest_host] for s in reach}
     attached = volumes(image, options) if attached is None else attached
     if attached:
         # After the image's disks and the boot disk itself.

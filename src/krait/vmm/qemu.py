@@ -244,9 +244,13 @@ class QemuVm(ChildVm):
                 return
             stream.settimeout(None)
             with self._lock:
-                self._tunnel = Tunnel(stream, service_connector(self.spec.services))
+                self._tunnel = Tunnel(stream, service_connector(self.spec.services),
+                                      log=self._tunnel_log)
             self._tunnel.serve()
             return
+
+    def _tunnel_log(self, line: str) -> None:
+        log.warning("%s: %s", self.spec.name, line)
 
     def _open_control(self) -> socket.socket | None:
         path = self.workdir / CONTROL_SOCKET

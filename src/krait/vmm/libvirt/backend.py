@@ -77,8 +77,11 @@ class LibvirtBackend(Backend):
     # -- starting -----------------------------------------------------------------------
     def _refuse_unsupported(self, spec: VmSpec) -> None:
         if spec.services:
+            # The tunnel rides on QEMU's guestfwd, which libvirt's user network does not
+            # offer; a virtio-serial <channel> would, but its socket lives where QEMU runs.
             raise ConfigError("the libvirt backend cannot carry declared services (connect) "
-                              "yet", hint="use --backend qemu for an app that reaches a "
+                              "yet: libvirt's user network has no guest forward for krait's "
+                              "tunnel", hint="use --backend qemu for an app that reaches a "
                               "service outside its VM")
         if spec.volumes:
             raise ConfigError("the libvirt backend cannot attach volumes yet",
