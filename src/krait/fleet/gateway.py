@@ -415,6 +415,13 @@ class Gateway:
             return Lease(got, how)
         return "no instance could be resumed"
 
+    def no_instance(self, why: str) -> None:
+        """Count and log a request that gets 503 because ``lease`` found no instance."""
+        self.stats.rejected += 1
+        self.metrics.refused.labels(self.name, "no_instance").inc()
+        if self.last_failure_reason:
+            log.info("%s: 503 (%s; last failure: %s)", self.name, why, self.last_failure_reason)
+
     def release(self, inst: Instance, conn: Connection) -> None:
         self.pool.release(conn)
         inst.served += 1

@@ -125,11 +125,7 @@ async def exchange(gw: Gateway, conn: Connection, side: ClientSide,
         for _attempt in range(3):
             lease = await gw.lease(conn)
             if isinstance(lease, str):
-                gw.stats.rejected += 1
-                gw.metrics.refused.labels(gw.name, "no_instance").inc()
-                if gw.last_failure_reason:
-                    log.info("%s: 503 (%s; last failure: %s)", gw.name, lease,
-                             gw.last_failure_reason)
+                gw.no_instance(lease)
                 out.status = 503
                 await side.send(*error_events(503, lease))
                 return False

@@ -38,11 +38,7 @@ async def serve_tcp(gw: Gateway, conn: Connection, reader: asyncio.StreamReader,
     for _attempt in range(3):
         lease = await gw.lease(conn)
         if isinstance(lease, str):
-            gw.stats.rejected += 1
-            gw.metrics.refused.labels(gw.name, "no_instance").inc()
-            if gw.last_failure_reason:
-                log.info("%s: 503 (%s; last failure: %s)", gw.name, lease,
-                         gw.last_failure_reason)
+            gw.no_instance(lease)
             writer.write(http_error(503, lease))
             await asyncio.wait_for(writer.drain(), limits.write_timeout)
             return
