@@ -27,7 +27,7 @@ from krait.kernel import Kernel
 from krait.vmm.booted import booted
 
 NAME, GUEST_PORT = "tunnel.bench", 7000
-MARK = "KRAIT-BENCH-CONNECT "
+MARK, END = "KRAIT-BENCH-CONNECT ", "KRAIT-BENCH-CONNECT-END"
 CHUNK = b"\0" * (1 << 20)
 
 
@@ -117,8 +117,11 @@ PROBE = ("from __future__ import annotations\n\n"
 
     def main():
         import json, os
-        got = measure({NAME!r}, {GUEST_PORT}, **json.loads(os.environ["BENCH"]))
-        print({MARK!r} + json.dumps(got), flush=True)
+        got = json.dumps(measure({NAME!r}, {GUEST_PORT}, **json.loads(os.environ["BENCH"])),
+                         separators=(",", ":"))  # no spaces a line could lose
+        for i in range(0, len(got), 2000):  # the console cuts lines at 4 KiB
+            print({MARK!r} + got[i:i + 2000], flush=True)
+        print({END!r}, flush=True)
         return 0
 """)
 
@@ -202,13 +205,13 @@ def bench_connect(kernel: Kernel, accel: str, bulk_mib: int = 100, runs: int = 3
         with booted(image, env={"BENCH": json.dumps(params)}, memory=128,
                     connect=(f"{NAME}=127.0.0.1:{port}",)) as vm:
             deadline = time.monotonic() + 1200
-            while not any(line.startswith(MARK) for line in vm.lines):
+            while END not in vm.lines:
                 if time.monotonic() > deadline or vm.vm.wait(0.2) is not None:
                     break
-        line = next((x for x in vm.lines if x.startswith(MARK)), None)
-        if line is None:
+        if END not in vm.lines:
             raise KraitError("the probe did not print its numbers: " + " | ".join(vm.lines[-5:]))
-        guest = _summary(json.loads(line[len(MARK):]))
+        guest = _summary(json.loads("".join(x[len(MARK):] for x in vm.lines
+                                            if x.startswith(MARK))))
     return Result("connect-tunnel-bulk", "MB/s", guest["bulk_mb_s"]["samples"], accel,
                   params={**params, "path": "guest -> guestfwd (QEMU user network) -> "
                           "krait's tunnel -> 127.0.0.1, reached by a declared name"},
