@@ -91,7 +91,7 @@ DIFFERENCES: tuple[Difference, ...] = (
             "RunFuncTestCase.test_encoding_warning"),
     *_tests("test_subprocess", NOEXEC, "POSIXProcessTestCase.test_args_string",
             "POSIXProcessTestCase.test_call_string"),
-    *_tests("test_socket", HOST_VSOCK, "ThreadedVSockSocketStreamTest.*", where="host"),
+    *_tests("test_socket", HOST_VSOCK, "ThreadedVSOCKSocketStreamTest.*", where="host"),
 )
 
 # A module's limit (regrtest's own watchdog, for the whole module); the job adds a grace
