@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -218,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-host", action="store_true", help="the guest only")
     parser.add_argument("--modules", help="a comma-separated subset of the modules")
     args = parser.parse_args(argv)
+    # A stop is an exit, so that the runs' `with` blocks end the VM or the job they own
+    # (Python's default for SIGTERM ends the process at once and leaves them running).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from krait.bench.fidelity_report import markdown, report
     from krait.config import load_app
     from krait.image.archive import open_image
