@@ -48,10 +48,11 @@ APP = """
         got = []
         signal.signal(signal.SIGUSR2, lambda signum, frame: got.append(signum))
         child = subprocess.Popen([sys.executable, "-c", (
-            "import os, signal, sys\\n"
-            "signal.signal(signal.SIGUSR1, lambda *a: os.kill(os.getppid(), signal.SIGUSR2))\\n"
+            "import os, signal\\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\\n"
             "print('child waiting', flush=True)\\n"
-            "signal.pause()\\n")], stdout=subprocess.PIPE)
+            "signal.sigwait({signal.SIGUSR1})\\n"
+            "os.kill(os.getppid(), signal.SIGUSR2)\\n")], stdout=subprocess.PIPE)
         child.stdout.readline()
         child.send_signal(signal.SIGUSR1)
         child.wait(30)
@@ -64,12 +65,12 @@ APP = """
         check("helper script", helper.stdout == "helper ran\\n")
         # Daemon threads still running at exit: CPython ends them with pthread_exit.
         daemons = subprocess.run([sys.executable, "-c", (
-            "import sys, threading, time\n"
-            "def spin():\n"
-            "    while True: time.sleep(0.0001)\n"
-            "for _ in range(8): threading.Thread(target=spin, daemon=True).start()\n"
-            "time.sleep(0.2)\n"
-            "sys.exit(0)\n")], capture_output=True, text=True)
+            "import sys, threading, time\\n"
+            "def spin():\\n"
+            "    while True: time.sleep(0.0001)\\n"
+            "for _ in range(8): threading.Thread(target=spin, daemon=True).start()\\n"
+            "time.sleep(0.2)\\n"
+            "sys.exit(0)\\n")], capture_output=True, text=True)
         check("daemon threads at exit", daemons.returncode == 0)
         print(daemons.stderr, flush=True)
         # madvise and posix_fadvise (glibc's malloc, mmap.madvise, databases).
