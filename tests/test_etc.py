@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from krait.image.etc import GROUP, PASSWD, etc_entries
 from krait.image.layers import system_entries
 
@@ -21,3 +23,11 @@ def test_every_guest_root_holds_them() -> None:
     paths = {e.path for e in system_entries("/usr/bin/python3.11", "/usr/lib/dynload")}
     assert {e.path for e in etc_entries()} <= paths
     assert {"/etc/passwd", "/etc/group", "/etc/hosts", "/etc/nsswitch.conf"} <= paths
+
+
+def test_service_and_protocol_names_come_from_the_build_host(tmp_path: Path) -> None:
+    services = tmp_path / "services"
+    services.write_text("http\t\t80/tcp\t\twww\n")
+    entries = {e.path: e.data for e in etc_entries((services, tmp_path / "protocols"))}
+    assert entries["/etc/services"] == b"http\t\t80/tcp\t\twww\n"
+    assert "/etc/protocols" not in entries  # not on this host: left out

@@ -32,6 +32,8 @@ APP = """
         check("localhost", socket.gethostbyname("localhost") == "127.0.0.1"
               # through the idna codec, as every create_connection((host, port)) does
               and socket.getaddrinfo("localhost", 80)[0][4][0] == "127.0.0.1")
+        check("services", socket.getservbyname("http", "tcp") == 80
+              and socket.getprotobyname("tcp") == 6)
         main_fd, tty_fd = os.openpty()
         os.write(tty_fd, b"through a terminal\\n")
         check("openpty", os.isatty(tty_fd) and b"terminal" in os.read(main_fd, 100))
@@ -94,7 +96,7 @@ def test_what_ordinary_libraries_ask_of_linux(make_app: Callable[..., Path],
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "DIFFERS" not in out, out
-    for name in ("getuser", "pwd", "grp", "expanduser", "localhost", "openpty",
+    for name in ("getuser", "pwd", "grp", "expanduser", "localhost", "services", "openpty",
                  "lock and mmap", "signals to and from a child", "helper script",
                  "daemon threads at exit", "advice"):
         assert f"OK {name}" in out, out

@@ -9,6 +9,8 @@ home folder is /tmp, where PID 1 points $HOME too: the only writable place.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from krait.image.entry import Entry
 
 # root, and nobody/nogroup for code that drops privileges to them. No shell: nologin.
@@ -23,10 +25,18 @@ NSSWITCH = ("passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
             "networks: files\nprotocols: files\nservices: files\n")
 
 
-def etc_entries() -> list[Entry]:
-    """/etc/passwd, /etc/group, /etc/hosts and /etc/nsswitch.conf."""
+# Names of services and protocols (socket.getservbyname("http"), getaddrinfo(host,
+# "https"), getprotobyname("tcp")): the build host's tables (Debian's netbase), as the
+# interpreter and its libraries come from the build host too.
+TABLES = (Path("/etc/services"), Path("/etc/protocols"))
+
+
+def etc_entries(tables: tuple[Path, ...] = TABLES) -> list[Entry]:
+    """/etc/passwd, /etc/group, /etc/hosts and /etc/nsswitch.conf, and the build host's
+    /etc/services and /etc/protocols where it has them."""
     return [Entry.folder("/etc"),
             Entry.file("/etc/passwd", PASSWD.encode()),
             Entry.file("/etc/group", GROUP.encode()),
             Entry.file("/etc/hosts", HOSTS.encode()),
-            Entry.file("/etc/nsswitch.conf", NSSWITCH.encode())]
+            Entry.file("/etc/nsswitch.conf", NSSWITCH.encode()),
+            *(Entry.file(f"/etc/{t.name}", t.read_bytes()) for t in tables if t.is_file())]
