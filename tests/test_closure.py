@@ -12,7 +12,7 @@ from krait.errors import BuildError
 from krait.guest import protocol
 from krait.image.closure import GuestFile, _excluded, host_path_files, kept_modules, plan_files
 from krait.image.context import app_files
-from krait.image.elf import elf_closure
+from krait.image.elf import elf_closure, libc_dlopens
 from krait.image.trace import Distribution, Trace
 
 PYTHON = Path(sys.executable).resolve()
@@ -41,6 +41,15 @@ def test_elf_closure_of_a_non_elf_file_is_a_build_error(tmp_path: Path) -> None:
 def test_elf_closure_is_closed() -> None:
     closure = elf_closure([PYTHON])
     assert elf_closure(closure) == closure
+
+
+def test_the_library_libc_opens_for_pthread_exit_comes_with_it() -> None:
+    """CPython ends daemon threads with pthread_exit at shutdown; glibc then dlopens
+    libgcc_s, which no DT_NEEDED names (the interpreter aborts without it)."""
+    closure = elf_closure([PYTHON])
+    libc = next(p for p in closure if p.name == "libc.so.6")
+    assert libc_dlopens(closure) == [libc.parent / "libgcc_s.so.1"]
+    assert libc_dlopens([PYTHON]) == []  # no C library, nothing it opens
 
 
 # -- symlinks on the way to a file -----------------------------------------------------------

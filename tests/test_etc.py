@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from krait.image.etc import GROUP, NSSWITCH, PASSWD, etc_entries, hosts
 from krait.image.layers import system_entries
 
@@ -31,3 +33,11 @@ def test_hosts_holds_localhost_and_exactly_the_declared_names() -> None:
     assert hosts(()).data == b"127.0.0.1\tlocalhost\n"
     # Nothing but files: an undeclared name is "not known" at once, no DNS is tried.
     assert "hosts: files\n" in NSSWITCH
+
+
+def test_service_and_protocol_names_come_from_the_build_host(tmp_path: Path) -> None:
+    services = tmp_path / "services"
+    services.write_text("http\t\t80/tcp\t\twww\n")
+    entries = {e.path: e.data for e in etc_entries((services, tmp_path / "protocols"))}
+    assert entries["/etc/services"] == b"http\t\t80/tcp\t\twww\n"
+    assert "/etc/protocols" not in entries  # not on this host: left out

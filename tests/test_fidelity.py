@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 from krait.bench import fidelity_job
-from krait.bench.fidelity import Difference, Run, parse, plan, write_app
+from krait.bench.fidelity import DIFFERENCES, MODULES, Difference, Run, parse, plan, write_app
 from krait.bench.fidelity_report import markdown, report
 
 
@@ -29,8 +29,14 @@ def test_the_app_folder_runs_the_job_on_debians_interpreter(tmp_path: Path) -> N
     assert (folder / "fidelity_job.py").read_text() == Path(fidelity_job.__file__).read_text()
 
 
-def test_plan_leaves_out_the_differences_by_name() -> None:
-    assert set(plan(("test_os",))) == {"modules", "ignore", "timeout"}
+def test_plan_leaves_out_the_differences_by_name_where_they_are() -> None:
+    made = plan(("test_os",))
+    assert set(made) == {"modules", "ignore", "timeout"}
+    for d in DIFFERENCES:
+        assert d.pattern in made["ignore"][d.where][d.module]
+        assert d.module in MODULES and d.reason
+        # regrtest treats a dotted name without a wildcard as a whole test id
+        assert d.pattern.startswith(f"test.{d.module}.") or "." not in d.pattern
 
 
 def test_lines_cut_or_mixed_with_the_console_are_ignored() -> None:
@@ -68,9 +74,10 @@ def test_the_report_puts_guest_beside_host_with_the_reason() -> None:
     os_row, pwd_row = doc["modules"]
     assert "test_x: AssertionError: 1 != 2" in os_row["reason"]
     assert os_row["skipped_in_guest_only"] == {"test_os.T.test_y": "no terminals"}
-    assert pwd_row["reason"] == "1 left out by name: no login"
+    assert pwd_row["reason"] == "1 left out in the guest by name: no login"
     assert not doc["guest"]["finished"] and doc["host"]["finished"]
     assert len(doc["guest"]["missing_module_hints"]) == 1
     table = markdown(doc)
     assert "**TCG**" in table and "did not finish" in table
-    assert "| test_pwd | passed (3 ran) | passed (3 ran) | 1 left out by name: no login |" in table
+    assert ("| test_pwd | passed (3 ran) | passed (3 ran) | 1 left out in the guest by name: "
+            "no login |") in table

@@ -159,6 +159,9 @@ def test_codecs_looked_up_by_name_are_in(tmp_path: Path) -> None:
     t = trace(make_app(tmp_path / "app", "def main():\n    return 0\n"))
     assert {"encodings.cp1252", "encodings.utf_16", "encodings.idna"} <= set(t.static)
     assert "encodings.shift_jis" not in t.static  # CJK: 2 MB, only when imported
+    # What they import comes too: socket.getaddrinfo("localhost", ...) needs the idna
+    # codec, which imports stringprep.
+    assert "stringprep" in t.static
 
 
 def test_a_built_import_name_takes_the_modules_it_can_name(tmp_path: Path) -> None:

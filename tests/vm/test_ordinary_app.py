@@ -1,7 +1,8 @@
 """What an ordinary library asks of Linux, asked in the guest (issue #24): who the user
 is, where home is, what 'localhost' is, a terminal, a file lock, a mapped file, signals
-between a parent and its child, a helper script run as a file. One boot; each check
-prints its own line, so a failure names what differs."""
+between a parent and its child, a helper script run as a file, daemon threads still
+running at exit, madvise and fadvise. One boot; each check prints its own line, so a
+failure names what differs."""
 
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ APP = """
               and pwd.getpwnam("nobody").pw_uid == 65534)
         check("grp", grp.getgrgid(os.getgid()).gr_name == "root")
         check("expanduser", os.path.expanduser("~root") == "/tmp")
-        check("localhost", socket.gethostbyname("localhost") == "127.0.0.1")
+        check("localhost", socket.gethostbyname("localhost") == "127.0.0.1"
+              # through the idna codec, as every create_connection((host, port)) does
+              and socket.getaddrinfo("localhost", 80)[0][4][0] == "127.0.0.1")
+        check("services", socket.getservbyname("http", "tcp") == 80
+              and socket.getprotobyname("tcp") == 6)
         main_fd, tty_fd = os.openpty()
         os.write(tty_fd, b"through a terminal\\n")
         check("openpty", os.isatty(tty_fd) and b"terminal" in os.read(main_fd, 100))
@@ -45,10 +50,11 @@ APP = """
         got = []
         signal.signal(signal.SIGUSR2, lambda signum, frame: got.append(signum))
         child = subprocess.Popen([sys.executable, "-c", (
-            "import os, signal, sys\\n"
-            "signal.signal(signal.SIGUSR1, lambda *a: os.kill(os.getppid(), signal.SIGUSR2))\\n"
+            "import os, signal\\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\\n"
             "print('child waiting', flush=True)\\n"
-            "signal.pause()\\n")], stdout=subprocess.PIPE)
+            "signal.sigwait({signal.SIGUSR1})\\n"
+            "os.kill(os.getppid(), signal.SIGUSR2)\\n")], stdout=subprocess.PIPE)
         child.stdout.readline()
         child.send_signal(signal.SIGUSR1)
         child.wait(30)
@@ -59,6 +65,24 @@ APP = """
         helper = subprocess.run([sys.executable, os.path.join(HERE, "helper.py")],
                                 capture_output=True, text=True)
         check("helper script", helper.stdout == "helper ran\\n")
+        # Daemon threads still running at exit: CPython ends them with pthread_exit.
+        daemons = subprocess.run([sys.executable, "-c", (
+            "import sys, threading, time\\n"
+            "def spin():\\n"
+            "    while True: time.sleep(0.0001)\\n"
+            "for _ in range(8): threading.Thread(target=spin, daemon=True).start()\\n"
+            "time.sleep(0.2)\\n"
+            "sys.exit(0)\\n")], capture_output=True, text=True)
+        check("daemon threads at exit", daemons.returncode == 0)
+        print(daemons.stderr, flush=True)
+        # madvise and posix_fadvise (glibc's malloc, mmap.madvise, databases).
+        with open("/tmp/advised", "w+b") as f:
+            f.write(b"x" * 8192)
+            f.flush()
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            with mmap.mmap(f.fileno(), 8192) as m:
+                m.madvise(mmap.MADV_DONTNEED)
+        check("advice", True)
         return 0
 """
 
@@ -72,6 +96,7 @@ def test_what_ordinary_libraries_ask_of_linux(make_app: Callable[..., Path],
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "DIFFERS" not in out, out
-    for name in ("getuser", "pwd", "grp", "expanduser", "localhost", "openpty",
-                 "lock and mmap", "signals to and from a child", "helper script"):
+    for name in ("getuser", "pwd", "grp", "expanduser", "localhost", "services", "openpty",
+                 "lock and mmap", "signals to and from a child", "helper script",
+                 "daemon threads at exit", "advice"):
         assert f"OK {name}" in out, out

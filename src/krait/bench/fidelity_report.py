@@ -31,9 +31,11 @@ def _reason(module: str, host: dict[str, Any], guest: dict[str, Any],
                      or guest.get("summary", ""))
     elif guest["result"] == "skipped" and host["result"] == "skipped":
         parts.append("skipped on the host too")
-    if left_out:
-        parts.append(f"{len(left_out)} left out by name: "
-                     + "; ".join(sorted({d["reason"] for d in left_out})))
+    for where, place in (("guest", "in the guest"), ("host", "on the host")):
+        named = [d for d in left_out if d["where"] == where]
+        if named:
+            parts.append(f"{len(named)} left out {place} by name: "
+                         + "; ".join(sorted({d["reason"] for d in named})))
     if guest_only:
         parts.append(f"{len(guest_only)} skipped by the tests in the guest only: "
                      + "; ".join(sorted(set(guest_only.values()))[:4]))
@@ -49,7 +51,7 @@ def report(guest: Run, host: Run | None, modules: Sequence[str],
     for module in modules:
         g = _side(in_guest["modules"].get(module))
         h = _side(on_host["modules"].get(module) if on_host else None)
-        left_out = [{"pattern": d.pattern, "reason": d.reason}
+        left_out = [{"pattern": d.pattern, "reason": d.reason, "where": d.where}
                     for d in differences if d.module == module]
         guest_only = {t: r for t, r in g.get("skipped", {}).items()
                       if t not in h.get("skipped", {})} if on_host else {}
@@ -108,9 +110,10 @@ def markdown(doc: dict[str, Any]) -> str:
                      f"{reason} |")
     left_out = [(row["module"], d) for row in doc["modules"] for d in row["left_out"]]
     if left_out:
-        lines += ["", "## Left out of the guest's run, by name", "",
-                  "| module | tests | why |", "|---|---|---|"]
-        lines += [f"| {m} | `{d['pattern']}` | {d['reason']} |" for m, d in left_out]
+        lines += ["", "## Left out by name", "",
+                  "| module | tests | where | why |", "|---|---|---|---|"]
+        lines += [f"| {m} | `{d['pattern']}` | {d['where']} | {d['reason']} |"
+                  for m, d in left_out]
     return "\n".join(lines) + "\n"
 
 

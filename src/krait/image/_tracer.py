@@ -187,6 +187,10 @@ def main() -> None:
                 name = scan.module_name(os.path.relpath(path, d["root"]))
                 if name:
                     sources.append((name, path))
+        # The codecs come along whole (below), so what they import must too: the idna
+        # codec, which socket.getaddrinfo() uses for every host name given as str,
+        # imports stringprep ("unknown encoding: idna" without it).
+        sources += [(n, path) for n, path in scan.encodings().items() if n not in traced]
         static, static_packages, static_via = scan.static_closure(traced, *args, sources)
         scan.save_scan_cache(request.get("scan_cache"))
     if not failed:

@@ -21,7 +21,7 @@ from pathlib import Path
 from krait.errors import BuildError
 from krait.guest import protocol
 from krait.image.context import AppFile, import_roots, link_inside, walk_files
-from krait.image.elf import elf_closure, under
+from krait.image.elf import elf_closure, libc_dlopens, under
 from krait.image.trace import Distribution, Trace
 from krait.image.unimported import package_data, scripts_named
 
@@ -115,6 +115,7 @@ def plan_files(trace: Trace, app_root: Path, app: list[AppFile], include: tuple[
     # excluded modules use it.
     traced_elf = {f.host for f in files.values() if f.how == "elf" and str(f.host) in used}
     closure = elf_closure([trace.executable, *sorted(traced_elf)])
+    closure = elf_closure([*closure, *libc_dlopens(closure)])
     dropped = [o for n, o in trace.modules.items()
                if n not in modules and _EXTENSION.search(o.name)]
     real = os.path.realpath  # the loader says /lib/..., /proc/self/maps says /usr/lib/...

@@ -40,6 +40,20 @@ def elf_closure(binaries: list[Path], unloadable: list[Path] | None = None) -> l
     return sorted(seen)
 
 
+# Libraries the C library itself opens with dlopen, which no DT_NEEDED names: glibc
+# loads libgcc_s to unwind a thread that ends with pthread_exit or is cancelled, and
+# CPython ends a daemon thread with pthread_exit when the interpreter shuts down under
+# it; without it the process aborts ("libgcc_s.so.1 must be installed for pthread_exit
+# to work").
+LIBC_DLOPENS = ("libgcc_s.so.1",)
+
+
+def libc_dlopens(closure: list[Path]) -> list[Path]:
+    """The libraries of :data:`LIBC_DLOPENS` beside the C library of ``closure``."""
+    return [lib for libc in closure if libc.name == "libc.so.6"
+            for lib in (libc.parent / name for name in LIBC_DLOPENS) if lib.is_file()]
+
+
 def _closure(binaries: list[Path], known: dict[str, list[str]]) -> list[Path]:
     seen: dict[Path, None] = {}
     todo = list(dict.fromkeys(binaries))

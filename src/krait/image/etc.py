@@ -9,6 +9,8 @@ home folder is /tmp, where PID 1 points $HOME too: the only writable place.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from krait.config.settings import LOOPBACK, Service, named_addresses
 from krait.guest.protocol import HOSTS_PATH
 from krait.image.entry import Entry
@@ -24,14 +26,22 @@ NSSWITCH = ("passwd: files\ngroup: files\nshadow: files\nhosts: files\n"
             "networks: files\nprotocols: files\nservices: files\n")
 
 
-def etc_entries() -> list[Entry]:
+# Names of services and protocols (socket.getservbyname("http"), getaddrinfo(host,
+# "https"), getprotobyname("tcp")): the build host's tables (Debian's netbase), as the
+# interpreter and its libraries come from the build host too.
+TABLES = (Path("/etc/services"), Path("/etc/protocols"))
+
+
+def etc_entries(tables: tuple[Path, ...] = TABLES) -> list[Entry]:
     """/etc/passwd, /etc/group, /etc/hosts and /etc/nsswitch.conf of the base layer,
-    which images share: /etc/hosts leads to the app layer's (see :func:`hosts`)."""
+    which images share (/etc/hosts leads to the app layer's: see :func:`hosts`), and the
+    build host's /etc/services and /etc/protocols where it has them."""
     return [Entry.folder("/etc"),
             Entry.file("/etc/passwd", PASSWD.encode()),
             Entry.file("/etc/group", GROUP.encode()),
             Entry.symlink("/etc/hosts", HOSTS_PATH),
-            Entry.file("/etc/nsswitch.conf", NSSWITCH.encode())]
+            Entry.file("/etc/nsswitch.conf", NSSWITCH.encode()),
+            *(Entry.file(f"/etc/{t.name}", t.read_bytes()) for t in tables if t.is_file())]
 
 
 def hosts(connect: tuple[str, ...]) -> Entry:
