@@ -91,7 +91,7 @@ def test_gunicorn_master_and_two_workers(wild_image: Callable[[str], Path],
             if len(answer["workers"]) == 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        assert answer["parent"] == 1  # gunicorn's master is the app's process
+        assert answer["parent"] > 1  # gunicorn's master is the app's process: PID 1's child
         assert len(answer["workers"]) == 2 and answer["worker"] in answer["workers"]
     assert not [line for line in vm.lines if "Control server error" in line
                 or "Traceback" in line], vm.lines

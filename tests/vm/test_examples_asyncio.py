@@ -42,4 +42,4 @@ def test_plain_asyncio_server(kernel: Kernel, tmp_path: Path, no_leftover_qemu: 
         status, _, body = request(vm.url("/k1"))
         assert (status, body) == (200, b'"value one"')
         status, listing = get_json(vm.url("/"))
-        assert listing == {"keys": ["k1"], "pid": 1}
+        assert listing["keys"] == ["k1"] and listing["pid"] > 1  # PID 1's child

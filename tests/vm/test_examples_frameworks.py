@@ -54,7 +54,7 @@ def test_fastapi_on_uvicorn_with_pydantic_and_numpy(kernel: Kernel, tmp_path: Pa
     assert not {"uvloop", "httptools"} & modules  # one asyncio loop, pure-Python h11
     with booted(image) as vm:
         status, info = get_json(vm.url("/"))
-        assert status == 200 and info["pid"] == 1 and info["numpy"].startswith("2.")
+        assert status == 200 and info["pid"] > 1 and info["numpy"].startswith("2.")
         item = {"name": "widget", "price": 2.5, "tags": ["a", "b"]}
         assert get_json(vm.url("/items"), "POST", item) == (201, {**item, "id": 1})
         assert get_json(vm.url("/items/1")) == (200, {**item, "id": 1})

@@ -29,9 +29,15 @@ def postgres() -> Iterator[Postgres]:
         yield pg
 
 
-def test_notes_survive_a_reboot(kernel: Kernel, tmp_path: Path, postgres: Postgres,
+@pytest.fixture(scope="module")
+def notes_image(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example from a bare copy, built once for the tests that boot it as it is."""
+    return build_example("notes", kernel, tmp_path_factory.mktemp("notes"))
+
+
+def test_notes_survive_a_reboot(notes_image: Path, postgres: Postgres,
                                 no_leftover_qemu: None, booted: Boot) -> None:
-    image = build_example("notes", kernel, tmp_path)
+    image = notes_image
     modules = set(open_image(image).manifest.modules)
     assert "psycopg_binary._psycopg" in modules  # the compiled driver, libpq bundled
     # As on a laptop: the database at 127.0.0.1:5432 (the image's connect), which leads to
@@ -60,11 +66,10 @@ def test_notes_survive_a_reboot(kernel: Kernel, tmp_path: Path, postgres: Postgr
 
 
 def test_notes_without_database_answers_503_and_reaches_nothing_undeclared(
-        kernel: Kernel, tmp_path: Path, postgres: Postgres, no_leftover_qemu: None,
-        booted: Boot) -> None:
+        notes_image: Path, postgres: Postgres, no_leftover_qemu: None, booted: Boot) -> None:
     """A database that is not there is an answer (503), not a crash of the VM; and a
     database the image did not declare cannot be reached, though it runs on the host."""
-    image = build_example("notes", kernel, tmp_path)
+    image = notes_image
     from krait.vmm.ports import free_port
 
     down = (f"db=127.0.0.1:{free_port()}",)  # declared, but nothing listens there

@@ -94,7 +94,7 @@ def test_every_tier_answers_with_the_right_time(make_app: MakeApp, build: Build,
     before = time.time()
     answer, gateway = asyncio.run(tier(image, how))
     after = time.time()
-    assert answer["pid"] == 1
+    assert answer["pid"] > 1  # the app, in PID 1's child
     assert before - 1 <= answer["time"] <= after + 1, (before, answer["time"], after)
     stats = gateway.stats
     if how == "cold":
@@ -158,7 +158,7 @@ def test_a_changed_snapshot_is_skipped_and_the_instance_boots_cold(
         second = await driver.boot(ref, "second")
         try:
             answer = await ask(second.address[1])
-            return answer["pid"] == 1, second.woke_from_snapshot
+            return answer["pid"] > 1, second.woke_from_snapshot
         finally:
             await driver.stop(second)
             await driver.close()

@@ -12,6 +12,7 @@ loop and lifespan classes by name), so the trace sees those modules too.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import signal
 from collections.abc import Callable
@@ -46,8 +47,17 @@ def serve_uvicorn(app: Any, port: int, ready: Callable[[], None],
             if self.started:
                 ready()
 
+    def stopped(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    # SIGTERM ends it gracefully (uvicorn's own signal handling); then uvicorn raises the
+    # signal again with the handler it found, which, left as the default, would kill the
+    # app's process (it is PID 1's child, not PID 1, which the kernel spares): found,
+    # this one says the stop went as asked.
+    signal.signal(signal.SIGTERM, stopped)
     server = Server(_uvicorn_config(app, port, host))
-    server.run()  # SIGTERM ends it gracefully (uvicorn's own signal handling)
+    with contextlib.suppress(SystemExit):
+        server.run()
     return 0 if server.started else 1
 
 
