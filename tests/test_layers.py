@@ -14,12 +14,13 @@ points up is how a cycle comes in (config once imported vmm to list backends).""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
 import krait
+
+from .test_guest_boundary import imported, module_name
 
 SRC = Path(krait.__file__).parent
 RANK = {"guest": 0, "config": 2, "kernel": 2, "image": 3, "vmm": 4, "fleet": 5, "bench": 6,
@@ -38,47 +39,20 @@ def rank_of(module: str) -> int | None:
     return TOP_LEVEL if (SRC / f"{parts[1]}.py").exists() else None
 
 
-def module_of(path: Path) -> str:
-    rel = path.relative_to(SRC.parent).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def imports(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module) of every import in the file, nested ones included."""
-    module = module_of(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
-                found.append((node.lineno, ".".join([*base, *([node.module] if node.module
-                                                               else [])])))
-            else:
-                found.append((node.lineno, node.module or ""))
-    return found
-
-
 MODULES = sorted(p for p in SRC.rglob("*.py") if "templates" not in p.parts)
 
 
 def test_every_module_has_a_layer() -> None:
-    assert {rank_of(module_of(p)) for p in MODULES} <= {0, *RANK.values(), TOP_LEVEL}
-    assert all(rank_of(module_of(p)) is not None for p in MODULES)
+    assert {rank_of(module_name(p)) for p in MODULES} <= {0, *RANK.values(), TOP_LEVEL}
+    assert all(rank_of(module_name(p)) is not None for p in MODULES)
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
 def test_imports_point_down(path: Path) -> None:
-    mine = rank_of(module_of(path))
+    mine = rank_of(module_name(path))
     assert mine is not None
     up = [f"{path.relative_to(SRC)}:{line} imports {target}"
-          for line, target in imports(path)
+          for line, target in imported(path)
           if (theirs := rank_of(target)) is not None and theirs > mine]
     assert not up, "\n".join(up)
 
