@@ -7,7 +7,9 @@ context manager that ends it and everything it started (its process group) with
 SIGTERM, then SIGKILL, however the block ends: an interrupted build or benchmark leaves
 nothing running. Two children outlive a block on purpose, and say so by using
 :func:`popen`: QEMU (its :class:`~krait.vmm.qemu.QemuVm` ends it) and the supervisor of
-``krait run -d`` (a daemon).
+``krait run -d`` (a daemon). Every child of :func:`popen` but that daemon is also told
+to the :mod:`krait.watchdog`, which ends it should krait die without doing so itself
+(SIGKILL).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from krait.errors import CommandError
 
@@ -77,13 +82,15 @@ def popen(
     stdout: int | None = subprocess.PIPE,
     stderr: int | None = subprocess.STDOUT,
     pass_fds: tuple[int, ...] = (),
+    daemon: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a long-running command in its own session; the caller owns it and must end
-    it (see :func:`terminate`). Use :func:`spawn` unless the child outlives a block."""
+    it (see :func:`terminate`). Use :func:`spawn` unless the child outlives a block. It
+    ends with this process (by the watchdog) unless it is a ``daemon``."""
     args = [os.fspath(a) for a in argv]
     log.debug("+ %s &", shlex.join(args))
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             args,
             cwd=cwd,
             env=child_env(env),
@@ -95,6 +102,51 @@ def popen(
         )
     except FileNotFoundError as e:
         raise CommandError(args, 127, f"{args[0]}: not found") from e
+    if not daemon:
+        _watchdog.tie(proc.pid)
+    return proc
+
+
+class _Watchdog:
+    """This process's :mod:`krait.watchdog`, started with the first child it is told of."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pipe: IO[str] | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        self._owner = 0  # the pid that started it: a forked copy of krait needs its own
+
+    def tie(self, pid: int) -> None:
+        from krait.watchdog import start_time
+
+        started = start_time(pid)  # not reaped yet (we have not waited): still ours
+        if started is None:
+            return
+        with self._lock:
+            try:
+                if self._pipe is None or self._owner != os.getpid():
+                    self._pipe, self._owner = self._start(), os.getpid()
+                self._pipe.write(f"{pid} {started}\n")
+                self._pipe.flush()
+            except OSError as e:
+                # Only a krait that is killed outright would leave this child running.
+                log.warning("krait: no watchdog for pid %d (%s)", pid, e)
+
+    def _start(self) -> IO[str]:
+        import krait.watchdog
+
+        # Kept (never waited for): it ends on its own when we do, and init reaps it.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", krait.watchdog.__file__],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=child_env(), text=True,
+            # Not in krait's process group: a signal to that group is not for it.
+            start_new_session=True)
+        assert self._proc.stdin is not None
+        return self._proc.stdin
+
+
+_watchdog = _Watchdog()
 
 
 def terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:

@@ -60,7 +60,7 @@ def start_detached(image_path: Path, options: RunOptions, name: str | None = Non
     with folder.supervisor_log.open("ab") as out:
         # A daemon: it outlives this command, and ends with its VM.
         popen([sys.executable, "-m", "krait.fleet.supervisor", str(folder.path)],
-              stdout=out.fileno(), stderr=subprocess.STDOUT)
+              stdout=out.fileno(), stderr=subprocess.STDOUT, daemon=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = folder.run()
