@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,7 +21,7 @@ from krait.vmm.ports import free_port
 from krait.vmm.qemu import QemuBackend
 
 from ._examples import app_pid
-from .conftest import Boot, ctrl_c, krait_cli, krait_running
+from .conftest import Boot, krait_cli, krait_running
 
 pytestmark = pytest.mark.vm
 
@@ -146,13 +150,31 @@ def test_env_reaches_the_app_from_its_own_disk(make_app: Callable[..., Path],
     assert "ON-CMDLINE=False" in proc.stdout
 
 
-def test_ctrl_c_stops_krait_run_gracefully(hello_image: Path, no_leftover_qemu: None) -> None:
-    import time
-
+def test_a_port_opens_when_the_app_is_ready_and_ctrl_c_stops_krait_run_gracefully(
+        hello_image: Path, no_leftover_qemu: None) -> None:
+    """Before the app is ready its port refuses connections, as a process's does (QEMU
+    accepting them would hold them for seconds past the boot); then it answers."""
     port = free_port()
     with krait_running("run", hello_image, "-p", f"{port}:8080") as proc:
-        status, _ = first_answer(f"http://127.0.0.1:{port}/", time.monotonic() + 90)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+        reader.start()
+        tries = 0
+        deadline = time.monotonic() + 90
+        while not any(" ready on port 8080" in line for line in list(lines)):
+            assert time.monotonic() < deadline and proc.poll() is None, lines
+            with socket.socket() as s, contextlib.suppress(ConnectionRefusedError):
+                s.connect(("127.0.0.1", port))
+                pytest.fail(f"connected before the app was ready: {lines}")
+            tries += 1
+            time.sleep(0.01)
+        assert tries > 10
+        status, _ = first_answer(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
         assert status == 200
-        out, err = ctrl_c(proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        reader.join(10)
+        out, err = "".join(lines), proc.stderr.read() if proc.stderr else ""
     assert proc.returncode == 0, out + err  # the app ended cleanly on SIGTERM
     assert "stopping" in err

@@ -19,7 +19,9 @@ def attempt_timeout(attempt: int) -> float:
 
     A request sent before the guest's network is up is held by QEMU's user-mode
     network, which retries its connection to the guest after 1 s, 2 s, ...; short
-    attempts step around that, longer ones still let a slow first answer arrive.
+    attempts step around that, longer ones still let a slow first answer arrive. (The
+    QEMU krait starts forwards a port only once the app is ready; libvirt's QEMU and a
+    port given to QEMU by hand forward from the start.)
     """
     # int ** int is typed Any (a negative power is a float); this one is never negative.
     factor: int = 2 ** min(attempt // 8, 5)

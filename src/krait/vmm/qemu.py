@@ -53,7 +53,7 @@ from krait.vmm.options import (
     Serial,
     UserNetwork,
 )
-from krait.vmm.ports import check_port_free
+from krait.vmm.ports import check_port_free, hold_port
 from krait.vmm.reporting import ChildVm
 from krait.vmm.volumes import VolumeLock
 
@@ -61,6 +61,7 @@ log = logging.getLogger("krait")
 QEMU = "qemu-system-x86_64"
 # Who QEMU runs as when krait runs as root (-runas): not root, and owner of nothing.
 UNPRIVILEGED_USER = "nobody"
+NETDEV = "net0"  # the guest's one network: user-mode, its ports forwarded by name
 
 
 def find_qemu() -> str:
@@ -91,7 +92,11 @@ class QemuBackend(Backend):
     def stop(self, ref: str, grace: float = 10.0) -> None:
         stop_child(ref, grace)  # a STOP on the control port, as Vm.request_stop sends
 
-    def build_command(self, spec: VmSpec, workdir: Path) -> QemuCommand:
+    def build_command(self, spec: VmSpec, workdir: Path, forward_later: bool = False
+                      ) -> QemuCommand:
+        """``forward_later``: the ports are forwarded once the app is ready (over QMP, see
+        QemuVm._on_ready), as krait runs it; else on the command line, as QEMU would run
+        the VM by itself (--dry-run)."""
         tcg = spec.accel.name == "tcg"
         only = spec.qemu
         profile = spec.machine  # the machine, as libvirt's domain renders it too
@@ -125,13 +130,13 @@ class QemuBackend(Backend):
                                       ("wait", False))),
             Device("isa-serial", (("chardev", "ctl"), *profile.control_uart)),
             # Deny by default: the guest reaches only the services it declared.
-            UserNetwork("net0", spec.ports, restrict=True,
+            UserNetwork(NETDEV, () if forward_later else spec.ports, restrict=True,
                         tunnel=workdir / TUNNEL_SOCKET if spec.services else None),
-            Device(profile.net_device, (("netdev", "net0"),)),
+            Device(profile.net_device, (("netdev", NETDEV),)),
             Object("rng-random", "rng0", (("filename", profile.rng_source),)),
             Device("virtio-rng-device", (("rng", "rng0"),)),
         )
-        if spec.qemu.qmp:
+        if spec.qemu.qmp or (forward_later and spec.ports):
             command.add(Monitor(workdir / QMP_SOCKET))
         if spec.qemu.incoming:
             command.add(Incoming())
@@ -144,30 +149,40 @@ class QemuBackend(Backend):
 
     def start(self, spec: VmSpec, on_console: Callable[[str], None] | None = None) -> QemuVm:
         find_qemu()
-        for forward in spec.ports:
-            check_port_free(forward.host_addr, forward.host)
         if spec.qemu.gdb_port:
             check_port_free("127.0.0.1", spec.qemu.gdb_port)
         owned = spec.workdir is None
         workdir = spec.workdir or Path(tempfile.mkdtemp(prefix="krait-vm-"))
         workdir.mkdir(parents=True, exist_ok=True)
-        argv = self.build_command(spec, workdir).argv()
+        # A clone's app listens already (in its snapshot): its ports are forwarded as it
+        # starts, which spares a QMP exchange on the wake path.
+        later = not spec.qemu.incoming
+        argv = self.build_command(spec, workdir, forward_later=later).argv()
         if spec.boot_settings:
             write_atomically(workdir / BOOT_DISK, spec.boot_settings, mode=0o600)
         lock = VolumeLock(spec.volumes)  # a read-write volume is one VM's at a time
         tunnel = None
+        held: list[socket.socket] = []
         # Not spawn(): the VM outlives this call; QemuVm ends it (stop, kill), and every
         # VM is started in a booted() block or by a driver that ends all of its VMs.
         try:
+            # Taken now, so that the VM does not boot only to find them gone.
+            for forward in spec.ports:
+                if later:
+                    held.append(hold_port(forward.host_addr, forward.host))
+                else:
+                    check_port_free(forward.host_addr, forward.host)
             # QEMU connects to it as it starts: it must be listening first.
             tunnel = _listen(workdir / TUNNEL_SOCKET) if spec.services else None
             proc = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except BaseException:
+            for each in held:
+                each.close()
             if tunnel is not None:
                 tunnel.close()
             lock.release()
             raise
-        return QemuVm(spec, proc, workdir, owned, on_console, tunnel, lock)
+        return QemuVm(spec, proc, workdir, owned, on_console, tunnel, lock, held)
 
     def restore(self, spec: VmSpec, state: Path, timeout: float = 30.0) -> QemuVm:
         """Wake a clone: guest RAM mapped privately from ``spec.qemu.ram_file``, its
@@ -219,9 +234,13 @@ class QemuVm(ChildVm):
     def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes], workdir: Path,
                  owned_workdir: bool, on_console: Callable[[str], None] | None = None,
                  tunnel: socket.socket | None = None,
-                 volume_lock: VolumeLock | None = None) -> None:
+                 volume_lock: VolumeLock | None = None,
+                 held_ports: list[socket.socket] | None = None) -> None:
         super().__init__(spec, proc, on_console, workdir)
         self.workdir = workdir
+        self._held_ports = held_ports or []
+        if self._held_ports:
+            self._threads.append(threading.Thread(target=qmp.warm_up, daemon=True))
         self._owned = owned_workdir
         self._tunnel_server = tunnel
         self._volume_lock = volume_lock
@@ -248,6 +267,23 @@ class QemuVm(ChildVm):
                                       log=self._tunnel_log)
             self._tunnel.serve()
             return
+
+    def _on_ready(self) -> None:
+        """Forward the ports now that the app listens. Not before: a connection QEMU
+        accepts while the guest cannot answer yet is held by its user-mode network, which
+        resends its SYN to the guest after 1 s, 3 s, 7 s...: a client that came early
+        would wait seconds past the boot. Until now the ports refuse connections (as a
+        process's do until it listens), and a client that tries again gets in at once."""
+        if not self._held_ports:
+            return  # forwarded as QEMU started (a clone), or none to forward
+        for held, forward in zip(self._held_ports, self.spec.ports, strict=True):
+            held.close()  # QEMU binds it next; nobody else had it meanwhile
+            try:
+                qmp.add_forward(self.workdir / QMP_SOCKET, NETDEV, forward.render())
+            except VmError as e:
+                log.error("krait: %s: %s; stopping the VM", self.spec.name, e.message)
+                self.kill()
+                return
 
     def _tunnel_log(self, line: str) -> None:
         log.warning("%s: %s", self.spec.name, line)
@@ -291,6 +327,8 @@ class QemuVm(ChildVm):
             raise VmError(f"the guest did not confirm its wake in {timeout:g}s")
 
     def _release(self) -> None:
+        for held in self._held_ports:
+            held.close()
         with self._lock:
             if self._tunnel is not None:
                 self._tunnel.close()

@@ -1,12 +1,13 @@
 """QMP, QEMU's machine protocol, over the monitor's unix socket (the ``qemu.qmp`` library).
 
 Callers here are synchronous (the CLI, the QEMU backend's threads): each call connects,
-runs its commands and disconnects, so one QMP socket is never held for long.
+runs its commands and disconnects, so one QMP socket is never held for long. asyncio and
+qemu.qmp are imported by the first call, not with this module: `krait run` reaches for
+them only once its VM is up, and importing them first would delay QEMU's start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -14,8 +15,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-
-from qemu.qmp import QMPClient, QMPError
 
 from krait.errors import VmError
 from krait.paths import atomic_file
@@ -31,6 +30,10 @@ async def execute_async(path: Path, commands: list[Command], timeout: float = 10
     """Connect to the QMP socket at ``path`` (retrying until ``timeout``), run ``commands``
     in order and return their results. ``fd`` is handed to QEMU first (SCM_RIGHTS), for a
     ``getfd`` among the commands."""
+    import asyncio
+
+    from qemu.qmp import QMPClient, QMPError
+
     deadline = time.monotonic() + timeout
     client = QMPClient("krait")
     while True:
@@ -55,9 +58,19 @@ async def execute_async(path: Path, commands: list[Command], timeout: float = 10
             await asyncio.wait_for(client.disconnect(), 2)
 
 
+def warm_up() -> None:
+    """Import what a QMP call needs, ahead of the first one (in a thread while a VM
+    boots: its ports are forwarded over QMP the moment it is ready)."""
+    import asyncio  # noqa: F401
+
+    import qemu.qmp  # noqa: F401
+
+
 def execute(path: Path, commands: list[Command], timeout: float = 10.0,
             fd: int | None = None) -> list[Any]:
     """Synchronous :func:`execute_async`, safe to call from a thread running an event loop."""
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -128,6 +141,16 @@ def load_state(path: Path, source: Path, timeout: float = 30.0) -> None:
         execute(path, [("cont", None)])
     finally:
         os.close(fd)
+
+
+def add_forward(path: Path, netdev: str, rule: str) -> None:
+    """Forward a host port into the guest (``rule`` as -netdev user's hostfwd= takes it);
+    QEMU has no QMP command for it, only the human monitor's, which answers errors as
+    text."""
+    (answer,) = execute(path, [("human-monitor-command",
+                                {"command-line": f"hostfwd_add {netdev} {rule}"})])
+    if str(answer).strip():
+        raise VmError(f"QEMU could not forward {rule}: {str(answer).strip()[:200]}")
 
 
 def pause(path: Path) -> None:

@@ -85,6 +85,10 @@ class ReportingVm(Vm):
         """Wait for the VMM to end: its exit status, or None after ``timeout``."""
         raise NotImplementedError
 
+    def _on_ready(self) -> None:
+        """The guest said it is ready, the first time; called before anyone waiting for
+        that hears of it."""
+
     def _release(self) -> None:
         """What the subclass holds beyond the VM (sockets, locks, folders)."""
 
@@ -149,6 +153,7 @@ class ReportingVm(Vm):
         if word == protocol.READY:
             if not self._ready.is_set():
                 self.ready_at = time.monotonic()
+                self._on_ready()
             self._ready.set()
         elif word == protocol.CRASH:
             self._crashed = True
