@@ -38,17 +38,32 @@ class LazyGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show every command krait runs.")
 def cli(debug: bool) -> None:
     """krait: turn a Python app into a unikernel and boot it."""
-    from rich.logging import RichHandler
-
-    from krait.cli._output import err_console
-
     # Nothing krait makes (cache entries, folders, images) is writable by other users,
     # whatever umask it was started with: see krait.paths.
     os.umask(os.umask(0o022) | 0o022)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_time=False, show_path=False,
-                              markup=False)])
+        handlers=[_RichWhenNeeded()])
+
+
+class _RichWhenNeeded(logging.Handler):
+    """rich's log handler, made for the first message: a command that logs nothing (most
+    do) is not kept waiting for rich (`krait run` starts QEMU sooner)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._rich is None:
+            from rich.logging import RichHandler
+
+            from krait.cli._output import err_console
+
+            self._rich = RichHandler(console=err_console, show_time=False, show_path=False,
+                                     markup=False)
+            self._rich.setFormatter(self.formatter)
+        self._rich.handle(record)
 
 
 def _message(text: str, limit: int = 4000) -> str:

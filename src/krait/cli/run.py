@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from krait.cli._output import err_console, text
 from krait.cli._settings_flags import overrides, setting_options
 from krait.config import parse_env
 from krait.config.settings import parse_setting
 from krait.errors import ConfigError, GuestFailed
-from krait.image.archive import open_image
+from krait.image.archive import Image, open_image
 from krait.image.registry import is_ref, pull
 from krait.image.signing import Trust
 from krait.vmm.backends import is_uri
-from krait.vmm.base import Vm
+from krait.vmm.base import Backend, Vm, VmSpec
 from krait.vmm.foreground import run_in_foreground
 from krait.vmm.launch import RunOptions, backend_for, prepare
 from krait.vmm.options import PortForward
@@ -165,6 +165,7 @@ def command(image_arg: str, publish: tuple[str, ...], env: tuple[str, ...],
     if detach or name or restart != "no":
         if not detach:
             raise ConfigError("--name and --restart need -d (a detached instance)")
+        from krait.cli._output import err_console
         from krait.fleet.instances import start_detached
 
         folder = start_detached(image, options, name=name, restart=restart)
@@ -172,6 +173,39 @@ def command(image_arg: str, publish: tuple[str, ...], env: tuple[str, ...],
                           f"{spec.accel.reason}); `krait logs -f {folder.name}` shows its console")
         click.echo(folder.name)
         return
+
+    def show(line: str) -> None:
+        if line.strip() not in _QUIET_LINES:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    if watch_dir is not None:
+        from krait.cli.kernel import ensure_kernel
+        from krait.vmm.foreground import watch
+
+        def start() -> Vm:
+            _, fresh = prepare(image, options)  # the image as it was just rebuilt
+            return backend.start(fresh, on_console=show)
+
+        tell = _greet(img, spec, backend)
+        sys.exit(watch(watch_dir, image, ensure_kernel(), start, tell))
+    # QEMU first: what is printed (and rich, which prints it) can come while it boots.
+    vm = backend.start(spec, on_console=show)
+    tell = _greet(img, spec, backend)
+    result = run_in_foreground(vm, tell)
+    if result.exit_status is None:
+        raise GuestFailed(result.reason, hint="the console output above shows what happened; "
+                          "rerun with --cmdline loglevel=7 for the kernel's messages")
+    if result.crashed:
+        tell(result.reason)
+    sys.exit(result.exit_status)
+
+
+def _greet(img: Image, spec: VmSpec, backend: Backend) -> Callable[[str], None]:
+    """Say what runs where (and warn of a port the app does not listen on); return how
+    to tell the user more."""
+    from krait.cli._output import err_console, text
+
     declared = set(img.manifest.ports)
     for forward in spec.ports:
         if declared and forward.guest not in declared:
@@ -191,27 +225,7 @@ def command(image_arg: str, publish: tuple[str, ...], env: tuple[str, ...],
                           f"'target remote 127.0.0.1:{spec.qemu.gdb_port}'\nand `continue` to boot",
                           highlight=False)
 
-    def show(line: str) -> None:
-        if line.strip() not in _QUIET_LINES:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-
     def tell(message: str) -> None:
         err_console.print(text(f"krait: {message}"))
 
-    if watch_dir is not None:
-        from krait.cli.kernel import ensure_kernel
-        from krait.vmm.foreground import watch
-
-        def start() -> Vm:
-            _, fresh = prepare(image, options)  # the image as it was just rebuilt
-            return backend.start(fresh, on_console=show)
-
-        sys.exit(watch(watch_dir, image, ensure_kernel(), start, tell))
-    result = run_in_foreground(backend.start(spec, on_console=show), tell)
-    if result.exit_status is None:
-        raise GuestFailed(result.reason, hint="the console output above shows what happened; "
-                          "rerun with --cmdline loglevel=7 for the kernel's messages")
-    if result.crashed:
-        err_console.print(text(f"krait: {result.reason}"))
-    sys.exit(result.exit_status)
+    return tell

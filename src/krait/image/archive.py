@@ -33,16 +33,16 @@ import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from krait.errors import ImageError
-from krait.image.layers import decompress_to
 from krait.image.manifest import MAX_MANIFEST, Manifest, Part
 from krait.image.signing import SIGNATURE, Trust, sign
 from krait.integrity import remember_verified, verified
 from krait.paths import atomic_file, cache_dir, krait_dir
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SUFFIX = ".krait"
 log = logging.getLogger("krait")
@@ -352,6 +352,8 @@ def _unpacked(image: Image, part: Part, folder: Path) -> Path:
             return path
         log.warning("%s: the unpacked %s in the cache does not match its digest; unpacking "
                     "it again", path, part.name)
+    from krait.image.layers import decompress_to  # the build's half: not for every run
+
     # Shared by every instance: never written once it is there (0444).
     with image.stream(part.member) as stored, atomic_file(path, mode=0o444) as fd, \
             open(fd, "wb", closefd=False) as out:

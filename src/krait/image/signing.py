@@ -12,12 +12,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from krait.errors import ConfigError, ImageError
+
+# cryptography is imported where a key is used: a run that checks no signature (most)
+# does not pay for it before its VM starts.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 SIGNATURE = "manifest.sig"
 _KEY_HINT = "make a key pair with `krait keygen FILE` (FILE and FILE.pub)"
@@ -37,6 +42,9 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(_read(path, "signing key"), password=None)
     except (ValueError, TypeError) as e:
@@ -48,6 +56,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(_read(path, "public key"))
     except ValueError as e:
@@ -65,6 +76,9 @@ def sign(key: Ed25519PrivateKey, digest: str) -> bytes:
 def generate(path: Path) -> Path:
     """Write a new private key to ``path`` (0600) and its public key beside it; return
     the public key's path. An existing file is never overwritten."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     public = path.with_name(path.name + ".pub")
     for p in (path, public):
         if p.exists():
@@ -112,6 +126,8 @@ class Trust:
         if signature is None:
             raise ImageError(f"{path}: not signed, and --verify asks for a signature",
                              hint="build it with `krait build --sign KEY`")
+        from cryptography.exceptions import InvalidSignature
+
         try:
             self.key.verify(signature, _payload(digest))
         except InvalidSignature:

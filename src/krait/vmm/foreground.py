@@ -11,9 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from krait.config import load_app
 from krait.errors import KraitError
-from krait.image.build import build_image
 from krait.kernel import Kernel
 from krait.vmm.base import Vm, VmResult
 
@@ -96,6 +94,10 @@ def watch(folder: Path, image: Path, kernel: Kernel, start: Callable[[], Vm], te
                 seen = now
                 started = time.monotonic()
                 try:
+                    # Here, not at the top: a plain `krait run` builds nothing.
+                    from krait.config import load_app
+                    from krait.image.build import build_image
+
                     build_image(load_app(folder), kernel, image)
                 except KraitError as e:
                     tell(f"the rebuild failed: {e.message}; the last build keeps running")
