@@ -69,6 +69,7 @@ bench: hello
 	mkdir -p docs/bench
 	$(KRAIT) bench boot examples/hello/hello.krait -n 10 -o docs/bench/boot.json \
 		--timeline docs/bench/boot-timeline.png
+	$(KRAIT) bench boot examples/hello/hello.krait --wall -n 10 -o docs/bench/boot-wall.json
 	$(KRAIT) bench memory examples/hello/hello.krait -o docs/bench/memory.json
 	$(KRAIT) bench rebuild examples/hello -n 5 -o docs/bench/rebuild.json
 	$(KRAIT) bench serve examples/hello/hello.krait -n 5 -o docs/bench/serve.json

@@ -3,6 +3,12 @@ smallest memory that serves; and where a boot's time goes (its timeline)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,9 +18,12 @@ from krait.bench.http import first_answer
 from krait.bench.result import Result
 from krait.errors import VmError
 from krait.image.archive import open_image
+from krait.run import spawn
 from krait.vmm.accel import detect_accel
 from krait.vmm.base import Backend
 from krait.vmm.booted import booted
+from krait.vmm.ports import free_port
+from krait.watchdog import start_time
 
 
 def boot_once(image: Path, memory: int | None, path: str = "/", timeout: float = 60,
@@ -80,3 +89,66 @@ def bench_memory(image: Path, candidates: tuple[int, ...] = (16, 20, 24, 28, 32,
                   extra={"served": served, "boot_s": seconds, "qemu_rss_mb": rss,
                          "image_minimum_mib": needs.minimum_mib,
                          "image_default_mib": needs.default_mib})
+
+
+def _krait_command() -> list[str]:
+    """The `krait` a user runs: this environment's script, else the module."""
+    script = Path(sys.executable).with_name("krait")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "krait.cli"]
+
+
+def wall_once(image: Path, timeout: float = 60) -> dict[str, float | int]:
+    """One `krait run IMAGE -p PORT:GUEST` as a user starts it, asked until it answers
+    (a client that tries again at once when refused): seconds from starting krait to
+    the first answer, and to QEMU's start (when its process started, to a clock tick: 10 ms)."""
+    port = free_port()
+    guest = (open_image(image).manifest.ports or [8080])[0]
+    # Process start times count clock ticks since boot, suspended time included.
+    launched, t0 = time.clock_gettime(time.CLOCK_BOOTTIME), time.monotonic()
+    with spawn([*_krait_command(), "run", str(image), "-p", f"{port}:{guest}"],
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, grace=30) as proc:
+        # Until the port takes a connection, only connects (refused in microseconds):
+        # a client polling with whole requests would take CPU from the booting guest,
+        # which boot_once's client, asking only once the guest is ready, does not.
+        while time.monotonic() < t0 + timeout and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.005)
+        status, _ = first_answer(f"http://127.0.0.1:{port}/", t0 + timeout)
+        answered = time.monotonic()
+        vmm = [int(ticks) / os.sysconf("SC_CLK_TCK")
+               for p in psutil.Process(proc.pid).children()
+               if p.name().startswith("qemu-system") and (ticks := start_time(p.pid))]
+        proc.send_signal(signal.SIGINT)  # as a user stops it: krait stops the VM
+        proc.wait(30)
+    return {"seconds": answered - t0, "status": status,
+            "to_vmm": round(vmm[0] - launched, 3) if vmm else -1.0}
+
+
+def bench_wall(image: Path, runs: int = 10) -> Result:
+    """What a user waits for (`krait run` started to first 200) against the guest's own
+    boot to first 200 (QEMU started to first 200, krait's run-time already loaded), in
+    interleaved pairs: their difference is krait's own start-up."""
+    wall: list[float] = []
+    boot: list[float] = []
+    to_vmm: list[float] = []
+    for i in range(runs):
+        for which in ("wall", "boot") if i % 2 == 0 else ("boot", "wall"):
+            if which == "wall":
+                one: dict[str, object] = dict(wall_once(image))
+                to_vmm.append(float(one["to_vmm"]))  # type: ignore[arg-type]
+            else:
+                one = boot_once(image, None)
+            if one["status"] != 200:
+                raise VmError(f"the app answered {one['status']}, not 200")
+            seconds = round(float(one["seconds"]), 4)  # type: ignore[arg-type]
+            (wall if which == "wall" else boot).append(seconds)
+    overhead = round(statistics.median(wall) - statistics.median(boot), 4)
+    return Result("run-to-first-200", "s", wall, detect_accel().name,
+                  params={"image": str(image), "client": "retries at once when refused"},
+                  extra={"guest_boot_to_first_200_s": boot,
+                         "guest_boot_median_s": statistics.median(boot),
+                         "krait_to_qemu_start_s": to_vmm,
+                         "krait_overhead_median_s": overhead})
