@@ -11,6 +11,7 @@ import pytest
 
 from krait.bench.http import parse_wrk
 from krait.fleet import snapshot
+from krait.image.check_requests import requests_for, warm_requests
 from krait.vmm.accel import Accel
 from krait.vmm.base import Disk, VmSpec
 from krait.vmm.options import Incoming, PortForward
@@ -20,7 +21,15 @@ SPEC = VmSpec(name="demo", kernel=Path("/k/vmlinux"), disks=(Disk("base", Path("
               cmdline=("console=ttyS0", "krait.guest=1"), memory=48, vcpus=1,
               accel=Accel("tcg", "x"), ports=(PortForward(8080, 8080),),
               workdir=Path("/run/krait/demo"))
-IMAGE = SimpleNamespace(digest="a" * 64, name="demo")
+def image(digest: str, check: list[str] | None = None,
+          connect: tuple[str, ...] = ()) -> SimpleNamespace:
+    settings = {"kind": "asgi", "check": check}
+    return SimpleNamespace(digest=digest, name="demo",
+                           manifest=SimpleNamespace(settings=settings, ports=[8080],
+                                                    boot=SimpleNamespace(connect=connect)))
+
+
+IMAGE = image("a" * 64)
 
 
 def key(spec: VmSpec, image: object = IMAGE) -> str:
@@ -38,7 +47,19 @@ def test_snapshot_key_follows_what_guest_memory_and_devices_hold() -> None:
                     replace(SPEC, accel=Accel("kvm", "x")),
                     replace(SPEC, disks=(Disk("base", Path("/k/b")), Disk("app", Path("/a"))))):
         assert key(changed) != base
-    assert key(SPEC, SimpleNamespace(digest="b" * 64, name="demo")) != base
+    assert key(SPEC, image("b" * 64)) != base
+    # The requests the template answered before it was saved: GET / by default.
+    assert key(SPEC, image("a" * 64, ["GET /"])) == base
+    assert key(SPEC, image("a" * 64, ["GET /", "GET /health"])) != base
+
+
+def test_a_template_that_calls_services_is_not_warmed() -> None:
+    # Its calls would leave the guest's end of the tunnel mid-stream in the snapshot.
+    assert warm_requests(image("a" * 64)) == ("GET /",)  # type: ignore[arg-type]
+    assert warm_requests(image("a" * 64, ["GET /x"])) == ("GET /x",)  # type: ignore[arg-type]
+    calls = image("a" * 64, ["GET /x"], connect=("db=db.internal:5432",))
+    assert warm_requests(calls) == ()  # type: ignore[arg-type]
+    assert requests_for(image("a" * 64, connect=("db=db.internal:5432",))) is None  # type: ignore[arg-type]
 
 
 def test_qmp_socket_only_when_asked() -> None:

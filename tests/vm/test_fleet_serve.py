@@ -245,6 +245,28 @@ def test_port_taken_and_stop_during_boot(hello_image: Path, serve: ServeFactory,
     assert instances() == []
 
 
+def test_a_clone_wakes_with_the_check_requests_answered(make_app: MakeApp, build: Build,
+                                                        serve: ServeFactory) -> None:
+    """The snapshot is saved after its template answered the image's check requests: the
+    app's first-request work is done in every clone (here, a count of what it answered)."""
+    image = build(make_app("""
+        answered = []
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            answered.append(scope["path"])
+            body = ",".join(answered).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+    """, kind="asgi", entry="app:app", name="warm",
+        extra='ports = [8080]\ncheck = ["GET /warm", "GET /up"]\n'))
+    s = serve(image, "--idle", "1s")  # prewarmed: the snapshot is made before it listens
+    assert get(s.url("/first"))[1] == b"/warm,/up,/first"
+    assert s.status()["stats"]["wakes"] == 1
+
+
 def test_snapshot_wake_sets_the_guest_clock(make_app: MakeApp, build: Build,
                                             serve: ServeFactory) -> None:
     image = build(make_app("""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import logging
 import os
 import random
@@ -22,6 +23,7 @@ from krait.errors import KraitError
 from krait.fleet import snapshot
 from krait.fleet.state import InstanceDir, InstanceRecord, RunRecord, create_instance
 from krait.image.archive import Image, open_image
+from krait.image.check_requests import ask, warm_requests
 from krait.image.signing import Trust
 from krait.vmm.backends import get_backend
 from krait.vmm.base import Backend, Vm, VmSpec
@@ -267,7 +269,7 @@ class VmDriver(Driver):
                 snap.remove()
         woke = vm is not None
         if vm is None:
-            vm = await self._cold_boot(backend, instance_id, spec, folder, snap, image.digest)
+            vm = await self._cold_boot(backend, instance_id, spec, folder, snap, image)
             woke = vm.spec.qemu.ram_file is not None  # booted as a template, serving as a clone
         run.ref = vm.ref
         run.ready = time.time()
@@ -299,10 +301,11 @@ class VmDriver(Driver):
             return None
 
     async def _cold_boot(self, backend: Backend, instance_id: str, spec: VmSpec,
-                         folder: InstanceDir, snap: snapshot.Snapshot | None, digest: str
+                         folder: InstanceDir, snap: snapshot.Snapshot | None, image: ImageRef
                          ) -> Vm:
-        """Boot; with ``snap``, as its template: RAM in a new file, saved when ready, then
-        ended, and this instance wakes from it like every later one."""
+        """Boot; with ``snap``, as its template: RAM in a new file, saved when ready and
+        warmed (see _warm), then ended, and this instance wakes from it like every later
+        one."""
         ram = snapshot.new_ram_file(snap) if snap is not None else None
         template = spec.with_qemu(ram_file=ram, ram_shared=True) if ram else spec
         try:
@@ -324,12 +327,13 @@ class VmDriver(Driver):
             raise BootFailed(result.reason + (": " + " | ".join(tail) if tail else ""))
         if snap is None or ram is None:
             return vm
+        await self._call(self._warm, instance_id, image, spec)
         try:
             saved = time.monotonic()
             await self._call(vm.save, snap.state)
             await self._call(self._end_vm, vm)
             snapshot.complete(snap, ram)
-            snapshot.record_image(snap, digest)
+            snapshot.record_image(snap, image.digest)
             log.info("%s: saved snapshot %s in %.3fs", instance_id, snap.name,
                      time.monotonic() - saved)
         except KraitError as e:
@@ -350,6 +354,24 @@ class VmDriver(Driver):
             folder.remove()
             raise BootFailed("the instance did not wake from the snapshot it just saved")
         return clone
+
+    def _warm(self, instance_id: str, image: ImageRef, spec: VmSpec) -> None:
+        """Ask a template the image's check requests before it is saved: what the app
+        does on its first requests (lazy imports, caches, a framework's set-up) is then
+        done in every clone. An answer that does not come, or of 500 or more, is logged
+        and the snapshot saved all the same: the app booted and serves."""
+        requests = warm_requests(image.opened)
+        (forward,) = spec.ports
+        for request in requests:
+            try:
+                status = ask(forward.host_addr, forward.host, request)
+            except (OSError, http.client.HTTPException) as e:
+                log.warning("%s: warming the snapshot, %s had no answer (%s)",
+                            instance_id, request, e)
+                continue
+            if status >= 500:
+                log.warning("%s: warming the snapshot, %s answered %d", instance_id,
+                            request, status)
 
     async def prewarm(self, image: ImageRef, instance_id: str) -> bool:
         host = self.hosts[0]

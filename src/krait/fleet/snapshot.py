@@ -7,9 +7,10 @@ it is ready, and wake every later instance from the pair.
 
 A snapshot is valid only for what its memory and devices hold: the image, the kernel
 command line (boot-time settings live in guest memory), memory size, vCPU count,
-accelerator, the device model (QEMU's command line without per-instance paths and ports)
-and the QEMU and krait versions; its key is a hash of exactly those. Host port forwards
-are not in it: QEMU's user-mode network is set up by the waking QEMU's command line.
+accelerator, the device model (QEMU's command line without per-instance paths and ports),
+the QEMU and krait versions and the requests the template was warmed with (the image's
+check requests: a clone wakes with their work done); its key is a hash of exactly those.
+Host port forwards are not in it: the waking QEMU forwards its own (once it is ready).
 Files are 0600, complete when their name appears, and pruned oldest first beyond a cap.
 Both files' digests are recorded when the snapshot is complete (``NAME-KEY.digests``),
 and every wake checks them first (krait.integrity): a changed file is never woken from.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from krait import __version__
 from krait.image.archive import Image
+from krait.image.check_requests import warm_requests
 from krait.integrity import remember_verified, sha256_file, verified
 from krait.paths import cache_dir, krait_dir, write_atomically
 from krait.run import run
@@ -101,7 +103,9 @@ def key(image: Image, spec: VmSpec, argv: list[str]) -> str:
                 # A volume's files may be in the guest's page cache: another file (or this
                 # one changed) is another snapshot.
                 "volumes": [_file_identity(v.path) for v in spec.volumes],
-                "qemu": qemu_version(argv[0]), "krait": __version__}
+                "qemu": qemu_version(argv[0]), "krait": __version__,
+                # The template answered these before it was saved (Driver._warm).
+                "warmed_by": list(warm_requests(image))}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from krait.config import AppConfig
 from krait.errors import BuildError, KraitError
-from krait.image.archive import Image, open_image
+from krait.image.archive import open_image
 from krait.image.build import BuildResult, build_image, image_path
+from krait.image.check_requests import ask, requests_for
 from krait.image.lock import LockMode
 from krait.kernel import Kernel
 from krait.vmm.backends import check_known
@@ -36,7 +37,6 @@ from krait.vmm.booted import booted
 from krait.vmm.process import ProcessBackend
 
 Step = Callable[[str], None]
-REQUEST_TIMEOUT = 30.0
 READY_TIMEOUT = 60.0
 
 
@@ -56,20 +56,6 @@ class CheckReport:
             return f"not checked: {self.skipped}"
         asked = ", ".join(f"{r} → {s}" for r, s in self.answers) or "started and listened"
         return f"checked as a process in {self.seconds:.1f}s: {asked}"
-
-
-def requests_for(image: Image) -> tuple[str, ...] | None:
-    """The requests to send (``check``, or the default for the app's kind); None when
-    the image is not to be run at all."""
-    settings = image.manifest.settings
-    declared = settings.get("check")
-    if declared is not None:
-        return tuple(declared) if declared else None
-    if settings.get("connect"):
-        return None  # its services are not there at build time
-    if settings.get("kind") in ("asgi", "wsgi"):
-        return ("GET /",)
-    return () if image.manifest.ports else None
 
 
 def check_image(path: Path) -> CheckReport:
@@ -95,9 +81,8 @@ def check_image(path: Path) -> CheckReport:
                         ready_timeout=READY_TIMEOUT) as vm:
                 report.console = vm.lines
                 for request in requests:
-                    method, _, target = request.partition(" ")
                     try:
-                        status = _ask(vm.port, method, target)
+                        status = ask("127.0.0.1", vm.port, request)
                     except (OSError, http.client.HTTPException) as e:
                         report.failures.append(f"{request}: no answer ({e})")
                         continue
@@ -112,17 +97,6 @@ def check_image(path: Path) -> CheckReport:
         shutil.rmtree(scratch, ignore_errors=True)
     report.seconds = time.monotonic() - started
     return report
-
-
-def _ask(port: int, method: str, target: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
-    try:
-        conn.request(method, target, headers={"User-Agent": "krait-build-check"})
-        response = conn.getresponse()
-        response.read(1 << 20)
-        return response.status
-    finally:
-        conn.close()
 
 
 def _read_missed(path: Path) -> list[str]:
