@@ -13,7 +13,7 @@ APT_PACKAGES := python3 python3-venv qemu-system-x86 linux-source-6.1 build-esse
 	netcat-openbsd libpython3.11-testsuite
 
 .PHONY: deps venv kernel hello run test test-fast fuzz lint bench clean examples bench-examples \
-	bench-backends fidelity
+	bench-backends fidelity bench-compare
 
 deps: .deps.stamp
 .deps.stamp: Makefile
@@ -73,7 +73,13 @@ bench: hello
 	$(KRAIT) bench memory examples/hello/hello.krait -o docs/bench/memory.json
 	$(KRAIT) bench rebuild examples/hello -n 5 -o docs/bench/rebuild.json
 	$(KRAIT) bench serve examples/hello/hello.krait -n 5 -o docs/bench/serve.json
-	$(KRAIT) bench compare examples/hello -n 5 --out docs/bench
+	$(MAKE) bench-compare
+
+# The same apps as a process, a crun container, a Debian VM (gunicorn/uvicorn) and a krait
+# unikernel: docs/bench/compare-{hello,flask,fastapi}.json, compare-hello-flask-fastapi.md/.png.
+# `make bench` ends with it.
+bench-compare: kernel
+	$(KRAIT) bench compare examples/hello examples/flask examples/fastapi -n 5 --out docs/bench
 
 # Build every example (krait installs what each declares, from its krait.lock).
 EXAMPLES := hello asyncio flask fastapi aiohttp website notes

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from krait.bench.compare import VariantResult, build_document, markdown, write_outputs
-from krait.bench.compare.report import ratios
+from krait.bench.compare import VariantResult, build_document, markdown, page, write_outputs
+from krait.bench.compare.report import ratios, summary
 
 NOW = datetime.datetime(2026, 11, 28, 8, 0, tzinfo=datetime.UTC)
 SURFACE = {"files": 9800, "executables": 742, "setuid": 11, "shells": 5, "packages": 133,
@@ -20,24 +20,24 @@ def fake_results() -> list[VariantResult]:
     # Deliberately out of order: the document sorts them.
     return [
         VariantResult("unikernel", "krait unikernel", artifact_bytes=6_348_800,
-                      boot_s=[3.0, 2.9, 3.2], host_rss_mb=[168.0, 170.0, 169.0],
+                      boot_s=[3.0, 2.9, 3.2], host_pss_mb=[168.0, 170.0, 169.0],
                       guest_used_mb=[30.0, 30.0, 31.0], requests_per_s=1000.0,
                       surface={"files": 134, "executables": 4, "setuid": 0, "shells": 0,
                                "packages": 0, "listening_ports": 1}),
         VariantResult("process", "process (host Python)", artifact_bytes=14_639,
-                      boot_s=[0.09, 0.08, 0.1], host_rss_mb=[20.6] * 3,
+                      boot_s=[0.09, 0.08, 0.1], host_pss_mb=[20.6] * 3,
                       guest_used_mb=[20.6] * 3, requests_per_s=19000.0, surface=dict(SURFACE)),
         VariantResult("gp-vm", "general-purpose VM (Debian, systemd)",
                       artifact_bytes=423_403_520, boot_s=[31.0, 30.0, 33.0],
-                      host_rss_mb=[364.0] * 3, guest_used_mb=[57.0, 60.0, 58.0],
+                      host_pss_mb=[364.0] * 3, guest_used_mb=[57.0, 60.0, 58.0],
                       requests_per_s=450.0, surface=dict(SURFACE)),
         VariantResult("container", "container (crun, Debian slim)",
                       skipped="`crun` is not installed (apt-get install crun)"),
     ]
 
 
-def doc() -> dict:
-    return build_document(fake_results(), "examples/hello", "tcg", "TCG: no KVM here",
+def doc(results: list[VariantResult] | None = None, app: str = "examples/hello") -> dict:
+    return build_document(results or fake_results(), app, "tcg", "TCG: no KVM here",
                           {"runs": 3, "memory_mib": 256, "wrk_seconds": 5,
                            "wrk_connections": 4}, {"qemu": "QEMU emulator version 7.2"},
                           now=NOW)
@@ -60,8 +60,13 @@ def test_ratios_and_targets() -> None:
     d = doc()
     assert d["ratios"]["gp-vm/unikernel boot_s"] == pytest.approx(31.0 / 3.0, abs=0.01)
     assert d["ratios"]["gp-vm/unikernel guest_used_mb"] == pytest.approx(58.0 / 30.0, abs=0.01)
+    assert d["ratios"]["unikernel/gp-vm requests_per_s"] == pytest.approx(1000 / 450, abs=0.01)
     assert d["targets"] == {"unikernel first response >= 10x sooner than gp-vm": True,
-                            "unikernel uses less guest memory than gp-vm": True}
+                            "unikernel uses less guest memory than gp-vm": True,
+                            "unikernel requests/s >= gp-vm's": True}
+    slower = fake_results()
+    slower[0].requests_per_s = 400.0
+    assert doc(slower)["targets"]["unikernel requests/s >= gp-vm's"] is False
 
 
 def test_ratios_are_none_when_a_side_is_missing() -> None:
@@ -93,13 +98,39 @@ def test_markdown_table() -> None:
     assert "gp-vm/unikernel boot_s: **10.33x**" in text
 
 
+def two_apps() -> list[dict]:
+    slow = fake_results()
+    slow[0].boot_s, slow[0].requests_per_s = [4.0, 4.0, 4.0], 300.0
+    return [doc(), doc(slow, app="examples/flask")]
+
+
+def test_summary_puts_the_apps_side_by_side_with_their_targets() -> None:
+    lines = summary(two_apps()).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| app |")
+    assert lines[2] == ("| hello | 3.00 s | 31.00 s | **10.33x** (met) | 1000 | 450 | "
+                        "**2.22x** (met) |")
+    assert lines[3] == ("| flask | 4.00 s | 31.00 s | **7.75x** (not met) | 300 | 450 | "
+                        "**0.67x** (not met) |")
+
+
+def test_page_holds_every_apps_table() -> None:
+    text = page(two_apps())
+    assert text.startswith("# krait bench compare: hello, flask")
+    assert "## hello (examples/hello)" in text and "## flask (examples/flask)" in text
+    assert text.count("| launch to first HTTP 200 |") == 2
+
+
 def test_write_outputs(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    paths = write_outputs(doc(), tmp_path / "bench")
-    assert paths["json"] == tmp_path / "bench" / "compare-2026-11-28.json"
-    assert json.loads(paths["json"].read_text())["variants"][3]["name"] == "unikernel"
-    assert paths["md"] is not None and paths["md"].read_text() == markdown(doc())
-    assert paths["png"] is not None
+    docs = two_apps()
+    paths = write_outputs(docs, tmp_path / "bench")
+    assert paths["json"] == [tmp_path / "bench" / "compare-hello.json",
+                             tmp_path / "bench" / "compare-flask.json"]
+    assert json.loads(paths["json"][1].read_text())["app"] == "examples/flask"
+    assert json.loads(paths["json"][0].read_text())["variants"][3]["name"] == "unikernel"
+    assert paths["md"] == tmp_path / "bench" / "compare-hello-flask.md"
+    assert paths["md"].read_text() == page(docs) and markdown(docs[0]) in page(docs)
+    assert paths["png"] == tmp_path / "bench" / "compare-hello-flask.png"
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

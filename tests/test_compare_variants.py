@@ -14,8 +14,8 @@ import pytest
 from krait.bench.compare import VARIANTS, Settings, VariantSkipped, _common, rootfs
 from krait.bench.compare.base import Running, Variant, measure
 from krait.bench.compare.container import ContainerVariant, crun_argv, oci_config
-from krait.bench.compare.gpvm import configure_root, gpvm_command
-from krait.bench.compare.payload import LAUNCHER, SERVER, WRAPPER, build_payload
+from krait.bench.compare.gpvm import gpvm_command
+from krait.bench.compare.payload import LAUNCHER, SERVER, SERVERS, WRAPPER, build_payload
 from krait.config import load_app
 from krait.errors import ConfigError, VmError
 
@@ -131,11 +131,11 @@ def test_payload_holds_app_server_wrapper_launcher(hello_payload: tuple) -> None
     app, payload_app = hello_payload
     folder = payload_app.root
     assert payload_app.entry == f"{WRAPPER}:app" and payload_app.kind == "asgi"
-    for name in ("hello.py", SERVER, f"{WRAPPER}.py", LAUNCHER, "krait_compare.json"):
+    for name in ("hello.py", SERVER, SERVERS, f"{WRAPPER}.py", LAUNCHER, "krait_compare.json"):
         assert (folder / name).is_file(), name
     assert (folder / SERVER).read_bytes() == (ROOT / "src/krait/guest/http.py").read_bytes()
     settings = json.loads((folder / "krait_compare.json").read_text())
-    assert settings == {"env": app.env, "kind": "asgi", "port": 8080}
+    assert settings == {"env": app.env, "kind": "asgi", "server": "builtin", "port": 8080}
     compile((folder / f"{WRAPPER}.py").read_text(), "wrapper", "exec")
 
 
@@ -150,7 +150,7 @@ def test_oci_config_is_read_only_with_a_limit_and_a_network_choice() -> None:
                             "linux": {"namespaces": [{"type": "pid"}, {"type": "network"},
                                                      {"type": "mount"}]}}
     config = oci_config(Path("/r"), ["/usr/bin/python3", "x"], {"PORT": "9"}, 256, base,
-                        host_network=True)
+                        host_network=True, cwd="/opt/app")
     assert config["root"] == {"path": "/r", "readonly": True}
     assert [n["type"] for n in config["linux"]["namespaces"]] == ["pid", "mount"]
     own = oci_config(Path("/r"), [], {}, 256, base)["linux"]["namespaces"]
@@ -158,6 +158,7 @@ def test_oci_config_is_read_only_with_a_limit_and_a_network_choice() -> None:
     assert config["linux"]["resources"]["memory"]["limit"] == 256 << 20
     assert config["process"]["env"] == ["PATH=/usr/bin", "PORT=9"]
     assert config["process"]["terminal"] is False
+    assert config["process"]["cwd"] == "/opt/app"
     assert base["linux"]["namespaces"][1] == {"type": "network"}  # the base is not changed
 
 
@@ -185,20 +186,6 @@ def test_gpvm_command_matches_kraits_vm_settings(tmp_path: Path) -> None:
     assert "tsc_early_khz=" not in kvm[kvm.index("-append") + 1]
 
 
-def test_configure_root_installs_a_unit(tmp_path: Path, hello_payload: tuple) -> None:
-    _, payload_app = hello_payload
-    root = tmp_path / "root"
-    (root / "etc/systemd/system").mkdir(parents=True)
-    configure_root(root, payload_app.root)
-    configure_root(root, payload_app.root)  # idempotent: the root is cached
-    unit = (root / "etc/systemd/system/krait-app.service").read_text()
-    assert f"ExecStart=/usr/bin/python3 /opt/app/{LAUNCHER}" in unit
-    wants = root / "etc/systemd/system/multi-user.target.wants"
-    assert {p.name for p in wants.iterdir()} == {"krait-app.service",
-                                                 "systemd-networkd.service"}
-    assert (root / "opt/app" / LAUNCHER).is_file()
-
-
 def test_variants_are_the_four() -> None:
     assert list(VARIANTS) == ["process", "container", "gp-vm", "unikernel"]
 
@@ -213,3 +200,23 @@ def test_cli_rejects_an_unknown_variant_before_doing_anything(tmp_path: Path) ->
     assert isinstance(result.exception, ConfigError)
     assert "vmware" in result.exception.message
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+
+
+def test_tree_pss_counts_shared_pages_once() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    # A parent and two forked children share most of their pages: their PSS adds up to
+    # less than their RSS does.
+    code = ("import os, time\nfor _ in range(2):\n    if os.fork() == 0:\n"
+            "        time.sleep(30); os._exit(0)\nprint('up', flush=True); time.sleep(30)")
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          start_new_session=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+            pss, rss = _common.tree_mb(proc.pid, "pss"), _common.tree_mb(proc.pid)
+            assert 1 < pss < rss
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the children too

@@ -195,7 +195,7 @@ def connect(bulk_mib: int, runs: int, pings: int, parallel: int, output: Path | 
 
 
 @command.command("compare")
-@click.argument("app_dir", type=click.Path(path_type=Path), default="examples/hello")
+@click.argument("app_dirs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-n", "--runs", default=3, show_default=True, help="Boots per variant.")
 @click.option("-m", "--memory", default=256, show_default=True,
               help="Guest memory in MiB for both VMs (and the container's limit).")
@@ -203,10 +203,14 @@ def connect(bulk_mib: int, runs: int, pings: int, parallel: int, output: Path | 
               help="Comma-separated variants to run.")
 @click.option("--wrk-seconds", default=5, show_default=True, help="Length of the wrk load.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("docs/bench"),
-              show_default=True, help="Where compare-<date>.json/.md/.png go.")
-def compare_cmd(app_dir: Path, runs: int, memory: int, only: str, wrk_seconds: int,
-                out_dir: Path) -> None:
-    """The same app as a process, a container, a general-purpose VM and a unikernel."""
+              show_default=True,
+              help="Where compare-<app>.json and compare-<apps>.md/.png go.")
+def compare_cmd(app_dirs: tuple[Path, ...], runs: int, memory: int, only: str,
+                wrk_seconds: int, out_dir: Path) -> None:
+    """The same app as a process, a container, a general-purpose VM and a unikernel.
+
+    Give several app folders to measure them in one run and see them side by side
+    (default: examples/hello)."""
     variants = [v.strip() for v in only.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(compare.VARIANTS))
     if unknown:
@@ -216,13 +220,14 @@ def compare_cmd(app_dir: Path, runs: int, memory: int, only: str, wrk_seconds: i
     settings = compare.Settings(runs=runs, memory_mib=memory, wrk_seconds=wrk_seconds)
     if "unikernel" in variants:
         ensure_kernel()  # with a progress bar, the first time
-    doc = compare.run_compare(app_dir, settings, variants,
-                              progress=lambda m: err_console.print(m, highlight=False))
-    paths = compare.write_outputs(doc, out_dir)
-    click.echo(compare.markdown(doc))
-    for kind, path in paths.items():
-        err_console.print(f"wrote {path}" if path else
-                          f"no {kind}: matplotlib is not installed (pip install matplotlib)")
+    docs = compare.run_apps(app_dirs or (Path("examples/hello"),), settings, variants,
+                            progress=lambda m: err_console.print(m, highlight=False))
+    paths = compare.write_outputs(docs, out_dir)
+    click.echo(compare.page(docs))
+    for path in [*paths["json"], paths["md"]]:
+        err_console.print(f"wrote {path}")
+    err_console.print(f"wrote {paths['png']}" if paths["png"] else
+                      "no PNG: matplotlib is not installed (pip install matplotlib)")
 
 
 @command.command("serve")

@@ -1,12 +1,13 @@
 """``krait bench compare``: the same app as a process, a container, a general-purpose VM
 and a krait unikernel, measured the same way.
 
-    payload.py     the app + krait's HTTP server + a stats path, for every variant
+    payload.py     the app + krait's servers + a stats path, for every variant
     rootfs.py      cached Debian roots (debootstrap) for the container and the VM
+    debian.py      how those two serve the app: gunicorn or uvicorn from a venv
     process.py · container.py · gpvm.py · unikernel.py   one module per variant
     surface.py     attack surface counted from the artifact
     base.py        the variant interface and the measuring loop
-    report.py      JSON, markdown table, PNG chart
+    report.py      JSON per app; markdown and PNG with the apps side by side
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from krait.bench.compare.container import ContainerVariant
 from krait.bench.compare.gpvm import GeneralPurposeVmVariant
 from krait.bench.compare.payload import build_payload
 from krait.bench.compare.process import ProcessVariant
-from krait.bench.compare.report import build_document, markdown, write_outputs
+from krait.bench.compare.report import build_document, markdown, page, write_outputs
 from krait.bench.compare.unikernel import UnikernelVariant
 from krait.config import load_app
 from krait.errors import ConfigError
@@ -40,7 +41,7 @@ VARIANTS: dict[str, type[Variant]] = {
 }
 
 __all__ = ["VARIANTS", "Settings", "VariantResult", "VariantSkipped", "build_document",
-           "markdown", "run_compare", "tool_versions", "write_outputs"]
+           "markdown", "page", "run_apps", "run_compare", "tool_versions", "write_outputs"]
 
 
 def tool_versions() -> dict[str, str]:
@@ -82,4 +83,22 @@ def run_compare(app_dir: Path, settings: Settings, only: Sequence[str] = tuple(V
     versions = tool_versions()
     versions |= {f"{r.name} kernel": str(r.details["kernel"]) for r in results
                  if "kernel" in r.details}
-    return build_document(results, str(app_dir), accel.name, accel.reason, params, versions)
+    return build_document(results, str(app_dir), accel.name, accel.reason, params, versions,
+                          name=app.name)
+
+
+def run_apps(app_dirs: Sequence[Path], settings: Settings, only: Sequence[str] = tuple(VARIANTS),
+             progress: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+    """Measure each app in turn (one JSON document each); every folder is read before the
+    first one is measured, so a mistake in the last is not found minutes later."""
+    names = [load_app(d).name for d in app_dirs]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"two app folders have the same name: {', '.join(names)}",
+                          hint="each app's JSON is named after it (compare-<name>.json)")
+    docs = []
+    for app_dir, name in zip(app_dirs, names, strict=True):
+        def tell(message: str, name: str = name) -> None:
+            progress(f"{name}: {message}")
+
+        docs.append(run_compare(app_dir, settings, only, tell))
+    return docs

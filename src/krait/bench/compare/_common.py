@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import psutil
 
 from krait.bench.http import run_wrk
 from krait.errors import KraitError
@@ -28,7 +31,7 @@ class VariantResult:
     error: str | None = None  # what went wrong, when it ran but could not be measured
     artifact_bytes: int | None = None
     boot_s: list[float] = field(default_factory=list)
-    host_rss_mb: list[float] = field(default_factory=list)
+    host_pss_mb: list[float] = field(default_factory=list)
     guest_used_mb: list[float] = field(default_factory=list)
     requests_per_s: float | None = None
     surface: dict[str, int | None] = field(default_factory=dict)
@@ -81,3 +84,19 @@ def wait_until(deadline: float, check: Any, interval: float = 0.05) -> Any:
             return value
         time.sleep(interval)
     return None
+
+
+def tree_mb(pid: int, kind: str = "rss") -> float:
+    """The memory of a process and all its descendants, in MB: their RSS, or their PSS
+    (proportional set size: pages shared between them, as gunicorn's forked workers share
+    theirs, or with other processes, are counted once in all, not once per process)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += (p.memory_full_info().pss if kind == "pss" else p.memory_info().rss)
+    return total / 1e6

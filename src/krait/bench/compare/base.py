@@ -29,7 +29,7 @@ log = logging.getLogger("krait")
 class Running:
     """A started variant: what the host can measure of it while it serves."""
 
-    def host_rss_mb(self) -> float:
+    def host_pss_mb(self) -> float:
         raise NotImplementedError
 
     def guest_used_mb(self, stats: dict[str, Any]) -> float | None:
@@ -93,7 +93,7 @@ def measure(variant: Variant, progress: Any = lambda _: None) -> VariantResult:
                                      f"{body[:200]!r}")
                 result.boot_s.append(round(elapsed, 4))
                 stats = fetch_stats(port)
-                result.host_rss_mb.append(round(running.host_rss_mb(), 1))
+                result.host_pss_mb.append(round(running.host_pss_mb(), 1))
                 used = running.guest_used_mb(stats)
                 if used is not None:
                     result.guest_used_mb.append(used)
@@ -115,7 +115,7 @@ def measure(variant: Variant, progress: Any = lambda _: None) -> VariantResult:
         result.error = message
         result.details = {**variant.details, **result.details}
     if result.skipped or result.error:  # nothing half-measured is reported as a number
-        result.boot_s, result.host_rss_mb, result.guest_used_mb = [], [], []
+        result.boot_s, result.host_pss_mb, result.guest_used_mb = [], [], []
         result.requests_per_s = None
     return result
 

@@ -1,7 +1,8 @@
 """The app in an OCI container run by crun, from a Debian slim root with Python.
 
 The root is ``debootstrap --variant=minbase`` plus python3 (cached, see rootfs.py)
-with the payload in /opt/app: what a container user would build. The container gets its
+with the payload in /opt/app and the app's environment and server in /opt/venv (see
+debian.py): what a container user would build. The container gets its
 own network namespace wired to the host by slirp4netns, as rootless Podman does: the
 same user-mode network library (libslirp) as QEMU's ``-netdev user``, with a host port
 forward, so the container and the VMs share a network backend and the host's network
@@ -23,21 +24,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from krait.bench.compare._common import require_tool
+from krait.bench.compare._common import require_tool, tree_mb
 from krait.bench.compare.base import Running, Variant
-from krait.bench.compare.payload import LAUNCHER
-from krait.bench.compare.process import tree_rss_mb
+from krait.bench.compare.debian import APP_DIR, build_venv, cores, install, server_argv
 from krait.bench.compare.rootfs import build_debian_root
 from krait.bench.compare.surface import surface_of_tree, tree_bytes
 from krait.errors import VmError
 from krait.paths import cache_dir
 from krait.run import run, spawn
 
-APP_DIR = "/opt/app"
-
 
 def oci_config(rootfs: Path, args: list[str], env: dict[str, str], memory_mib: int,
-               base: dict[str, Any], host_network: bool = False) -> dict[str, Any]:
+               base: dict[str, Any], host_network: bool = False,
+               cwd: str = "/") -> dict[str, Any]:
     """``crun spec``'s default config, adjusted: read-only root, a memory limit, and its
     own network namespace (or the host's)."""
     config: dict[str, Any] = json.loads(json.dumps(base))
@@ -45,7 +44,7 @@ def oci_config(rootfs: Path, args: list[str], env: dict[str, str], memory_mib: i
     process = config["process"]
     process["terminal"] = False
     process["args"] = args
-    process["cwd"] = "/"
+    process["cwd"] = cwd
     process["env"] = [*process.get("env", []), *(f"{k}={v}" for k, v in env.items())]
     linux = config.setdefault("linux", {})
     namespaces = [ns for ns in linux.get("namespaces", []) if ns["type"] != "network"]
@@ -125,11 +124,11 @@ class _Container(Running):
     def __init__(self, runtime_pid: int, pid: int, slirp_pid: int | None) -> None:
         self.runtime_pid, self.pid, self.slirp_pid = runtime_pid, pid, slirp_pid
 
-    def host_rss_mb(self) -> float:
+    def host_pss_mb(self) -> float:
         # crun stays as the container's parent (as conmon or a shim would) and slirp4netns
         # is its network stack (QEMU's RSS includes its own): count both.
-        return tree_rss_mb(self.runtime_pid) + (tree_rss_mb(self.slirp_pid)
-                                                if self.slirp_pid else 0.0)
+        return tree_mb(self.runtime_pid, "pss") + (tree_mb(self.slirp_pid, "pss")
+                                                   if self.slirp_pid else 0.0)
 
     def guest_used_mb(self, stats: dict[str, object]) -> float | None:
         charged = cgroup_memory_bytes(self.pid)
@@ -144,10 +143,7 @@ class ContainerVariant(Variant):
         self.crun = require_tool("crun", "crun")
         self.hybrid = hybrid_cgroups()
         self.rootfs = build_debian_root("container")
-        app_dir = self.rootfs / APP_DIR.lstrip("/")
-        if app_dir.exists():
-            shutil.rmtree(app_dir)
-        shutil.copytree(self.payload, app_dir)
+        install(self.rootfs, self.payload, build_venv(self.app))
         self.bundle = cache_dir() / "bench" / "container"
         self.bundle.mkdir(parents=True, exist_ok=True)
         spec = self.bundle / "default-spec.json"
@@ -167,7 +163,8 @@ class ContainerVariant(Variant):
         self.details = {"runtime": version, "hybrid_cgroups_workaround": self.hybrid,
                         "root": str(self.rootfs), "network": network,
                         "guest_memory": "the container's memory cgroup charge",
-                        "memory_limit_mib": self.settings.memory_mib}
+                        "memory_limit_mib": self.settings.memory_mib,
+                        "server_argv": server_argv(self.app, self.app.ports[0], cores())}
 
     def artifact_bytes(self) -> int:
         return tree_bytes(self.rootfs)
@@ -179,9 +176,9 @@ class ContainerVariant(Variant):
     def started(self, port: int) -> Iterator[Running]:
         cid = f"krait-bench-{uuid.uuid4().hex[:8]}"
         guest_port = self.app.ports[0] if self.slirp else port
-        config = oci_config(self.rootfs, ["/usr/bin/python3", f"{APP_DIR}/{LAUNCHER}"],
-                            {"PORT": str(guest_port)}, self.settings.memory_mib,
-                            self.base_spec, host_network=not self.slirp)
+        config = oci_config(self.rootfs, server_argv(self.app, guest_port, cores()),
+                            self.app.env, self.settings.memory_mib, self.base_spec,
+                            host_network=not self.slirp, cwd=APP_DIR)
         config["linux"]["cgroupsPath"] = f"/{cid}"  # crun removes it on delete
         bundle = self.bundle / cid
         bundle.mkdir()

@@ -1,5 +1,6 @@
 """A general-purpose VM: Debian with systemd as init and Debian's stock cloud kernel,
-the app started by a systemd unit, booted by the same QEMU as the unikernel.
+the app started by a systemd unit under its usual server (gunicorn or uvicorn, see
+debian.py), booted by the same QEMU as the unikernel.
 
 Same QEMU binary, accelerator, CPU model, memory, user-mode network with a host port
 forward and virtio-rng as krait's own VMs; the root is an ext4 disk on virtio-blk
@@ -13,6 +14,7 @@ flatters the general-purpose VM.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -21,11 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
-from krait.bench.compare._common import Settings, require_tool
+from krait.bench.compare._common import Settings, require_tool, tree_mb
 from krait.bench.compare.base import Running, Variant
-from krait.bench.compare.payload import LAUNCHER, payload_digest
+from krait.bench.compare.debian import APP_DIR, build_venv, install, server_argv
+from krait.bench.compare.payload import payload_digest
 from krait.bench.compare.rootfs import build_debian_root
 from krait.bench.compare.surface import surface_of_tree
 from krait.errors import VmError
@@ -49,22 +50,32 @@ from krait.vmm.options import (
 )
 from krait.vmm.qemu import QEMU, find_qemu
 
-APP_DIR = "/opt/app"
 GUEST_ADDR, GATEWAY = "10.0.2.15", "10.0.2.2"
 DISK_HEADROOM = 1.3
+VCPUS = 1  # as krait's own VMs
 
-UNIT = f"""\
-[Unit]
-Description=The app under comparison (krait bench compare)
-After=network.target
 
-[Service]
-ExecStart=/usr/bin/python3 {APP_DIR}/{LAUNCHER}
-Restart=no
+def systemd_word(word: str, command: bool = False) -> str:
+    """One word of a unit's command line (``command``) or of an Environment= list, as
+    systemd reads it back: ``%`` specifiers escaped, and ``$`` variables on command lines;
+    quoted when it holds a space, a quote or a backslash."""
+    word = word.replace("%", "%%")
+    if command:
+        word = word.replace("$", "$$")
+    if any(c.isspace() or c in "\"'\\" for c in word):
+        return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return word
 
-[Install]
-WantedBy=multi-user.target
-"""
+
+def unit(argv: list[str], env: dict[str, str]) -> str:
+    """The systemd service that starts the app's server."""
+    lines = ["[Unit]", "Description=The app under comparison (krait bench compare)",
+             "After=network.target", "", "[Service]", f"WorkingDirectory={APP_DIR}"]
+    lines += [f"Environment={systemd_word(f'{k}={v}')}" for k, v in sorted(env.items())]
+    lines += ["ExecStart=" + " ".join(systemd_word(a, command=True) for a in argv),
+              "Restart=no", "", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)
+
 
 NETWORK = f"""\
 [Match]
@@ -102,14 +113,12 @@ def tsc_khz() -> int:
     return 2_000_000
 
 
-def configure_root(root: Path, payload: Path) -> None:
-    """The app, its systemd unit, a static network and the root file system entry."""
-    app = root / APP_DIR.lstrip("/")
-    if app.exists():
-        shutil.rmtree(app)
-    shutil.copytree(payload, app)
+def configure_root(root: Path, payload: Path, venv: Path, service: str) -> None:
+    """The app and its environment, its systemd unit, a static network and the root file
+    system entry."""
+    install(root, payload, venv)
     system = root / "etc/systemd/system"
-    (system / "krait-app.service").write_text(UNIT)
+    (system / "krait-app.service").write_text(service)
     (root / "etc/systemd/network").mkdir(parents=True, exist_ok=True)
     (root / "etc/systemd/network/10-eth.network").write_text(NETWORK)
     links = {
@@ -160,7 +169,7 @@ def gpvm_command(kernel: Path, initrd: Path, disk: Path, settings: Settings, por
     return QemuCommand(QEMU).add(
         Machine("microvm", (("acpi", True),)),
         Accelerator(accel, tb_size_mib=64 if tcg else None),
-        Cpu("max" if tcg else "host", 1),
+        Cpu("max" if tcg else "host", VCPUS),
         Memory(settings.memory_mib),
         Flag("-nodefaults"),
         Flag("-no-user-config"),
@@ -182,8 +191,8 @@ class _Qemu(Running):
     def __init__(self, pid: int) -> None:
         self.pid = pid
 
-    def host_rss_mb(self) -> float:
-        return float(psutil.Process(self.pid).memory_info().rss) / 1e6
+    def host_pss_mb(self) -> float:
+        return tree_mb(self.pid, "pss")
 
 
 class GeneralPurposeVmVariant(Variant):
@@ -193,10 +202,15 @@ class GeneralPurposeVmVariant(Variant):
     def prepare(self) -> None:
         find_qemu()
         self.root = build_debian_root("vm")
-        configure_root(self.root, self.payload)
+        venv = build_venv(self.app)
+        argv = server_argv(self.app, self.app.ports[0], VCPUS)
+        service = unit(argv, self.app.env)
+        configure_root(self.root, self.payload, venv, service)
         folder = cache_dir() / "bench" / "gpvm"
         folder.mkdir(parents=True, exist_ok=True)
-        self.disk = folder / f"disk-{payload_digest(self.payload)}.img"
+        key = hashlib.sha256(f"{payload_digest(self.payload)}\0{venv.name}\0{service}"
+                             .encode()).hexdigest()[:16]
+        self.disk = folder / f"disk-{key}.img"
         if not self.disk.exists():
             for old in folder.glob("disk-*.img"):
                 old.unlink()
@@ -205,7 +219,8 @@ class GeneralPurposeVmVariant(Variant):
         cmd = gpvm_command(self.kernel, self.initrd, self.disk, self.settings, 8080,
                            self.app.ports[0], Path("console.log"))
         self.details = {"machine": "microvm,acpi=on", "kernel": self.kernel.name,
-                        "init": "systemd", "root": str(self.root), "disk": str(self.disk),
+                        "init": "systemd", "server_argv": argv, "root": str(self.root),
+                        "disk": str(self.disk),
                         "qemu_argv": cmd.argv()}
 
     def artifact_bytes(self) -> int:

@@ -1,11 +1,14 @@
 """The same app, the same server, for all four variants.
 
-A payload folder holds the app's files, a copy of krait's guest HTTP server
-(``krait/guest/http.py``, standard library only), a small wrapper that adds one
-read-only path (``/_krait/stats``: memory and listening ports as the system the app
-runs in sees them) and a launcher. The process, the container and the general-purpose
-VM run the launcher; the unikernel is built from the same folder with the wrapper as
-its entry, so krait's PID 1 serves it with the same server file.
+A payload folder holds the app's files, copies of krait's guest HTTP server and of its
+glue for the servers an app may choose (``krait/guest/http.py`` and ``servers.py``,
+standard library only), a small wrapper that adds one read-only path
+(``/_krait/stats``: memory and listening ports as the system the app runs in sees them)
+and a launcher. The process runs the launcher, which serves the app as krait's PID 1
+does (the app's ``server`` setting: builtin, waitress or uvicorn); the unikernel is
+built from the same folder with the wrapper as its entry. The container and the
+general-purpose VM serve the same wrapper with the server a Debian user would run
+(debian.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from krait.errors import ConfigError
 WRAPPER = "krait_compare_app"
 LAUNCHER = "krait_compare_launch.py"
 SERVER = "krait_http.py"
+SERVERS = "krait_servers.py"
 SETTINGS_FILE = "krait_compare.json"
 
 _WRAPPER_SOURCE = '''\
@@ -101,12 +105,18 @@ with open(os.path.join(HERE, "krait_compare.json")) as f:
 os.environ.update(SETTINGS["env"])
 os.chdir(HERE)
 
-import krait_http  # noqa: E402
 from krait_compare_app import app  # noqa: E402
 
-serve = krait_http.serve_asgi if SETTINGS["kind"] == "asgi" else krait_http.serve_wsgi
 port = int(os.environ.get("PORT") or SETTINGS["port"])
-sys.exit(serve(app, port, lambda: print("ready on port", port, flush=True)))
+ready = lambda: print("ready on port", port, flush=True)  # noqa: E731
+if SETTINGS["server"] == "builtin":
+    import krait_http
+
+    serve = krait_http.serve_asgi if SETTINGS["kind"] == "asgi" else krait_http.serve_wsgi
+    sys.exit(serve(app, port, ready))
+import krait_servers  # noqa: E402
+
+sys.exit(krait_servers.serve(SETTINGS["server"], app, port, ready))
 '''
 
 
@@ -128,13 +138,14 @@ def build_payload(app: AppConfig, into: Path) -> AppConfig:
                           f"(kind asgi or wsgi, with a port), not kind {app.kind!r}")
     into.mkdir(parents=True, exist_ok=True)
     _copy_app(app, into)
-    (into / SERVER).write_bytes(
-        (Path(__file__).resolve().parents[2] / "guest" / "http.py").read_bytes())
+    guest = Path(__file__).resolve().parents[2] / "guest"
+    (into / SERVER).write_bytes((guest / "http.py").read_bytes())
+    (into / SERVERS).write_bytes((guest / "servers.py").read_bytes())
     wrapper = _WRAPPER_SOURCE.format(module=app.module, attr=app.callable, stats=STATS_PATH)
     (into / f"{WRAPPER}.py").write_text(wrapper + (_ASGI if app.kind == "asgi" else _WSGI))
     (into / LAUNCHER).write_text(_LAUNCHER_SOURCE)
-    (into / SETTINGS_FILE).write_text(json.dumps(
-        {"env": app.env, "kind": app.kind, "port": app.ports[0]}, indent=2) + "\n")
+    settings = {"env": app.env, "kind": app.kind, "server": app.server, "port": app.ports[0]}
+    (into / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     return dataclasses.replace(app, root=into, entry=f"{WRAPPER}:app")
 
 

@@ -6,8 +6,7 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 
-import psutil
-
+from krait.bench.compare._common import tree_mb
 from krait.bench.compare.base import Running, Variant
 from krait.bench.compare.payload import LAUNCHER
 from krait.bench.compare.surface import surface_of_host, tree_bytes
@@ -15,29 +14,15 @@ from krait.image.environment import prepare_python
 from krait.run import spawn
 
 
-def tree_rss_mb(pid: int) -> float:
-    """RSS of a process and all its descendants, in MB."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += p.memory_info().rss
-    return total / 1e6
-
-
 class _Process(Running):
     def __init__(self, pid: int) -> None:
         self.pid = pid
 
-    def host_rss_mb(self) -> float:
-        return tree_rss_mb(self.pid)
+    def host_pss_mb(self) -> float:
+        return tree_mb(self.pid, "pss")
 
     def guest_used_mb(self, stats: dict[str, object]) -> float | None:
-        return round(tree_rss_mb(self.pid), 1)  # no guest: the process is all there is
+        return round(tree_mb(self.pid), 1)  # no guest: the process's RSS is all there is
 
 
 class ProcessVariant(Variant):

@@ -6,8 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 
-import psutil
-
+from krait.bench.compare._common import tree_mb
 from krait.bench.compare.base import Running, Variant
 from krait.bench.compare.surface import surface_of_image
 from krait.image.archive import open_image
@@ -25,8 +24,8 @@ class _Vm(Running):
         assert vm.pid is not None  # QEMU, started by krait: a process of this machine's
         self.pid = vm.pid
 
-    def host_rss_mb(self) -> float:
-        return float(psutil.Process(self.pid).memory_info().rss) / 1e6
+    def host_pss_mb(self) -> float:
+        return tree_mb(self.pid, "pss")
 
 
 class UnikernelVariant(Variant):
