@@ -2,7 +2,9 @@
 
 - first-request latency from nothing running: cold boot, snapshot wake; and warm;
 - a bounded ``wrk`` load on loopback through the proxy, with its error count;
-- how many idle instances this machine holds, and what each costs in host memory and CPU.
+- how many idle instances this machine holds, and what each costs in host memory and CPU;
+- with ``--profile``, only the load, and where the app's process spends its CPU under it
+  (krait.guest.profile, in the guest).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from krait.fleet.driver import BootFailed, Handle, ImageRef, VmDriver
 from krait.fleet.gateway import Gateway, Stats
 from krait.fleet.observe import clean_orphans
 from krait.fleet.policy import ScalePolicy
+from krait.guest.profile import parse_lines
+from krait.vmm.booted import booted
 from krait.vmm.launch import RunOptions, prepare
 
 Progress = Callable[[str], None]
@@ -218,6 +222,47 @@ def bench_serve(image_path: Path, runs: int = 5, memory: int | None = None,
                    "wrk_seconds": wrk_seconds, "wrk_connections": wrk_connections,
                    "max_instances": max_instances, "idle_max": idle_max},
         **results,
+        "machine": machine_info(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def bench_profile(image_path: Path, memory: int | None = None, wrk_seconds: int = 10,
+                  wrk_connections: int = 16, progress: Progress = lambda _: None
+                  ) -> dict[str, Any]:
+    """The wrk load through the proxy, then the same load on the app's port of an
+    instance that samples where its CPU goes (the proxy is the host's: not in it)."""
+    options = RunOptions(memory=memory)
+    image = ImageRef.open(image_path, 1)
+    _, spec = prepare(image_path, options, image=image.opened)
+    clean_orphans()
+    progress(f"wrk through the proxy for {wrk_seconds}s ...")
+    try:
+        load = asyncio.run(_load(image, options, wrk_seconds, wrk_connections, 1))
+    except BootFailed as e:
+        raise VmError(f"the instance did not boot: {e.reason}") from None
+    progress(f"wrk: {load.get('requests_per_s')} requests/s, {load.get('errors')} errors; "
+             f"again on a profiled instance's own port ...")
+    with booted(image.opened, memory=memory, profile=True) as vm:
+        for _ in range(2):  # the app's first requests: not what is measured
+            status = asyncio.run(http_get(vm.port))[0]
+            if status != 200:
+                raise VmError(f"the app answered {status}, not 200")
+        profiled = run_wrk(vm.url(), wrk_seconds, wrk_connections, 2, "10s")
+    report = parse_lines(vm.lines)
+    if report is None:
+        raise VmError("the profiled instance ended without its report",
+                      hint="its console, last lines: " + " | ".join(vm.lines[-5:]))
+    profiled.pop("output")
+    return {
+        "benchmark": "serve-profile", "accelerator": spec.accel.name,
+        "accel_reason": spec.accel.reason,
+        "params": {"image": str(image_path), "memory_mib": spec.memory,
+                   "wrk_seconds": wrk_seconds, "wrk_connections": wrk_connections},
+        "load": load,
+        "profiled_load": {k: profiled.get(k) for k in ("requests", "requests_per_s", "errors",
+                                                        "command")},
+        "profile": report,
         "machine": machine_info(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -13,7 +13,7 @@ from krait.bench import compare, timeline
 from krait.bench.boot import bench_boot, bench_memory
 from krait.bench.rebuild import bench_rebuild
 from krait.bench.result import Result
-from krait.cli._output import err_console
+from krait.cli._output import err_console, text
 from krait.cli.kernel import ensure_kernel
 from krait.errors import ConfigError
 from krait.vmm.accel import detect_accel
@@ -240,13 +240,30 @@ def compare_cmd(app_dirs: tuple[Path, ...], runs: int, memory: int, only: str,
               help="Instances the proxy may run during the wrk load.")
 @click.option("--idle-max", default=100, show_default=True,
               help="Most idle instances to hold at once.")
+@click.option("--profile", is_flag=True,
+              help="Only the wrk load, then again on an instance that samples where the "
+              "app's CPU goes (krait's runtime, the app, its packages, the standard "
+              "library), function by function.")
 @_output
 def serve(image: Path, runs: int, memory: int | None, wrk_seconds: int, wrk_connections: int,
-          max_instances: int, idle_max: int, output: Path | None) -> None:
+          max_instances: int, idle_max: int, profile: bool, output: Path | None) -> None:
     """`krait serve`: first request cold / from a snapshot / warm, wrk through the proxy,
     and idle instances held."""
-    from krait.bench.serve import bench_serve
+    from krait.bench.serve import bench_profile, bench_serve
 
+    if profile:
+        doc = bench_profile(image, memory, wrk_seconds, wrk_connections,
+                            progress=lambda m: err_console.print(m, highlight=False))
+        _write_json(doc, output)
+        report = doc["profile"]
+        err_console.print(text(
+            f"profiled: {doc['profiled_load']['requests_per_s']} requests/s; the app's "
+            f"process used {report['process_cpu_s']} s of CPU in {report['seconds']} s, "
+            f"{report['profiled_cpu_s']} s of it in profiled threads: "
+            f"{report['by_place_s']}\nwhere it went (CPU in the function itself, calls):"))
+        for name, seconds, calls in report["self_s"][:20]:
+            err_console.print(text(f"  {seconds:8.3f} s {calls:8d}  {name}"))
+        return
     doc = bench_serve(image, runs, memory, wrk_seconds, wrk_connections, max_instances,
                       idle_max, progress=lambda m: err_console.print(m, highlight=False))
     _write_json(doc, output)

@@ -220,13 +220,22 @@ def _plain_signals() -> None:
     _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
 
 
-def run_app(config: dict[str, Any], control: Control, in_vm: bool = False) -> int:
+def run_app(config: dict[str, Any], control: Control, in_vm: bool = False,
+            profile: bool = False) -> int:
     """Import and run the app; return its exit status (tracebacks go to the console).
-    ``in_vm``: in a krait guest, where the boot timeline and memory are the app's."""
+    ``in_vm``: in a krait guest, where the boot timeline and memory are the app's.
+    ``profile``: count where it spends its CPU once it is ready, and print that when it
+    ends (krait.guest.profile)."""
     os.register_at_fork(after_in_child=_plain_signals)
+    profiled = None
     try:
         target = _load_app(config)
         mark("imported")
+        if profile:  # before the server starts its threads: each is profiled
+            from krait.guest import profile as profiler
+
+            profiled = profiler.start(*config.get("dirs", (protocol.APP_DIR,
+                                                           protocol.PACKAGES_DIR)))
         kind = config["kind"]
         control.watch(lambda: os.kill(os.getpid(), _signal.SIGTERM))
 
@@ -234,6 +243,8 @@ def run_app(config: dict[str, Any], control: Control, in_vm: bool = False) -> in
             mark("ready")
             print(_ready_line(config, in_vm), flush=True)
             control.send(protocol.READY)
+            if profiled is not None:
+                profiled.restart()  # serving is what is measured, not starting
             if not in_vm:
                 return  # a process on the host: no boot, and the host's memory is not ours
             # After READY: not on the boot-time path.
@@ -276,6 +287,11 @@ def run_app(config: dict[str, Any], control: Control, in_vm: bool = False) -> in
         missing.print_unhandled()
         control.send(f"{protocol.CRASH} 1")
         return 1
+    finally:
+        if profiled is not None:
+            from krait.guest import profile as profiler
+
+            print("\n".join(profiler.report_lines(profiled.stop())), flush=True)
 
 
 def _idna_fallback(name: str) -> Any:

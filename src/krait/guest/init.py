@@ -191,7 +191,9 @@ def main() -> None:
         print(f"krait: the app runs unconfined: {e}", file=sys.stderr, flush=True)
     mark("confined")
     control = Control.serial()
-    status = reaper.run_as_child(lambda: app.run_app(config, control, in_vm=True))
+    profile = bool(boot.get("profile"))
+    status = reaper.run_as_child(lambda: app.run_app(config, control, in_vm=True,
+                                                     profile=profile))
     try:
         _freeze_volumes()
         sys.stdout.flush()

@@ -87,7 +87,7 @@ def main() -> None:
                      for key, value in config.get("env", {}).items()}
     app.prepare(config, spec["boot"])
     control = app.Control(spec["control_fd"])
-    status = app.run_app(config, control) & 0xFF
+    status = app.run_app(config, control, profile=bool(spec["boot"].get("profile"))) & 0xFF
     if spec.get("report"):
         _write_report(spec["report"])
     sys.stdout.flush()

@@ -23,7 +23,8 @@ _KRAIT_PACKAGE = Path(__file__).resolve().parents[1]
 # The guest runtime imports some modules only when needed (a crash, --env, the last
 # message before power-off); they must be in the image all the same.
 _GUEST_LAZY = ["krait.guest.init", "termios", "fcntl", "traceback", "base64", "json",
-               "krait.guest.missing", "krait.guest.tunnel", "krait.guest.process"]
+               "krait.guest.missing", "krait.guest.tunnel", "krait.guest.process",
+               "krait.guest.profile"]
 RUNTIME_MODULES = {
     "main": _GUEST_LAZY,
     "asgi": [*_GUEST_LAZY, "krait.guest.http"],

@@ -49,7 +49,8 @@ def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
            env: dict[str, str] | None = None, connect: tuple[str, ...] = (),
            volumes: tuple[str, ...] = (), backend: Backend | None = None,
            check_memory: bool = True, ready_timeout: float = 120.0, stop_grace: float = 10.0,
-           on_failure: Callable[[str], None] | None = None) -> Iterator[Booted]:
+           on_failure: Callable[[str], None] | None = None, profile: bool = False
+           ) -> Iterator[Booted]:
     """Boot ``image`` with each guest port forwarded to a free host port and yield once
     the guest says it is ready (``host_ports`` maps a guest port to a host port chosen
     by the caller); stop it when the block ends. A boot that fails is a VmError with the
@@ -59,7 +60,7 @@ def booted(image: Path | Image, *, guest_ports: tuple[int, ...] | None = None,
     ports = {g: (host_ports or {}).get(g) or free_port() for g in wanted}
     options = RunOptions(ports=tuple(PortForward(h, g) for g, h in ports.items()),
                          memory=memory, env=dict(env or {}), connect=connect, volumes=volumes,
-                         check_memory=check_memory)
+                         check_memory=check_memory, profile=profile)
     _, spec = prepare(img.path, options, image=img)
     lines: list[str] = []
     started = time.monotonic()

@@ -54,6 +54,8 @@ class RunOptions:
     console_log: Path | None = None
     # Refuse less memory than the image needs (benchmarks looking for the limit do not).
     check_memory: bool = True
+    # Sample where the app spends its CPU once ready; reported when it ends (its console).
+    profile: bool = False
 
 
 # Only under emulation: the kernel spends a quarter second calibrating and verifying the
@@ -122,6 +124,8 @@ def boot_settings(image: Image, options: RunOptions,
     """What this boot tells the guest besides the image (its boot disk; see protocol).
     ``reach`` and ``attached``: services() and volumes(), if worked out already."""
     boot: dict[str, object] = {"env": options.env} if options.env else {}
+    if options.profile:
+        boot["profile"] = True
     reach = services(image, options) if reach is None else reach
     if reach:
         named = named_addresses(reach)
