@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -50,11 +52,13 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(app: Any, limits: http.Limits = FAST) -> AsyncIterator[int]:
+async def serving(app: Any, limits: http.Limits = FAST, wsgi: bool = False
+                  ) -> AsyncIterator[int]:
     port = free_port()
     up = asyncio.Event()
-    task = asyncio.create_task(http.serve(http.asgi_handler(app, port, limits), port, up.set,
-                                          limits=limits, host="127.0.0.1"))
+    handler = http.wsgi_handler(app, port) if wsgi else http.asgi_handler(app, port, limits)
+    task = asyncio.create_task(http.serve(handler, port, up.set, limits=limits,
+                                          host="127.0.0.1"))
     await asyncio.wait_for(up.wait(), 5)
     try:
         yield port
@@ -261,5 +265,57 @@ def test_an_app_that_raises_gives_500_and_the_server_goes_on() -> None:
             assert (await exchange(port, b"GET /fail HTTP/1.1\r\n\r\n")).startswith(
                 b"HTTP/1.1 500")
             assert b"GET /ok 0" in await exchange(port, b"GET /ok HTTP/1.0\r\n\r\n")
+
+    run(test)
+
+
+class WsgiApp:
+    """/slow holds its worker thread for a while; /fail raises; anything else answers
+    with the method, path and body at once. Records the threads views ran in."""
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.threads.add(threading.current_thread().name)
+        path = environ["PATH_INFO"]
+        if path == "/slow":
+            time.sleep(0.5)
+        if path == "/fail":
+            raise RuntimeError("the view failed")
+        body = environ["wsgi.input"].read()
+        answer = f"{environ['REQUEST_METHOD']} {path} {body.decode()}".encode()
+        start_response("200 OK", [("Content-Length", str(len(answer)))])
+        return [answer]
+
+
+def test_wsgi_views_run_in_a_few_threads_and_a_slow_one_stalls_no_other() -> None:
+    async def test() -> None:
+        app = WsgiApp()
+        async with serving(app, wsgi=True) as port:
+            loop = asyncio.get_running_loop()
+            slow = [asyncio.create_task(exchange(port, b"GET /slow HTTP/1.0\r\n\r\n"))
+                    for _ in range(6)]  # FAST takes 8 connections
+            await asyncio.sleep(0.1)
+            started = loop.time()
+            fast = await exchange(port, b"POST /fast HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+            assert fast.startswith(b"HTTP/1.1 200") and fast.endswith(b"POST /fast hi")
+            # Queued behind the slow views (threads are few), but not behind all six.
+            assert loop.time() - started < 1.5
+            for answer in await asyncio.gather(*slow):
+                assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"GET /slow ")
+        assert 1 < len(app.threads) <= http.WSGI_THREADS, app.threads
+
+    run(test)
+
+
+def test_a_wsgi_view_that_raises_gives_500_and_keep_alive_goes_on_after_good_ones() -> None:
+    async def test() -> None:
+        async with serving(WsgiApp(), wsgi=True) as port:
+            assert (await exchange(port, b"GET /fail HTTP/1.1\r\n\r\n")).startswith(
+                b"HTTP/1.1 500")
+            answer = await exchange(port, b"GET /a HTTP/1.1\r\n\r\n"
+                                    b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+            assert answer.count(b"HTTP/1.1 200 OK") == 2 and answer.endswith(b"POST /b abc")
 
     run(test)

@@ -8,11 +8,13 @@ WSGI apps run in a worker thread so a slow view does not stall the loop.
 
 from __future__ import annotations
 
+import _queue
 import asyncio
 import contextlib
 import io
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_HEADER = 64 * 1024  # request line and headers together
+WSGI_THREADS = 5  # as many as asyncio's default executor has on one CPU
 MAX_HEADERS = 100
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently",
            302: "Found", 304: "Not Modified", 400: "Bad Request", 404: "Not Found",
@@ -99,9 +102,25 @@ class Stream:
         self.eof = False
         self._read: asyncio.Task[bytes] | None = None
 
-    async def fill(self, timeout: float | None) -> None:
+    async def fill(self, timeout: float | None, shared: bool = False) -> None:
+        """Read what the client sent next into ``buf``; Closed at its end or after
+        ``timeout``. A ``shared`` read (a disconnect watch, which an app may leave
+        waiting) goes on in a task of its own that the next reader takes over; any other
+        read, when no shared one is in flight, is a plain read under a timeout, which
+        costs the loop far less (no task, no shield) on every request."""
         if self.eof:
             raise Closed
+        if self._read is None and not shared:
+            try:
+                # A read cut short loses nothing: StreamReader keeps unread bytes.
+                async with asyncio.timeout(timeout):
+                    data = await self.reader.read(65536)
+            except TimeoutError:
+                raise Closed from None
+            except (ConnectionError, OSError):
+                data = b""
+            self._got(data)
+            return
         if self._read is None:
             self._read = asyncio.ensure_future(self.reader.read(65536))
         try:
@@ -113,6 +132,9 @@ class Stream:
         finally:
             if self._read is not None and self._read.done():
                 self._read = None
+        self._got(data)
+
+    def _got(self, data: bytes) -> None:
         if not data:
             self.eof = True
             raise Closed
@@ -145,7 +167,7 @@ class Stream:
         no further than a request head; then waits without reading."""
         while not self.eof and len(self.buf) <= MAX_HEADER:
             try:
-                await self.fill(None)
+                await self.fill(None, shared=True)
             except Closed:
                 return
         if not self.eof:
@@ -351,6 +373,11 @@ if TYPE_CHECKING:
 
 
 async def drain(writer: asyncio.StreamWriter, limits: Limits) -> None:
+    # Nearly always the answer left in write() itself (the transport sends at once what
+    # the socket takes): nothing to wait for, and no timer to set and cancel.
+    transport = writer.transport
+    if not transport.get_write_buffer_size() and not transport.is_closing():
+        return
     try:
         await asyncio.wait_for(writer.drain(), limits.write_timeout)
     except TimeoutError:
@@ -544,6 +571,54 @@ def serve_asgi(app: Any, port: int, ready: Callable[[], None],
 
 # -- WSGI --------------------------------------------------------------------------------
 
+class Workers:
+    """The threads WSGI calls run in (a slow view does not stall the loop), up to
+    WSGI_THREADS, started as calls need them. Each hands its answer to the loop with one
+    call_soon_threadsafe; asyncio's run_in_executor wraps a call in two futures chained
+    by callbacks, which under emulation cost a good part of a small view's time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, most: int = WSGI_THREADS) -> None:
+        self._loop = loop
+        self._most = most
+        self._jobs: _queue.SimpleQueue[Any] = _queue.SimpleQueue()
+        self._threads = 0
+        self._waiting = 0  # calls handed over and not answered (counted on the loop only)
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        self._jobs.put((future, fn, args))
+        self._waiting += 1
+        if self._waiting > self._threads < self._most:
+            self._threads += 1
+            # Daemon: a view still running when the app is stopped does not hold it up.
+            threading.Thread(target=self._work, name=f"krait-wsgi-{self._threads}",
+                             daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args = self._jobs.get()
+            answer: tuple[Any, BaseException | None]
+            try:
+                answer = (fn(*args), None)
+            except BaseException as e:  # the caller's to handle, as a call's own would be
+                answer = (None, e)
+            # A loop that is closed is a server that stopped: nobody waits any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._answer, future, *answer)
+            del future, fn, args, answer
+
+    def _answer(self, future: asyncio.Future[Any], result: Any,
+                error: BaseException | None) -> None:
+        self._waiting -= 1
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
 def wsgi_handler(app: Any, port: int) -> Handler:
     """Serve each request by calling the WSGI ``app`` in a worker thread."""
 
@@ -579,11 +654,15 @@ def wsgi_handler(app: Any, port: int) -> Handler:
                 result.close()
         return state["status"], state["headers"], body
 
+    workers: Workers | None = None
+
     async def handle(req: Request, stream: Stream, writer: asyncio.StreamWriter) -> bool:
-        loop = asyncio.get_running_loop()
+        nonlocal workers
+        if workers is None:
+            workers = Workers(asyncio.get_running_loop())
         try:
-            status, headers, body = await loop.run_in_executor(
-                None, call, req, writer.get_extra_info("peername"))
+            status, headers, body = await workers.run(call, req,
+                                                      writer.get_extra_info("peername"))
         except Exception:
             report_error()
             writer.write(error_response(500))

@@ -156,7 +156,7 @@ class Session:
                         code = closed
                         return
                 try:
-                    await self.stream.fill(None)
+                    await self.stream.fill(None, shared=True)
                 except Closed:
                     return
                 data = bytes(self.stream.buf)

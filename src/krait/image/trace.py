@@ -28,8 +28,7 @@ _GUEST_LAZY = ["krait.guest.init", "termios", "fcntl", "traceback", "base64", "j
 RUNTIME_MODULES = {
     "main": _GUEST_LAZY,
     "asgi": [*_GUEST_LAZY, "krait.guest.http"],
-    # WSGI views run in loop.run_in_executor's default pool: imported on first request.
-    "wsgi": [*_GUEST_LAZY, "krait.guest.http", "concurrent.futures.thread"],
+    "wsgi": [*_GUEST_LAZY, "krait.guest.http"],
 }
 # Python itself needs these at start-up even when the build host never imported them.
 STARTUP_MODULES = ["encodings.utf_8", "encodings.ascii", "encodings.latin_1", "os"]
