@@ -24,6 +24,20 @@ def test_a_clear_difference_is_real_and_named() -> None:
     assert compare(b, a)["verdict"] == "A is faster"
 
 
+def test_where_more_is_better_the_larger_median_is_the_faster() -> None:
+    a = [300.0, 310.0, 305.0, 298.0, 302.0, 307.0]  # requests/s
+    b = [600.0, 590.0, 610.0, 605.0, 598.0, 602.0]
+    result = compare(a, b, unit="rps", higher_is_better=True)
+    assert result["verdict"] == "B is faster" and result["median_difference_rps"] > 290
+    assert compare(b, a, unit="rps", higher_is_better=True)["verdict"] == "A is faster"
+    runs = iter(range(100))
+    doc = bench_ab(Path("a"), Path("b"),
+                   lambda image: (300.0 if image.name == "a" else 600.0) + next(runs),
+                   runs=6, what="rps", unit="rps", higher_is_better=True)
+    assert doc["benchmark"] == "ab-rps" and doc["unit"] == "rps"
+    assert doc["verdict"] == "B is faster" and 1.9 < doc["b_over_a"] < 2.0
+
+
 def test_a_tiny_difference_is_noise_even_when_consistent() -> None:
     a = [1.000, 1.001, 1.002, 1.001, 1.000, 1.002]
     b = [x + 0.01 for x in a]  # 1 % slower every time: below the noise threshold

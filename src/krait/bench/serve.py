@@ -227,6 +227,23 @@ def bench_serve(image_path: Path, runs: int = 5, memory: int | None = None,
     }
 
 
+def requests_per_second(image_path: Path, memory: int | None = None, wrk_seconds: int = 10,
+                        wrk_connections: int = 16) -> float:
+    """The wrk load through the proxy on one instance (see krait bench ab --serve)."""
+    options = RunOptions(memory=memory)
+    image = ImageRef.open(image_path, 1)
+    try:
+        load = asyncio.run(_load(image, options, wrk_seconds, wrk_connections, 1))
+    except BootFailed as e:
+        raise VmError(f"the instance did not boot: {e.reason}") from None
+    if "skipped" in load:
+        raise VmError(load["skipped"])
+    if load["errors"]:
+        raise VmError(f"{load['errors']} requests failed or were not answered 2xx under "
+                      "the load", hint=f"try it by hand: {load['command']}")
+    return float(load["requests_per_s"])
+
+
 def bench_profile(image_path: Path, memory: int | None = None, wrk_seconds: int = 10,
                   wrk_connections: int = 16, progress: Progress = lambda _: None
                   ) -> dict[str, Any]:

@@ -93,9 +93,12 @@ def boot(image: Path, runs: int, memory: int | None, timeline_png: Path | None,
 @click.argument("image_b", type=click.Path(path_type=Path))
 @click.option("-n", "--runs", default=10, show_default=True, help="Boots of each image.")
 @click.option("-m", "--memory", type=int, help="Guest memory in MiB (default: each image's).")
+@click.option("--serve", "serve_seconds", type=int, default=None, metavar="SECONDS",
+              help="Compare requests/s through `krait serve` (wrk for SECONDS, 16 "
+              "connections, one instance) instead of boot times.")
 @_output
 def ab(image_a: Path, image_b: Path, runs: int, memory: int | None,
-       output: Path | None) -> None:
+       serve_seconds: int | None, output: Path | None) -> None:
     """Interleaved boots of two images, and whether the difference is real."""
     from krait.bench.ab import bench_ab
     from krait.bench.boot import boot_once
@@ -103,13 +106,26 @@ def ab(image_a: Path, image_b: Path, runs: int, memory: int | None,
     def boot_seconds(image: Path) -> float:
         return float(boot_once(image, memory)["seconds"])  # type: ignore[arg-type]
 
-    doc = bench_ab(image_a, image_b, boot_seconds, runs,
-                   progress=lambda m: err_console.print(m, highlight=False),
-                   accelerator=detect_accel().name)
+    def progress(message: str) -> None:
+        err_console.print(message, highlight=False)
+
+    if serve_seconds is None:
+        doc = bench_ab(image_a, image_b, boot_seconds, runs, progress,
+                       accelerator=detect_accel().name)
+    else:
+        from krait.bench.serve import requests_per_second
+
+        doc = bench_ab(image_a, image_b,
+                       lambda image: requests_per_second(image, memory, serve_seconds),
+                       runs, progress, accelerator=detect_accel().name,
+                       what="requests-per-second-through-krait-serve", unit="rps",
+                       higher_is_better=True)
     _write_json(doc, output)
-    err_console.print(f"A median {doc['a']['median']} s, B median {doc['b']['median']} s "
-                      f"({doc['accelerator']}): B/A {doc['b_over_a']}, p {doc['p_value']}: "
-                      f"{doc['verdict']}")
+    unit = doc["unit"]
+    err_console.print(f"A median {doc['a']['median']:g} {unit}, B median "
+                      f"{doc['b']['median']:g} {unit} ({doc['accelerator']}): B/A "
+                      f"{doc['b_over_a']}, p "
+                      f"{doc['p_value']}: {doc['verdict']}")
 
 
 @command.command("memory")
