@@ -227,15 +227,20 @@ def bench_serve(image_path: Path, runs: int = 5, memory: int | None = None,
     }
 
 
+def _proxy_load(image: ImageRef, options: RunOptions, seconds: int, connections: int
+                ) -> dict[str, Any]:
+    """_load on one instance, a boot that fails said as an error."""
+    try:
+        return asyncio.run(_load(image, options, seconds, connections, 1))
+    except BootFailed as e:
+        raise VmError(f"the instance did not boot: {e.reason}") from None
+
+
 def requests_per_second(image_path: Path, memory: int | None = None, wrk_seconds: int = 10,
                         wrk_connections: int = 16) -> float:
     """The wrk load through the proxy on one instance (see krait bench ab --serve)."""
-    options = RunOptions(memory=memory)
-    image = ImageRef.open(image_path, 1)
-    try:
-        load = asyncio.run(_load(image, options, wrk_seconds, wrk_connections, 1))
-    except BootFailed as e:
-        raise VmError(f"the instance did not boot: {e.reason}") from None
+    load = _proxy_load(ImageRef.open(image_path, 1), RunOptions(memory=memory), wrk_seconds,
+                       wrk_connections)
     if "skipped" in load:
         raise VmError(load["skipped"])
     if load["errors"]:
@@ -248,16 +253,13 @@ def bench_profile(image_path: Path, memory: int | None = None, wrk_seconds: int 
                   wrk_connections: int = 16, progress: Progress = lambda _: None
                   ) -> dict[str, Any]:
     """The wrk load through the proxy, then the same load on the app's port of an
-    instance that samples where its CPU goes (the proxy is the host's: not in it)."""
+    instance that profiles where its CPU goes (the proxy is the host's: not in it)."""
     options = RunOptions(memory=memory)
     image = ImageRef.open(image_path, 1)
     _, spec = prepare(image_path, options, image=image.opened)
     clean_orphans()
     progress(f"wrk through the proxy for {wrk_seconds}s ...")
-    try:
-        load = asyncio.run(_load(image, options, wrk_seconds, wrk_connections, 1))
-    except BootFailed as e:
-        raise VmError(f"the instance did not boot: {e.reason}") from None
+    load = _proxy_load(image, options, wrk_seconds, wrk_connections)
     progress(f"wrk: {load.get('requests_per_s')} requests/s, {load.get('errors')} errors; "
              f"again on a profiled instance's own port ...")
     with booted(image.opened, memory=memory, profile=True) as vm:
