@@ -150,6 +150,21 @@ def test_clean_orphans_removes_instances_of_dead_serves(
     assert sorted(p.name for p in serves.iterdir()) == ["live.json"]
 
 
+def test_an_instance_being_created_is_never_an_orphan(
+        sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `krait ps` that looks while a serve creates an instance (here: right after each
+    file is written) must not take it for a dead serve's and remove it."""
+    from krait.fleet.state import InstanceDir
+
+    write = InstanceDir.write_record
+    def write_then_look(self: InstanceDir, r: InstanceRecord) -> None:
+        write(self, r)
+        assert obs.clean_orphans() == []
+    monkeypatch.setattr(InstanceDir, "write_record", write_then_look)
+    folder = create_instance(record("new-1", owner="serve"), RunRecord(owner_pid=sleeper.pid))
+    assert folder.path.is_dir() and folder.run().owner_pid == sleeper.pid
+
+
 @pytest.mark.parametrize(("text", "seconds"), [
     ("30", 30.0), ("30s", 30.0), ("500ms", 0.5), ("2m", 120.0), ("1.5h", 5400.0)])
 def test_parse_duration(text: str, seconds: float) -> None:

@@ -248,13 +248,12 @@ class VmDriver(Driver):
                 image_digest=image.digest, memory=0, vcpus=0, accel="", ports=[],
                 created=time.time(), owner="serve", env=dict(self.options.env),
                 backend=backend.name, host=host.uri)
-            folder = create_instance(record)
+            run = RunRecord(owner_pid=os.getpid(), started=time.time())
+            folder = create_instance(record, run)
             spec = self._spec(image, folder, host, port)
             record.memory, record.vcpus, record.accel = spec.memory, spec.vcpus, spec.accel.name
             record.ports = [[port, spec.ports[0].guest]]
             folder.write_record(record)
-            run = RunRecord(owner_pid=os.getpid(), started=time.time())
-            folder.write_run(run)
         except KraitError as e:
             raise BootFailed(e.message) from e
         snap = (self.snapshot_for(image, spec) if self.use_snapshots and backend.snapshots

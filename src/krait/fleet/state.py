@@ -194,8 +194,11 @@ def all_instances() -> list[InstanceDir]:
             if is_real_dir(p) and valid_name(p.name)]
 
 
-def create_instance(record: InstanceRecord) -> InstanceDir:
-    """Make the folder; the name must be free (callers clean stale folders first)."""
+def create_instance(record: InstanceRecord, run: RunRecord | None = None) -> InstanceDir:
+    """Make the folder; the name must be free (callers clean stale folders first).
+
+    ``run`` (its owner) is written before the record: a folder with a record but no live
+    owner is an orphan to any `krait ps` that looks in between."""
     check_name(record.name)
     path = instances_dir() / record.name
     if len(str(path / CONTROL_SOCKET)) > MAX_SOCKET_PATH:
@@ -208,5 +211,7 @@ def create_instance(record: InstanceRecord) -> InstanceDir:
                           hint=f"remove it with `krait rm {record.name}` or pick another "
                           "--name") from None
     folder = InstanceDir(path)
+    if run is not None:
+        folder.write_run(run)
     folder.write_record(record)
     return folder
