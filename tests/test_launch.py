@@ -29,9 +29,10 @@ def test_marker_console_and_network_are_always_there() -> None:
     assert any(a.startswith("ip=10.0.2.15::10.0.2.2:255.255.255.0:hello:eth0") for a in args)
 
 
-def test_apic_timer_calibration_is_skipped_only_under_tcg() -> None:
-    assert "noapictimer" in kernel_cmdline(image(), RunOptions(), TCG)
-    assert "noapictimer" not in kernel_cmdline(image(), RunOptions(), KVM)
+def test_timer_calibration_and_checks_are_skipped_only_under_tcg() -> None:
+    for arg in ("noapictimer", "no_timer_check"):
+        assert arg in kernel_cmdline(image(), RunOptions(), TCG)
+        assert arg not in kernel_cmdline(image(), RunOptions(), KVM)
 
 
 def test_boot_env_travels_on_its_own_disk_only_when_given() -> None:
