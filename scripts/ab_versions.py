@@ -5,7 +5,9 @@ layers against the initramfs image of an earlier commit), interleaved in one run
         --a-image /tmp/hello-initramfs.krait --b "krait" --b-image hello.krait -n 10
 
 Each boot is one `krait bench boot IMAGE -n 1` of that version (the measurement is
-krait's own: QEMU start to the first 200); the statistics are `krait bench ab`'s.
+krait's own: QEMU start to the first 200); the statistics are `krait bench ab`'s. Each
+side also gets its boots' steps (the guest's own timeline, medians): a change to one
+step shows there even when the whole boot's noise hides it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from krait.bench.ab import bench_ab  # noqa: E402
+from krait.bench.timeline import rows  # noqa: E402
 
 
-def krait_boot(command: str, memory: int | None):  # type: ignore[no-untyped-def]
+def krait_boot(command: str, memory: int | None,  # type: ignore[no-untyped-def]
+               timelines: list[dict[str, float]]):
     words = shlex.split(command)
     env = dict(os.environ)
     while words and "=" in words[0] and not words[0].startswith("-"):
@@ -35,8 +39,10 @@ def krait_boot(command: str, memory: int | None):  # type: ignore[no-untyped-def
         argv = [*words, "bench", "boot", str(image), "-n", "1"]
         if memory:
             argv += ["-m", str(memory)]
-        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-        return float(json.loads(out)["samples"][0])
+        out = json.loads(subprocess.run(argv, env=env, capture_output=True, text=True,
+                                        check=True).stdout)
+        timelines.extend(out["extra"].get("timelines", []))
+        return float(out["samples"][0])
 
     return boot
 
@@ -52,11 +58,14 @@ def main() -> None:
     parser.add_argument("-m", "--memory", type=int, default=None)
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
-    boots = {args.a_image: krait_boot(args.a, args.memory),
-             args.b_image: krait_boot(args.b, args.memory)}
+    timelines: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
+    boots = {args.a_image: krait_boot(args.a, args.memory, timelines["a"]),
+             args.b_image: krait_boot(args.b, args.memory, timelines["b"])}
     doc = bench_ab(args.a_image, args.b_image, lambda image: boots[image](image), args.runs,
                    progress=lambda m: print(m, file=sys.stderr, flush=True))
     doc["a"]["krait"], doc["b"]["krait"] = args.a, args.b
+    for side in "ab":
+        doc[side]["steps"] = rows(timelines[side])
     doc["memory_mib"] = args.memory
     text = json.dumps(doc, indent=2)
     if args.output:
@@ -64,6 +73,9 @@ def main() -> None:
     print(text)
     print(f"A {doc['a']['median']} s, B {doc['b']['median']} s: B/A {doc['b_over_a']}, "
           f"p {doc['p_value']}: {doc['verdict']}", file=sys.stderr)
+    for a, b in zip(doc["a"]["steps"], doc["b"]["steps"], strict=False):
+        print(f"  {a['what']:45} A {a['takes_s']:.3f} s  B {b['takes_s']:.3f} s",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":
