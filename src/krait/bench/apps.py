@@ -31,6 +31,7 @@ class Probe:
     guest_port: int | None = None  # default: the image's first port
     https: bool = False
     env: tuple[tuple[str, str], ...] = ()
+    connect: tuple[str, ...] = ()  # --connect NAME=HOST:PORT: where its services are
 
 
 def _memory_in_use(lines: list[str], timeout: float = 10) -> float | None:
@@ -53,7 +54,8 @@ def bench_app(image: Path, probe: Probe, runs: int = 10, memory: int | None = No
     accel, memory_mib, load = "", 0, {}
     scheme = "https" if probe.https else "http"
     for i in range(runs + 1):
-        with booted(image, memory=memory, env=dict(probe.env), ready_timeout=timeout,
+        with booted(image, memory=memory, env=dict(probe.env), connect=probe.connect,
+                    ready_timeout=timeout,
                     guest_ports=(probe.guest_port,) if probe.guest_port else None) as vm:
             accel, memory_mib = vm.spec.accel.name, vm.spec.memory
             url = vm.url(probe.path, probe.guest_port, scheme)
