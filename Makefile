@@ -65,6 +65,7 @@ lint: venv
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
 
+# Every figure of the README's Measured tables: one run, JSON and charts in docs/bench/.
 bench: hello
 	mkdir -p docs/bench
 	$(KRAIT) bench boot examples/hello/hello.krait -n 10 -o docs/bench/boot.json \
@@ -74,10 +75,11 @@ bench: hello
 	$(KRAIT) bench rebuild examples/hello -n 5 -o docs/bench/rebuild.json
 	$(KRAIT) bench serve examples/hello/hello.krait -n 5 -o docs/bench/serve.json
 	$(MAKE) bench-compare
+	$(MAKE) bench-examples
 
 # The same apps as a process, a crun container, a Debian VM (gunicorn/uvicorn) and a krait
 # unikernel: docs/bench/compare-{hello,flask,fastapi}.json, compare-hello-flask-fastapi.md/.png.
-# `make bench` ends with it.
+# Part of `make bench`.
 bench-compare: kernel
 	$(KRAIT) bench compare examples/hello examples/flask examples/fastapi -n 5 --out docs/bench
 
@@ -87,6 +89,7 @@ examples: kernel
 	for x in $(EXAMPLES); do (cd examples/$$x && ../../$(KRAIT) build) || exit 1; done
 
 # Size, boot to first correct answer (10 boots), guest memory, wrk requests/s per example.
+# `make bench` ends with it.
 bench-examples: kernel
 	$(VENV)/bin/python scripts/bench_examples.py -n 10 -o docs/bench/examples.json
 
