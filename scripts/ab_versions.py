@@ -73,9 +73,14 @@ def main() -> None:
     print(text)
     print(f"A {doc['a']['median']} s, B {doc['b']['median']} s: B/A {doc['b_over_a']}, "
           f"p {doc['p_value']}: {doc['verdict']}", file=sys.stderr)
-    for a, b in zip(doc["a"]["steps"], doc["b"]["steps"], strict=False):
-        print(f"  {a['what']:45} A {a['takes_s']:.3f} s  B {b['takes_s']:.3f} s",
-              file=sys.stderr)
+    # Paired by step: a version whose guest reports a step the other does not has a row
+    # of its own, not the other's next step.
+    took = {side: {r["step"]: r for r in doc[side]["steps"]} for side in "ab"}
+    for step in [*took["a"], *(s for s in took["b"] if s not in took["a"])]:
+        a, b = took["a"].get(step), took["b"].get(step)
+        what = (took["a"] | took["b"])[step]["what"]
+        print(f"  {what:45} A {a['takes_s'] if a else '-':>6} s  "
+              f"B {b['takes_s'] if b else '-':>6} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
